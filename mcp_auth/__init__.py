@@ -1,0 +1,70 @@
+"""mcp_auth: MCP over Streamable HTTP behind one auth pipeline.
+
+The public API is what this module exports; everything else may change.
+
+    from mcp_auth import McpServer, Context
+
+    server = McpServer("notes")
+
+    @server.tool()
+    def add(a: int, b: int) -> int:
+        '''Add two numbers.'''
+        return a + b
+
+    app = server.wsgi_app(Config(token_file="/run/secrets/mcp-token"))
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ._version import __version__
+from .config import Config
+from .content import (
+    ToolResult,
+    audio_content,
+    embedded_resource,
+    image_content,
+    resource_contents,
+    resource_link,
+    text_content,
+)
+from .errors import ConfigError
+from .server import Context, McpServer
+from .tokens import Principal
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "Context",
+    "McpServer",
+    "Principal",
+    "ToolResult",
+    "__version__",
+    "audio_content",
+    "create_app",
+    "embedded_resource",
+    "image_content",
+    "resource_contents",
+    "resource_link",
+    "text_content",
+]
+
+
+def create_app(target: str | None = None) -> Any:
+    """A WSGI app configured from MCP_AUTH_* variables (and MCP_AUTH_CONFIG), for gunicorn.
+
+    `target` (or MCP_AUTH_TARGET) is `module:attribute` of an McpServer; without
+    one the built-in diagnostics toolset is served.
+
+        gunicorn -k gthread --threads 16 'mcp_auth:create_app()'
+    """
+    from .app import McpAuthApp
+    from .cli import load_target
+    from .diagnostics import build_diagnostics
+
+    config = Config.from_sources({}, os.environ)
+    target = target or os.environ.get("MCP_AUTH_TARGET")
+    server = load_target(target) if target else build_diagnostics()
+    return McpAuthApp(server, config)

@@ -1,0 +1,124 @@
+"""The WSGI application: route -> guard -> transport.
+
+Every request to the MCP endpoint goes through `Guard.admit` (steps 1-5)
+before the transport sees it; `/healthz` goes through step 1 only and says
+nothing about tools or configuration; every other path is 404 after step 1.
+Refusals are turned into responses here and nowhere else, and each is
+audited once. An unexpected exception becomes a bare 500 with no traceback
+in the body; the traceback goes to the server log.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from . import audit
+from .config import AuthSetup, Config, open_token_source
+from .guard import ENVIRON_CLIENT_KEY, Guard
+from .http import HttpTransport, json_response
+from .refusals import NotFound, Refusal, Unauthorized
+from .server import McpServer
+from .sessions import SessionStore
+
+logger = logging.getLogger("mcp_auth.app")
+
+MCP_PATH = "/mcp"
+HEALTH_PATH = "/healthz"
+# Headers a browser page on an allowed origin may read from our responses.
+_EXPOSED_HEADERS = "Mcp-Session-Id, Mcp-Protocol-Version, WWW-Authenticate, Retry-After"
+_ALLOWED_REQUEST_HEADERS = "Authorization, Content-Type, Accept, Mcp-Session-Id, Mcp-Protocol-Version, Last-Event-ID"
+_PREFLIGHT_MAX_AGE = "600"
+
+StartResponse = Callable[..., Any]
+
+
+class McpAuthApp:
+    """A WSGI application serving one McpServer behind the pipeline."""
+
+    def __init__(
+        self,
+        server: McpServer,
+        config: Config,
+        auth: AuthSetup | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        if auth is None:
+            auth, warnings = open_token_source(config, environ)
+            for warning in warnings:
+                logger.warning(warning)
+        self.server = server
+        self.config = config
+        self.auth = auth
+        self.guard = Guard(config, auth)
+        self.sessions = SessionStore()
+        self.shutdown_event = threading.Event()
+        self.http = HttpTransport(
+            server, self.sessions, self.guard.principal_is_current, config.max_body_bytes, self.shutdown_event
+        )
+
+    def close(self) -> None:
+        """End open streams and sessions (called on server shutdown)."""
+        self.shutdown_event.set()
+        self.sessions.close_all()
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        start_response = self._with_cors(environ, start_response)
+        try:
+            path = environ.get("PATH_INFO") or "/"
+            if path in (MCP_PATH, MCP_PATH + "/"):
+                if environ.get("REQUEST_METHOD") == "OPTIONS":
+                    return self._preflight(environ, start_response)
+                admission = self.guard.admit(environ)
+                return self.http(environ, start_response, admission)
+            self.guard.client_address(environ)
+            if path == HEALTH_PATH and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
+                return json_response(start_response, "200 OK", {"status": "ok"})
+            raise NotFound(f"Nothing is served at {path[:100]!r}; the MCP endpoint is {MCP_PATH}")
+        except Refusal as refusal:
+            self._audit(environ, refusal)
+            return refusal(environ, start_response)
+        except Exception:
+            logger.exception("unexpected error while handling %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
+            body = b'{"error": "internal_error", "message": "The server failed to handle this request"}'
+            start_response("500 Internal Server Error", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return [body]
+
+    def _preflight(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        """CORS preflight: steps 1-3 only (browsers never send credentials on it)."""
+        self.guard.client_address(environ)
+        self.guard.check_browser_headers(environ)
+        start_response(
+            "204 No Content",
+            [
+                ("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS"),
+                ("Access-Control-Allow-Headers", _ALLOWED_REQUEST_HEADERS),
+                ("Access-Control-Max-Age", _PREFLIGHT_MAX_AGE),
+            ],
+        )
+        return []
+
+    def _with_cors(self, environ: dict[str, Any], start_response: StartResponse) -> StartResponse:
+        origin = environ.get("HTTP_ORIGIN")
+        if origin is None or not self.config.origin_policy.allows(origin):
+            return start_response
+        cors = [
+            ("Access-Control-Allow-Origin", origin),
+            ("Access-Control-Expose-Headers", _EXPOSED_HEADERS),
+            ("Vary", "Origin"),
+        ]
+
+        def start_with_cors(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            return start_response(status, headers + cors, exc_info)
+
+        return start_with_cors
+
+    @staticmethod
+    def _audit(environ: dict[str, Any], refusal: Refusal) -> None:
+        if refusal.status == 404 and refusal.step == "transport":
+            return  # a wrong path or a stale session is not a security event
+        client = environ.get(ENVIRON_CLIENT_KEY) or environ.get("REMOTE_ADDR") or "?"
+        reason = refusal.audit_reason if isinstance(refusal, Unauthorized) else refusal.error
+        audit.denial(str(client), refusal.step, reason)

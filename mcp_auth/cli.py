@@ -1,0 +1,254 @@
+"""`python -m mcp_auth`: serve (the default) and token management.
+
+    python -m mcp_auth [serve] [TARGET] [options]
+    python -m mcp_auth token show
+    python -m mcp_auth token add NAME [--tools PATTERN ...] --tokens-file PATH
+    python -m mcp_auth token list|revoke NAME --tokens-file PATH
+
+Exit status 2 for a configuration the server refuses (the message says how to
+fix it), 0 after a clean shutdown on SIGINT or SIGTERM. The token is printed
+only on the first run that generates it, and by `token show` / `token add`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from ._version import __version__
+from .app import MCP_PATH, McpAuthApp
+from .audit import configure_logging
+from .config import AuthSetup, Config, open_token_source
+from .errors import ConfigError
+from .network import format_url_host
+from .server import McpServer
+from .tokens import add_token, default_token_path, list_tokens, read_token_file, revoke_token
+
+logger = logging.getLogger("mcp_auth.cli")
+
+EXIT_CONFIG = 2
+
+
+def _serve_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m mcp_auth",
+        description="Serve MCP over Streamable HTTP behind bearer-token auth, IP allowlists and Host/Origin checks.",
+        epilog="Subcommand 'token' manages tokens: python -m mcp_auth token --help",
+    )
+    parser.add_argument("target", nargs="?", help="module:attribute of an McpServer (default: built-in diagnostics)")
+    parser.add_argument("--host", help="bind address (default 127.0.0.1) [MCP_AUTH_HOST]")
+    parser.add_argument("--port", type=int, help="port (default 8765; 0 picks a free one) [MCP_AUTH_PORT]")
+    parser.add_argument("--token", help="bearer token; prefer MCP_AUTH_TOKEN or --token-file [MCP_AUTH_TOKEN]")
+    parser.add_argument("--token-file", help="file holding the bearer token [MCP_AUTH_TOKEN_FILE]")
+    parser.add_argument("--tokens-file", help="named, hashed, scoped tokens [MCP_AUTH_TOKENS_FILE]")
+    parser.add_argument("--no-auth", action="store_true", default=None, help="no token; loopback binds only [MCP_AUTH_NO_AUTH=1]")
+    parser.add_argument("--allowed-ip", dest="allowed_ips", action="append", metavar="CIDR", help="repeatable [MCP_AUTH_ALLOWED_IPS]")
+    parser.add_argument("--allowed-host", dest="allowed_hosts", action="append", metavar="NAME", help="repeatable [MCP_AUTH_ALLOWED_HOSTS]")
+    parser.add_argument("--allowed-origin", dest="allowed_origins", action="append", metavar="ORIGIN", help="repeatable [MCP_AUTH_ALLOWED_ORIGINS]")
+    parser.add_argument("--trusted-proxy", dest="trusted_proxies", action="append", metavar="CIDR", help="repeatable [MCP_AUTH_TRUSTED_PROXIES]")
+    parser.add_argument("--config", help="TOML config file [MCP_AUTH_CONFIG]")
+    parser.add_argument("--log-format", choices=("text", "json"), help="log format (default text) [MCP_AUTH_LOG_FORMAT]")
+    parser.add_argument("--version", action="version", version=f"mcp_auth {__version__}")
+    return parser
+
+
+def _token_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m mcp_auth token", description="Manage bearer tokens.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("show", help="print the default token file's token")
+    add = commands.add_parser("add", help="add a named token to a tokens file; prints it once, on the last line")
+    add.add_argument("name")
+    add.add_argument("--tools", nargs="+", metavar="PATTERN", help="glob patterns of tools this token may call (default: all)")
+    add.add_argument("--tokens-file", help="[MCP_AUTH_TOKENS_FILE]")
+    listing = commands.add_parser("list", help="list the tokens in a tokens file (names and scopes, never tokens)")
+    listing.add_argument("--tokens-file", help="[MCP_AUTH_TOKENS_FILE]")
+    revoke = commands.add_parser("revoke", help="remove a named token; running servers refuse it at the next request")
+    revoke.add_argument("name")
+    revoke.add_argument("--tokens-file", help="[MCP_AUTH_TOKENS_FILE]")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if args[:1] == ["token"]:
+            return _token_command(_token_parser().parse_args(args[1:]))
+        if args[:1] == ["serve"]:
+            args = args[1:]
+        return serve(_serve_parser().parse_args(args))
+    except ConfigError as exc:
+        print(f"mcp_auth: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+# --- token ---------------------------------------------------------------------
+
+
+def _tokens_path(args: argparse.Namespace) -> Path:
+    value = args.tokens_file or os.environ.get("MCP_AUTH_TOKENS_FILE")
+    if not value:
+        raise ConfigError("name the tokens file with --tokens-file PATH (or MCP_AUTH_TOKENS_FILE)")
+    return Path(value)
+
+
+def _token_command(args: argparse.Namespace) -> int:
+    if args.command == "show":
+        path = default_token_path(os.environ)
+        if not path.exists():
+            raise ConfigError(f"there is no default token yet at {path}; run 'python -m mcp_auth' once to create it")
+        print(read_token_file(path, default_file=True).decode())
+        return 0
+    path = _tokens_path(args)
+    if args.command == "add":
+        token = add_token(path, args.name, args.tools)
+        scope = ", ".join(args.tools) if args.tools else "all tools"
+        print(f"Added token '{args.name}' ({scope}) to {path}. It is shown once; store it now:", file=sys.stderr)
+        print(token)
+    elif args.command == "list":
+        entries = list_tokens(path)
+        if not entries:
+            print(f"No tokens in {path}", file=sys.stderr)
+        for entry in entries:
+            tools = "all tools" if entry["tools"] is None else ", ".join(entry["tools"]) or "no tools"
+            print(f"{entry['name']}\t{tools}\t{entry['created'] or ''}")
+    elif args.command == "revoke":
+        revoke_token(path, args.name)
+        print(f"Revoked token '{args.name}' in {path}; running servers refuse it from the next request", file=sys.stderr)
+    return 0
+
+
+# --- serve ---------------------------------------------------------------------
+
+
+def load_target(target: str) -> McpServer:
+    """Import `module:attribute`; the attribute is an McpServer or a function returning one."""
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise ConfigError(f"TARGET {target!r} must look like package.module:server")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import {module_name!r} from TARGET {target!r}: {exc}") from None
+    value: Any = module
+    for part in attribute.split("."):
+        value = getattr(value, part, None)
+        if value is None:
+            raise ConfigError(f"{module_name!r} has no attribute {attribute!r} (from TARGET {target!r})")
+    if callable(value) and not isinstance(value, McpServer):
+        value = value()
+    if not isinstance(value, McpServer):
+        raise ConfigError(f"TARGET {target!r} is a {type(value).__name__}, not an mcp_auth.McpServer")
+    return value
+
+
+def _flags(args: argparse.Namespace) -> dict[str, Any]:
+    names = ("host", "port", "token", "token_file", "tokens_file", "no_auth", "allowed_ips", "allowed_hosts",
+             "allowed_origins", "trusted_proxies", "log_format")
+    return {name: getattr(args, name) for name in names}
+
+
+def serve(args: argparse.Namespace) -> int:
+    from .embedded import EmbeddedServer
+
+    config = Config.from_sources(_flags(args), os.environ, args.config)
+    configure_logging(config.log_format)
+    if args.token:
+        logger.warning(
+            "--token puts the token in your shell history and in 'ps' output for every local user; "
+            "prefer MCP_AUTH_TOKEN or --token-file"
+        )
+    if config.no_auth:
+        logger.warning("authentication is OFF (--no-auth): any local process and any allowed browser page can call every tool")
+    if args.target:
+        server = load_target(args.target)
+    else:
+        from .diagnostics import build_diagnostics
+
+        server = build_diagnostics()
+    auth, warnings = open_token_source(config, os.environ)
+    for warning in warnings:
+        logger.warning(warning)
+    app = McpAuthApp(server, config, auth)
+    embedded = EmbeddedServer(app, config.host, config.port)
+    url = f"http://{format_url_host(config.host)}:{embedded.port}{MCP_PATH}"
+    print_summary(config, auth, server, url, sys.stderr)
+    if auth.generated_token is not None:
+        print_first_run(auth.generated_token, auth.description, url, sys.stdout)
+
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: Any) -> None:
+        if not stop.is_set():
+            stop.set()
+            threading.Thread(target=embedded.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    print(f"mcp_auth: listening on {url}", file=sys.stderr, flush=True)
+    embedded.serve_forever()
+    app.close()
+    embedded.close()
+    print("mcp_auth: stopped", file=sys.stderr, flush=True)
+    return 0
+
+
+def print_summary(config: Config, auth: AuthSetup, server: McpServer, url: str, out: TextIO) -> None:
+    """The one startup summary: everything but the token."""
+    networks = "any (*)" if config.address_allowlist.allow_all else ", ".join(config.allowed_ips)
+    hosts = ", ".join(("localhost", "127.0.0.1", "[::1]", *config.allowed_hosts))
+    origins = ", ".join(("http(s)://localhost, 127.0.0.1, [::1] on any port", *config.allowed_origins))
+    proxies = ", ".join(config.trusted_proxies) or "none (X-Forwarded-For is ignored)"
+    auth_state = "OFF (--no-auth)" if auth.source is None else f"bearer token from {auth.description}"
+    lines = [
+        f"mcp_auth {__version__}: serving '{server.name}' ({len(server.tool_names)} tools) at {url}",
+        f"  auth:             {auth_state}",
+        f"  allowed networks: {networks}",
+        f"  allowed hosts:    {hosts}",
+        f"  allowed origins:  {origins}",
+        f"  trusted proxies:  {proxies}",
+    ]
+    print("\n".join(lines), file=out, flush=True)
+
+
+def print_first_run(token: str, where: str, url: str, out: TextIO) -> None:
+    """First run only: the new token and ready-to-paste client configurations."""
+    header = {"Authorization": f"Bearer {token}"}
+    claude = {"mcpServers": {"mcp-auth": {"type": "http", "url": url, "headers": header}}}
+    vscode = {"servers": {"mcp-auth": {"type": "http", "url": url, "headers": header}}}
+    cursor = {"mcpServers": {"mcp-auth": {"url": url, "headers": header}}}
+    curl = (
+        f"curl -sS {url} -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' "
+        "-H 'Accept: application/json, text/event-stream' "
+        "-d '{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{\"protocolVersion\":\"2025-11-25\","
+        "\"capabilities\":{},\"clientInfo\":{\"name\":\"curl\",\"version\":\"1\"}}}'"
+    )
+    text = f"""
+First run: generated a bearer token and saved it (mode 0600) in the {where}.
+It is printed this once; 'python -m mcp_auth token show' prints it again.
+
+    {token}
+
+Claude Code (.mcp.json):
+{json.dumps(claude, indent=2)}
+
+VS Code (.vscode/mcp.json):
+{json.dumps(vscode, indent=2)}
+
+Cursor (.cursor/mcp.json):
+{json.dumps(cursor, indent=2)}
+
+curl:
+{curl}
+"""
+    print(text, file=out, flush=True)

@@ -1,0 +1,114 @@
+"""The request pipeline: steps 1-5 of DESIGN.md, in that order, for every transport.
+
+`Guard.admit(environ)` is the only way a request to the MCP endpoint gets a
+`Principal`. It reads the WSGI environ once, runs each step as a pure check
+from `network`, `ratelimit` and `tokens`, and raises the step's `Refusal` at
+the first failure, so later steps never run. The HTTP transport and the
+WebSocket handshake both call it; there is no second implementation.
+
+What it trusts: `REMOTE_ADDR` as the WSGI server saw the peer; the
+`X-Forwarded-For` header only when that peer is a configured trusted proxy.
+Everything else in the environ is attacker-controlled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .config import AuthSetup, Config
+from .network import ForwardedForError, HostError, IPAddress, parse_address, parse_host, resolve_client_address
+from .ratelimit import FailureRateLimiter
+from .refusals import HostInvalid, HostNotAllowed, IpNotAllowed, OriginNotAllowed, RateLimited, Unauthorized
+from .tokens import ANONYMOUS, Principal, parse_bearer
+
+ENVIRON_CLIENT_KEY = "mcp_auth.client_address"
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A request that passed steps 1-5: who it is and where it came from."""
+
+    principal: Principal
+    client_address: IPAddress
+
+
+class Guard:
+    """Steps 1-5 of the pipeline over one frozen Config and one token source."""
+
+    def __init__(self, config: Config, auth: AuthSetup) -> None:
+        self.config = config
+        self.token_source = auth.source
+        if self.token_source is None and not config.no_auth:
+            raise ValueError("a token source is required unless no_auth is set")
+        self.rate_limiter = FailureRateLimiter(config.rate_limit_failures, config.rate_limit_window)
+
+    # step 1
+    def client_address(self, environ: dict[str, Any]) -> IPAddress:
+        """The client's address, allowed by the network allowlist; else IpNotAllowed."""
+        peer = parse_address(environ.get("REMOTE_ADDR") or "")
+        if peer is None:
+            raise IpNotAllowed("The server could not determine the client address")
+        forwarded = environ.get("HTTP_X_FORWARDED_FOR")
+        try:
+            client = resolve_client_address(peer, [forwarded] if forwarded else [], self.config.proxy_networks)
+        except ForwardedForError:
+            environ[ENVIRON_CLIENT_KEY] = str(peer)
+            raise IpNotAllowed("The X-Forwarded-For header from the proxy is malformed") from None
+        environ[ENVIRON_CLIENT_KEY] = str(client)
+        if not self.config.address_allowlist.allows(client):
+            raise IpNotAllowed(
+                "This client address is not in the server's allowed networks (--allowed-ip); ask the operator to add it"
+            )
+        return client
+
+    # steps 2 and 3
+    def check_browser_headers(self, environ: dict[str, Any]) -> None:
+        raw_host = environ.get("HTTP_HOST")
+        if raw_host is None:
+            raise HostInvalid("The Host header is missing")
+        try:
+            host, port = parse_host(raw_host)
+        except HostError:
+            raise HostInvalid("The Host header is malformed; send host or host:port") from None
+        if not self.config.host_policy.allows(host, port):
+            raise HostNotAllowed(
+                "This Host is not allowed: connect through localhost or 127.0.0.1, or ask the operator "
+                "to add the name with --allowed-host"
+            )
+        origin = environ.get("HTTP_ORIGIN")
+        if origin is not None and not self.config.origin_policy.allows(origin):
+            raise OriginNotAllowed(
+                "Requests from this Origin are not allowed; the operator can add it with --allowed-origin"
+            )
+
+    def admit(self, environ: dict[str, Any]) -> Admission:
+        """Run steps 1-5 in order; return the admission or raise the first step's Refusal."""
+        client = self.client_address(environ)
+        self.check_browser_headers(environ)
+        # step 4
+        wait = self.rate_limiter.retry_after(client)
+        if wait:
+            raise RateLimited(wait)
+        # step 5
+        if self.token_source is None:
+            return Admission(ANONYMOUS, client)
+        header = environ.get("HTTP_AUTHORIZATION")
+        presented = parse_bearer(header)
+        principal = self.token_source.authenticate(presented) if presented is not None else None
+        if principal is None:
+            self.rate_limiter.record_failure(client)
+            if header is None:
+                reason = "missing"
+            elif presented is None:
+                reason = "malformed_or_not_bearer"
+            else:
+                reason = "invalid_token"
+            raise Unauthorized(reason)
+        return Admission(principal, client)
+
+    def principal_is_current(self, principal: Principal) -> bool:
+        """Step 7's question: does the principal's token still exist?"""
+        if self.token_source is None:
+            return principal is ANONYMOUS
+        return self.token_source.is_current(principal)

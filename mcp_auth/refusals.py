@@ -1,0 +1,191 @@
+"""Refusals: exceptions that are complete HTTP responses.
+
+Every way mcp_auth says "no" is one of these classes. Raising one anywhere in
+the request path ends the request with exactly that status, body and headers;
+the WSGI app turns it into a response in one place (`Refusal.__call__`), so a
+refusal can never be half-written. Each refusal also carries the audit facts
+(pipeline step and reason) and the WebSocket close code it maps to.
+
+The message is for an honest client: it says what to fix. It never contains
+anything the client sent that could be secret.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from .jsonrpc import FORBIDDEN, INVALID_REQUEST, JsonRpcError, RequestId
+
+StartResponse = Any  # the WSGI start_response callable
+
+
+class Refusal(Exception):
+    """A refused request; the instance is a WSGI response."""
+
+    status = 400
+    reason_phrase = "Bad Request"
+    error = "bad_request"
+    step = "transport"
+    ws_close_code = 1008  # policy violation
+
+    def __init__(self, message: str, *, headers: Iterable[tuple[str, str]] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra_headers = list(headers)
+
+    def body(self) -> bytes:
+        return json.dumps({"error": self.error, "message": self.message}).encode()
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        body = self.body()
+        headers = [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+            *self.extra_headers,
+        ]
+        start_response(f"{self.status} {self.reason_phrase}", headers)
+        return [body] if environ.get("REQUEST_METHOD") != "HEAD" else []
+
+
+# --- the auth pipeline (DESIGN.md, steps 1-5) -------------------------------
+
+
+class IpNotAllowed(Refusal):
+    status, reason_phrase, error, step = 403, "Forbidden", "ip_not_allowed", "client_address"
+
+
+class HostInvalid(Refusal):
+    status, reason_phrase, error, step = 400, "Bad Request", "host_invalid", "host"
+
+
+class HostNotAllowed(Refusal):
+    status, reason_phrase, error, step = 403, "Forbidden", "host_not_allowed", "host"
+
+
+class OriginNotAllowed(Refusal):
+    status, reason_phrase, error, step = 403, "Forbidden", "origin_not_allowed", "origin"
+
+
+class RateLimited(Refusal):
+    status, reason_phrase, error, step = 429, "Too Many Requests", "rate_limited", "rate_limit"
+    ws_close_code = 1013  # try again later
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            f"Too many failed authentication attempts from this address; retry after {retry_after} seconds",
+            headers=[("Retry-After", str(retry_after))],
+        )
+
+
+UNAUTHORIZED_MESSAGE = (
+    "A valid bearer token is required: send the header 'Authorization: Bearer <token>'. "
+    "On the server, 'python -m mcp_auth token show' prints the default token."
+)
+
+
+class Unauthorized(Refusal):
+    """The one 401. Its bytes never depend on what the client sent."""
+
+    status, reason_phrase, error, step = 401, "Unauthorized", "unauthorized", "bearer_token"
+    ws_close_code = 4401
+
+    def __init__(self, reason: str) -> None:
+        # `reason` is for the audit log only (missing / malformed / wrong); it
+        # never reaches the client, so the answer cannot tell which it was.
+        super().__init__(UNAUTHORIZED_MESSAGE, headers=[("WWW-Authenticate", 'Bearer realm="mcp-auth"')])
+        self.audit_reason = reason
+
+
+class InsufficientScope(Refusal):
+    """Step 7 over HTTP: the body is a JSON-RPC error so MCP clients can show it."""
+
+    status, reason_phrase, error, step = 403, "Forbidden", "insufficient_scope", "dispatch"
+
+    def __init__(self, message: str, request_id: RequestId | None) -> None:
+        super().__init__(
+            message,
+            headers=[("WWW-Authenticate", 'Bearer realm="mcp-auth", error="insufficient_scope"')],
+        )
+        self.request_id = request_id
+
+    def body(self) -> bytes:
+        return json.dumps(
+            {"jsonrpc": "2.0", "id": self.request_id, "error": {"code": FORBIDDEN, "message": self.message}}
+        ).encode()
+
+
+# --- transport rules (step 6) -------------------------------------------------
+
+
+class TransportRefusal(Refusal):
+    """Step 6 refusals answer with a JSON-RPC error body, which MCP clients surface."""
+
+    jsonrpc_code = INVALID_REQUEST
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        headers: Iterable[tuple[str, str]] = (),
+        request_id: RequestId | None = None,
+        code: int | None = None,
+        data: Any = None,
+    ) -> None:
+        super().__init__(message, headers=headers)
+        self.request_id = request_id
+        self.code = self.jsonrpc_code if code is None else code
+        self.data = data
+
+    @classmethod
+    def from_jsonrpc(cls, exc: JsonRpcError) -> TransportRefusal:
+        return cls(exc.message, request_id=exc.request_id, code=exc.code, data=exc.data)
+
+    def body(self) -> bytes:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            error["data"] = self.data
+        return json.dumps({"jsonrpc": "2.0", "id": self.request_id, "error": error}).encode()
+
+
+class BadRequest(TransportRefusal):
+    status, reason_phrase, error = 400, "Bad Request", "bad_request"
+
+
+class NotFound(TransportRefusal):
+    status, reason_phrase, error = 404, "Not Found", "not_found"
+
+
+class SessionNotFound(TransportRefusal):
+    status, reason_phrase, error = 404, "Not Found", "session_not_found"
+
+    def __init__(self) -> None:
+        super().__init__("Session not found: it expired or was terminated; send a new initialize request")
+
+
+class MethodNotAllowed(TransportRefusal):
+    status, reason_phrase, error = 405, "Method Not Allowed", "method_not_allowed"
+
+
+class NotAcceptable(TransportRefusal):
+    status, reason_phrase, error = 406, "Not Acceptable", "not_acceptable"
+
+
+class Conflict(TransportRefusal):
+    status, reason_phrase, error = 409, "Conflict", "conflict"
+
+
+class PayloadTooLarge(TransportRefusal):
+    status, reason_phrase, error = 413, "Content Too Large", "payload_too_large"
+    ws_close_code = 1009
+
+
+class UnsupportedMediaType(TransportRefusal):
+    status, reason_phrase, error = 415, "Unsupported Media Type", "unsupported_media_type"
+
+
+class ServiceUnavailable(TransportRefusal):
+    status, reason_phrase, error = 503, "Service Unavailable", "unavailable"
+    ws_close_code = 1013

@@ -1,0 +1,265 @@
+"""JSON Schema from Python type hints, and validation of arguments against it.
+
+`function_schema` turns a tool's signature into the `inputSchema` that
+`tools/list` publishes; `validate` checks the arguments a client sends against
+that schema before the tool runs. Only the subset of JSON Schema that
+`function_schema` produces is implemented (type, properties, required,
+additionalProperties, items, enum, anyOf, default), which is also what a tool
+author may pass by hand. Nothing here trusts the arguments; it never evaluates
+or imports anything a client names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import inspect
+import re
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+JsonSchema = dict[str, Any]
+
+_PRIMITIVES: dict[Any, JsonSchema] = {
+    str: {"type": "string"},
+    int: {"type": "integer"},
+    float: {"type": "number"},
+    bool: {"type": "boolean"},
+    type(None): {"type": "null"},
+}
+
+# Validation stops after this many problems: enough to fix a call, bounded work.
+MAX_REPORTED_ERRORS = 10
+
+
+def _is_typeddict(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, dict) and hasattr(tp, "__required_keys__")
+
+
+def type_schema(tp: Any) -> JsonSchema:
+    """The JSON Schema for one annotation; raises TypeError for what JSON cannot carry."""
+    if tp is inspect.Parameter.empty or tp is Any:
+        return {}
+    if tp in _PRIMITIVES:
+        return dict(_PRIMITIVES[tp])
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Annotated:
+        schema = type_schema(args[0])
+        for extra in args[1:]:
+            if isinstance(extra, str):
+                schema["description"] = extra
+        return schema
+    if origin is typing.Literal:
+        schema = {"enum": list(args)}
+        kinds = {type(a) for a in args}
+        if len(kinds) == 1 and next(iter(kinds)) in _PRIMITIVES:
+            schema["type"] = _PRIMITIVES[next(iter(kinds))]["type"]
+        return schema
+    if origin in (typing.Union, types.UnionType):
+        members = [type_schema(a) for a in args]
+        return {"anyOf": members}
+    if tp in (list, tuple, set, frozenset) or origin in (list, tuple, set, frozenset, Sequence):
+        item_types = [a for a in args if a is not Ellipsis]
+        schema = {"type": "array"}
+        if len(set(item_types)) == 1:
+            schema["items"] = type_schema(item_types[0])
+        elif item_types:
+            schema["items"] = {"anyOf": [type_schema(a) for a in item_types]}
+        return schema
+    if tp is dict or origin in (dict, Mapping):
+        schema = {"type": "object"}
+        if args:
+            if args[0] is not str:
+                raise TypeError(f"dict keys must be str to be JSON, not {args[0]!r}")
+            value_schema = type_schema(args[1])
+            if value_schema:  # dict[str, Any] constrains nothing; say so by omission
+                schema["additionalProperties"] = value_schema
+        return schema
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return {"enum": [member.value for member in tp]}
+    if _is_typeddict(tp):
+        hints = typing.get_type_hints(tp, include_extras=True)
+        return {
+            "type": "object",
+            "properties": {name: type_schema(hint) for name, hint in hints.items()},
+            "required": sorted(tp.__required_keys__),
+        }
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        hints = typing.get_type_hints(tp, include_extras=True)
+        fields = dataclasses.fields(tp)
+        return {
+            "type": "object",
+            "properties": {f.name: type_schema(hints[f.name]) for f in fields},
+            "required": [
+                f.name
+                for f in fields
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            ],
+        }
+    raise TypeError(f"cannot describe {tp!r} as JSON Schema; use str, int, float, bool, list, dict, Literal or Optional")
+
+
+_ARGS_HEADER = re.compile(r"^\s*(Args|Arguments|Parameters):\s*$")
+_ARG_LINE = re.compile(r"^\s+(\w+)(?:\s*\([^)]*\))?:\s*(.*)$")
+
+
+def split_docstring(fn: Callable[..., Any]) -> tuple[str | None, dict[str, str]]:
+    """The description and a Google-style `Args:` section's parameter texts."""
+    doc = inspect.getdoc(fn)
+    if not doc:
+        return None, {}
+    lines = doc.splitlines()
+    for index, line in enumerate(lines):
+        if _ARGS_HEADER.match(line):
+            description = "\n".join(lines[:index]).strip() or None
+            params: dict[str, str] = {}
+            current = None
+            for arg_line in lines[index + 1 :]:
+                if arg_line and not arg_line[0].isspace():
+                    break  # the next section ("Returns:")
+                match = _ARG_LINE.match(arg_line)
+                if match and (current is None or len(arg_line) - len(arg_line.lstrip()) <= 4):
+                    current = match.group(1)
+                    params[current] = match.group(2).strip()
+                elif current and arg_line.strip():
+                    params[current] = f"{params[current]} {arg_line.strip()}".strip()
+            return description, params
+    return doc.strip(), {}
+
+
+@dataclasses.dataclass(frozen=True)
+class Signature:
+    """What dispatch needs to call a handler: its schema and where the context goes."""
+
+    input_schema: JsonSchema
+    parameters: tuple[str, ...]
+    context_parameter: str | None
+    description: str | None
+    parameter_descriptions: Mapping[str, str]
+
+
+def function_schema(fn: Callable[..., Any], context_type: type) -> Signature:
+    """Describe `fn`'s parameters; the one annotated with `context_type` is left out."""
+    hints = typing.get_type_hints(fn, include_extras=True)
+    description, arg_docs = split_docstring(fn)
+    properties: dict[str, JsonSchema] = {}
+    required: list[str] = []
+    parameters: list[str] = []
+    context_parameter = None
+    for name, param in inspect.signature(fn).parameters.items():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise TypeError(f"{fn.__qualname__}: *args and **kwargs cannot be described as tool arguments")
+        hint = hints.get(name, inspect.Parameter.empty)
+        if hint is context_type:
+            context_parameter = name
+            continue
+        schema = type_schema(hint)
+        if name in arg_docs and "description" not in schema:
+            schema["description"] = arg_docs[name]
+        if param.default is param.empty:
+            required.append(name)
+        elif _json_value(param.default):
+            schema["default"] = param.default.value if isinstance(param.default, enum.Enum) else param.default
+        properties[name] = schema
+        parameters.append(name)
+    input_schema: JsonSchema = {"type": "object", "properties": properties}
+    if required:
+        input_schema["required"] = required
+    return Signature(input_schema, tuple(parameters), context_parameter, description, arg_docs)
+
+
+def _json_value(value: Any) -> bool:
+    if isinstance(value, enum.Enum):
+        value = value.value
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_json_value(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _json_value(v) for k, v in value.items())
+    return False
+
+
+def return_schema(fn: Callable[..., Any]) -> JsonSchema | None:
+    """An output schema when the return annotation is an object (dict, TypedDict, dataclass)."""
+    hint = typing.get_type_hints(fn, include_extras=True).get("return", inspect.Parameter.empty)
+    if hint is inspect.Parameter.empty:
+        return None
+    try:
+        schema = type_schema(hint)
+    except TypeError:
+        return None
+    return schema if schema.get("type") == "object" else None
+
+
+_JSON_TYPES: dict[str, Callable[[Any], bool]] = {
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+    "null": lambda v: v is None,
+    "array": lambda v: isinstance(v, list),
+    "object": lambda v: isinstance(v, dict),
+}
+
+
+def _json_type_name(value: Any) -> str:
+    for name in ("boolean", "integer", "number", "string", "null", "array", "object"):
+        if _JSON_TYPES[name](value):
+            return name
+    return type(value).__name__
+
+
+def validate(value: Any, schema: JsonSchema) -> list[str]:
+    """Problems with `value` against `schema`, as messages naming the path; [] when valid."""
+    errors: list[str] = []
+    _validate(value, schema, "arguments", errors)
+    return errors[:MAX_REPORTED_ERRORS]
+
+
+def _validate(value: Any, schema: JsonSchema, path: str, errors: list[str]) -> None:
+    if len(errors) >= MAX_REPORTED_ERRORS or not isinstance(schema, dict):
+        return
+    if "anyOf" in schema:
+        if all(has_problems(value, option) for option in schema["anyOf"]):
+            errors.append(f"{path}: {_json_type_name(value)} matches none of the allowed types")
+        return
+    expected = schema.get("type")
+    if expected is not None:
+        allowed = expected if isinstance(expected, list) else [expected]
+        if not any(_JSON_TYPES.get(t, lambda v: True)(value) for t in allowed):
+            errors.append(f"{path}: expected {' or '.join(allowed)}, got {_json_type_name(value)}")
+            return
+    if "enum" in schema and value not in schema["enum"]:
+        choices = ", ".join(repr(v) for v in schema["enum"])
+        errors.append(f"{path}: must be one of {choices}")
+        return
+    if "const" in schema and value != schema["const"]:
+        errors.append(f"{path}: must be {schema['const']!r}")
+        return
+    if isinstance(value, dict):
+        properties = schema.get("properties", {})
+        for name in schema.get("required", []):
+            if name not in value:
+                errors.append(f"{path}: missing required property '{name}'")
+        extra = schema.get("additionalProperties", True)
+        for key, item in value.items():
+            if key in properties:
+                _validate(item, properties[key], f"{path}.{key}", errors)
+            elif extra is False:
+                errors.append(f"{path}: unexpected property '{key}'")
+            elif isinstance(extra, dict):
+                _validate(item, extra, f"{path}.{key}", errors)
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for index, item in enumerate(value):
+            _validate(item, schema["items"], f"{path}[{index}]", errors)
+
+
+def has_problems(value: Any, schema: JsonSchema) -> bool:
+    """True when `value` has any problem against `schema`."""
+    errors: list[str] = []
+    _validate(value, schema, "", errors)
+    return bool(errors)

@@ -1,0 +1,680 @@
+"""McpServer: the public way to write tools, resources and prompts, and the dispatcher.
+
+Tool authors decorate plain functions; this module infers their schemas,
+validates arguments, calls them, and turns what they return into MCP results.
+
+Dispatch is the second lock of the pipeline (DESIGN.md step 7). Transports
+call `dispatch` only with a `Call` that carries the principal which passed the
+bearer check; before any handler runs, dispatch asks the token source whether
+that principal is still current (a revoked token stops here, on open sessions
+and sockets too) and whether its scope allows the tool, resource or prompt.
+The list methods show only what the principal may use.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import re
+import threading
+import urllib.parse
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
+from typing import Any, Protocol
+
+from ._version import __version__ as _package_version
+from . import audit
+from .content import ToolResult, is_content, resource_contents, text_content
+from .jsonrpc import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    RESOURCE_NOT_FOUND,
+    JsonRpcError,
+    Notification,
+    Request,
+)
+from .schema import JsonSchema, Signature, function_schema, return_schema, validate
+from .sessions import Session
+from .tokens import Principal
+
+logger = logging.getLogger("mcp_auth.server")
+
+# Newest first; initialize answers with the client's version when it is here,
+# else with the newest.
+SUPPORTED_PROTOCOL_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26")
+LATEST_PROTOCOL_VERSION = SUPPORTED_PROTOCOL_VERSIONS[0]
+# The version a request without MCP-Protocol-Version is taken to speak (spec).
+DEFAULT_NEGOTIATED_VERSION = "2025-03-26"
+
+# Items per page of the list methods: small enough to keep responses small,
+# large enough that ordinary servers answer in one page.
+PAGE_SIZE = 100
+# completion/complete returns at most this many values (spec).
+MAX_COMPLETION_VALUES = 100
+
+LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+_LOG_RANK = {name: rank for rank, name in enumerate(LOG_LEVELS)}
+
+_NAME = re.compile(r"[A-Za-z0-9_.\-/]{1,128}", re.ASCII)
+
+
+class Channel(Protocol):
+    """Where a call's server-to-client messages go (an SSE stream, a socket)."""
+
+    def send(self, message: dict[str, Any]) -> None: ...
+
+
+class DispatchDenied(Exception):
+    """Step 7 refused the call; transports map the subclasses to their answers."""
+
+    def __init__(self, message: str, request_id: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.request_id = request_id
+
+
+class ScopeDenied(DispatchDenied):
+    """The principal's scope does not include what it asked for."""
+
+
+class PrincipalRevoked(DispatchDenied):
+    """The principal's token was removed after the session or socket opened."""
+
+
+@dataclass
+class Call:
+    """What a transport hands the dispatcher with each message."""
+
+    session: Session
+    principal: Principal
+    channel: Channel
+    client_address: str
+    principal_is_current: Callable[[Principal], bool]
+
+
+class Context:
+    """A handler's view of its call: who is asking, and ways to talk back.
+
+    Declare a parameter annotated `Context` on any tool, resource or prompt
+    function to receive it; it is not part of the tool's input schema.
+    """
+
+    def __init__(self, call: Call, request: Request, cancelled: threading.Event) -> None:
+        self._call = call
+        self._request = request
+        self._cancelled = cancelled
+        meta = request.params.get("_meta")
+        self.progress_token = meta.get("progressToken") if isinstance(meta, dict) else None
+
+    @property
+    def principal(self) -> Principal:
+        return self._call.principal
+
+    @property
+    def client_address(self) -> str:
+        return self._call.client_address
+
+    @property
+    def session_id(self) -> str | None:
+        return self._call.session.session_id
+
+    @property
+    def request_id(self) -> Any:
+        return self._request.id
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the client sent notifications/cancelled for this request."""
+        return self._cancelled.is_set()
+
+    def report_progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
+        """Send notifications/progress, when the client asked for progress."""
+        if self.progress_token is None:
+            return
+        params: dict[str, Any] = {"progressToken": self.progress_token, "progress": progress}
+        if total is not None:
+            params["total"] = total
+        if message is not None:
+            params["message"] = message
+        self._call.channel.send(Notification("notifications/progress", params).to_dict())
+
+    def log(self, level: str, data: Any, logger_name: str | None = None) -> None:
+        """Send notifications/message at `level`, if the session's logging/setLevel allows it."""
+        if level not in _LOG_RANK:
+            raise ValueError(f"unknown log level {level!r}; use one of {', '.join(LOG_LEVELS)}")
+        threshold = self._call.session.log_level
+        if threshold is not None and _LOG_RANK[level] < _LOG_RANK[threshold]:
+            return
+        params: dict[str, Any] = {"level": level, "data": data}
+        if logger_name:
+            params["logger"] = logger_name
+        self._call.channel.send(Notification("notifications/message", params).to_dict())
+
+    def debug(self, data: Any) -> None:
+        self.log("debug", data)
+
+    def info(self, data: Any) -> None:
+        self.log("info", data)
+
+    def warning(self, data: Any) -> None:
+        self.log("warning", data)
+
+    def error(self, data: Any) -> None:
+        self.log("error", data)
+
+
+@dataclass
+class _Tool:
+    name: str
+    fn: Callable[..., Any]
+    signature: Signature
+    definition: dict[str, Any]
+    output_schema: JsonSchema | None
+
+
+@dataclass
+class _Resource:
+    uri: str
+    fn: Callable[..., Any]
+    signature: Signature
+    definition: dict[str, Any]
+    mime_type: str | None
+    pattern: re.Pattern[str] | None = None  # set for URI templates
+
+
+@dataclass
+class _Prompt:
+    name: str
+    fn: Callable[..., Any]
+    signature: Signature
+    definition: dict[str, Any]
+
+
+@dataclass
+class _Registry:
+    tools: dict[str, _Tool] = field(default_factory=dict)
+    resources: dict[str, _Resource] = field(default_factory=dict)
+    templates: dict[str, _Resource] = field(default_factory=dict)
+    prompts: dict[str, _Prompt] = field(default_factory=dict)
+    completions: dict[tuple[str, str], Callable[..., Any]] = field(default_factory=dict)
+
+
+_TEMPLATE_VARIABLE = re.compile(r"\{(\+?)([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _template_pattern(template: str) -> re.Pattern[str]:
+    """A regex for an RFC 6570 level-1/2 URI template: {var} stops at '/', {+var} does not."""
+    parts: list[str] = []
+    position = 0
+    for match in _TEMPLATE_VARIABLE.finditer(template):
+        parts.append(re.escape(template[position : match.start()]))
+        reserved, name = match.groups()
+        parts.append(f"(?P<{name}>{'.+' if reserved else '[^/?#]+'})")
+        position = match.end()
+    parts.append(re.escape(template[position:]))
+    return re.compile("".join(parts))
+
+
+def _encode_cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"offset:{offset}".encode()).decode()
+
+
+def _decode_cursor(cursor: Any) -> int:
+    if cursor is None:
+        return 0
+    try:
+        kind, _, number = base64.urlsafe_b64decode(str(cursor).encode()).decode().partition(":")
+        offset = int(number)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        offset = -1
+        kind = ""
+    if kind != "offset" or offset < 0:
+        raise JsonRpcError(INVALID_PARAMS, "Invalid cursor: pass back the nextCursor of the previous page unchanged")
+    return offset
+
+
+def _page(items: Sequence[dict[str, Any]], params: dict[str, Any], key: str) -> dict[str, Any]:
+    offset = _decode_cursor(params.get("cursor"))
+    result: dict[str, Any] = {key: list(items[offset : offset + PAGE_SIZE])}
+    if offset + PAGE_SIZE < len(items):
+        result["nextCursor"] = _encode_cursor(offset + PAGE_SIZE)
+    return result
+
+
+def _to_json_text(value: Any) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"the tool returned a value that is not JSON: {exc}") from None
+
+
+def tool_result(value: Any, output_schema: JsonSchema | None) -> dict[str, Any]:
+    """Turn what a tool returned into a CallToolResult."""
+    if isinstance(value, ToolResult):
+        return value.to_dict()
+    if is_dataclass(value) and not isinstance(value, type):
+        value = asdict(value)
+    if value is None:
+        return {"content": []}
+    if isinstance(value, str):
+        return {"content": [text_content(value)]}
+    if is_content(value):
+        return {"content": [value]}
+    if isinstance(value, list) and value and all(is_content(item) for item in value):
+        return {"content": value}
+    result: dict[str, Any] = {"content": [text_content(_to_json_text(value))]}
+    if output_schema is not None and isinstance(value, dict):
+        result["structuredContent"] = value
+    return result
+
+
+def _prompt_messages(value: Any) -> list[dict[str, Any]]:
+    items = value if isinstance(value, list) else [value]
+    messages = []
+    for item in items:
+        if isinstance(item, str):
+            messages.append({"role": "user", "content": text_content(item)})
+        elif is_content(item):
+            messages.append({"role": "user", "content": item})
+        elif isinstance(item, dict) and item.get("role") in ("user", "assistant") and is_content(item.get("content")):
+            messages.append(item)
+        else:
+            raise TypeError("a prompt returns a str, a content block, a {role, content} message, or a list of these")
+    return messages
+
+
+def _read_contents(uri: str, value: Any, mime_type: str | None) -> list[dict[str, Any]]:
+    if isinstance(value, (str, bytes)):
+        return [resource_contents(uri, value, mime_type)]
+    if isinstance(value, dict) and "uri" in value:
+        return [value]
+    if isinstance(value, list) and all(isinstance(item, dict) and "uri" in item for item in value):
+        return value
+    raise TypeError("a resource returns str, bytes, a contents dict with 'uri', or a list of those")
+
+
+class McpServer:
+    """A set of tools, resources and prompts, served by `wsgi_app` behind the auth pipeline.
+
+    >>> server = McpServer("notes")
+    >>> @server.tool()
+    ... def add(a: int, b: int) -> int:
+    ...     '''Add two numbers.'''
+    ...     return a + b
+    """
+
+    def __init__(self, name: str = "mcp-auth", version: str = _package_version, *, instructions: str | None = None):
+        self.name = name
+        self.version = version
+        self.instructions = instructions
+        self._registry = _Registry()
+        self._methods: dict[str, Callable[[Request, Call], dict[str, Any]]] = {
+            "initialize": self._initialize,
+            "ping": lambda request, call: {},
+            "tools/list": self._tools_list,
+            "tools/call": self._tools_call,
+            "resources/list": self._resources_list,
+            "resources/templates/list": self._templates_list,
+            "resources/read": self._resources_read,
+            "prompts/list": self._prompts_list,
+            "prompts/get": self._prompts_get,
+            "logging/setLevel": self._set_level,
+            "completion/complete": self._complete,
+        }
+
+    # --- registration -----------------------------------------------------
+
+    def tool(
+        self,
+        name: str | None = None,
+        *,
+        title: str | None = None,
+        description: str | None = None,
+        annotations: dict[str, Any] | None = None,
+        input_schema: JsonSchema | None = None,
+        output_schema: JsonSchema | None = None,
+        structured_output: bool | None = None,
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Register a tool. Its input schema comes from the type hints, its description from the docstring.
+
+        A return annotation that is an object (dict, TypedDict, dataclass) adds
+        an `outputSchema` and `structuredContent`; `structured_output=False`
+        turns that off, `output_schema=` sets it by hand.
+        """
+
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            tool_name = self._check_name(name or fn.__name__, "tool", self._registry.tools)
+            signature = function_schema(fn, Context)
+            schema = input_schema if input_schema is not None else signature.input_schema
+            out_schema = output_schema
+            if out_schema is None and structured_output is not False:
+                out_schema = return_schema(fn)
+            definition: dict[str, Any] = {"name": tool_name, "inputSchema": schema}
+            if title:
+                definition["title"] = title
+            if description or signature.description:
+                definition["description"] = description or signature.description
+            if out_schema is not None:
+                definition["outputSchema"] = out_schema
+            if annotations:
+                definition["annotations"] = annotations
+            self._registry.tools[tool_name] = _Tool(
+                tool_name, fn, replace(signature, input_schema=schema), definition, out_schema
+            )
+            return fn
+
+        return register
+
+    def resource(
+        self,
+        uri: str,
+        *,
+        name: str | None = None,
+        title: str | None = None,
+        description: str | None = None,
+        mime_type: str | None = None,
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Register a resource; a URI with `{variables}` is a template whose values become arguments."""
+
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            signature = function_schema(fn, Context)
+            is_template = bool(_TEMPLATE_VARIABLE.search(uri))
+            table = self._registry.templates if is_template else self._registry.resources
+            if uri in table:
+                raise ValueError(f"resource {uri!r} is already registered")
+            definition: dict[str, Any] = {"uriTemplate" if is_template else "uri": uri, "name": name or fn.__name__}
+            if title:
+                definition["title"] = title
+            if description or signature.description:
+                definition["description"] = description or signature.description
+            if mime_type:
+                definition["mimeType"] = mime_type
+            pattern = None
+            if is_template:
+                pattern = _template_pattern(uri)
+                variables = set(pattern.groupindex)
+                if variables != set(signature.parameters):
+                    raise TypeError(
+                        f"resource template {uri!r} has variables {sorted(variables)} but "
+                        f"{fn.__qualname__} takes {sorted(signature.parameters)}; they must match"
+                    )
+            elif signature.parameters:
+                raise TypeError(f"{fn.__qualname__}: a resource without {{variables}} takes no arguments")
+            table[uri] = _Resource(uri, fn, signature, definition, mime_type, pattern)
+            return fn
+
+        return register
+
+    def prompt(
+        self, name: str | None = None, *, title: str | None = None, description: str | None = None
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Register a prompt; its parameters are the prompt's (string) arguments."""
+
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            prompt_name = self._check_name(name or fn.__name__, "prompt", self._registry.prompts)
+            signature = function_schema(fn, Context)
+            required = set(signature.input_schema.get("required", []))
+            arguments = []
+            for parameter in signature.parameters:
+                argument: dict[str, Any] = {"name": parameter, "required": parameter in required}
+                if parameter in signature.parameter_descriptions:
+                    argument["description"] = signature.parameter_descriptions[parameter]
+                arguments.append(argument)
+            definition: dict[str, Any] = {"name": prompt_name, "arguments": arguments}
+            if title:
+                definition["title"] = title
+            if description or signature.description:
+                definition["description"] = description or signature.description
+            self._registry.prompts[prompt_name] = _Prompt(prompt_name, fn, signature, definition)
+            return fn
+
+        return register
+
+    def completion(
+        self, *, prompt: str | None = None, resource_template: str | None = None
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Register argument completion for a prompt or a resource template.
+
+        The function is called as `fn(argument_name, partial_value, context_arguments)`
+        and returns a list of suggested values.
+        """
+        if (prompt is None) == (resource_template is None):
+            raise TypeError("completion() takes exactly one of prompt= or resource_template=")
+        key = ("ref/prompt", prompt) if prompt is not None else ("ref/resource", resource_template)
+
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            self._registry.completions[key] = fn  # type: ignore[index]
+            return fn
+
+        return register
+
+    @staticmethod
+    def _check_name(name: str, kind: str, table: dict[str, Any]) -> str:
+        if not _NAME.fullmatch(name):
+            raise ValueError(f"{kind} name {name!r}: use 1-128 of A-Z a-z 0-9 _ - . /")
+        if name in table:
+            raise ValueError(f"{kind} {name!r} is already registered")
+        return name
+
+    @property
+    def tool_names(self) -> list[str]:
+        return list(self._registry.tools)
+
+    # --- serving ----------------------------------------------------------
+
+    def wsgi_app(self, config: Any = None) -> Any:
+        """The WSGI application serving this server behind the auth pipeline."""
+        from .app import McpAuthApp
+        from .config import Config
+
+        return McpAuthApp(self, config if config is not None else Config.from_sources())
+
+    # --- dispatch ---------------------------------------------------------
+
+    def dispatch(self, request: Request, call: Call) -> dict[str, Any]:
+        """Run one request; returns its result or raises JsonRpcError / DispatchDenied."""
+        # Step 7, the second lock: whatever the transport did, no handler runs
+        # for a principal whose token is gone.
+        if not call.principal_is_current(call.principal):
+            raise PrincipalRevoked("the token of this session was revoked; authenticate again", request.id)
+        method = self._methods.get(request.method)
+        if method is None:
+            raise JsonRpcError(METHOD_NOT_FOUND, f"Method not found: {request.method}", request_id=request.id)
+        if call.session.protocol_version is None and request.method not in ("initialize", "ping"):
+            raise JsonRpcError(INVALID_REQUEST, "Send initialize before other requests", request_id=request.id)
+        try:
+            return method(request, call)
+        except JsonRpcError as exc:
+            exc.request_id = request.id
+            raise
+
+    def handle_notification(self, notification: Notification, call: Call) -> None:
+        """Client notifications: initialized, cancelled; others are ignored as the spec allows."""
+        if notification.method == "notifications/initialized":
+            call.session.initialized = True
+        elif notification.method == "notifications/cancelled":
+            event = call.session.in_flight.get(notification.params.get("requestId"))
+            if event is not None:
+                event.set()
+
+    def _run(self, request: Request, call: Call, fn: Callable[..., Any], signature: Signature, arguments: dict[str, Any]) -> Any:
+        cancelled = threading.Event()
+        call.session.in_flight[request.id] = cancelled
+        try:
+            kwargs = {name: arguments[name] for name in signature.parameters if name in arguments}
+            if signature.context_parameter:
+                kwargs[signature.context_parameter] = Context(call, request, cancelled)
+            return fn(**kwargs)
+        finally:
+            call.session.in_flight.pop(request.id, None)
+
+    def _initialize(self, request: Request, call: Call) -> dict[str, Any]:
+        session = call.session
+        if session.protocol_version is not None:
+            raise JsonRpcError(INVALID_REQUEST, "This session is already initialized")
+        requested = request.params.get("protocolVersion")
+        if not isinstance(requested, str):
+            raise JsonRpcError(INVALID_PARAMS, "initialize needs params.protocolVersion (a string)")
+        version = requested if requested in SUPPORTED_PROTOCOL_VERSIONS else LATEST_PROTOCOL_VERSION
+        session.protocol_version = version
+        client_info = request.params.get("clientInfo")
+        session.client_info = client_info if isinstance(client_info, dict) else {}
+        capabilities = request.params.get("capabilities")
+        session.client_capabilities = capabilities if isinstance(capabilities, dict) else {}
+        result: dict[str, Any] = {
+            "protocolVersion": version,
+            "capabilities": {
+                "tools": {"listChanged": False},
+                "resources": {"subscribe": False, "listChanged": False},
+                "prompts": {"listChanged": False},
+                "logging": {},
+                "completions": {},
+            },
+            "serverInfo": {"name": self.name, "version": self.version},
+        }
+        if self.instructions:
+            result["instructions"] = self.instructions
+        return result
+
+    # tools
+
+    def _tools_list(self, request: Request, call: Call) -> dict[str, Any]:
+        visible = [t.definition for t in self._registry.tools.values() if call.principal.may_use(t.name)]
+        return _page(visible, request.params, "tools")
+
+    def _tools_call(self, request: Request, call: Call) -> dict[str, Any]:
+        name = request.params.get("name")
+        if not isinstance(name, str):
+            raise JsonRpcError(INVALID_PARAMS, "tools/call needs params.name (a string)")
+        tool = self._registry.tools.get(name)
+        if tool is None:
+            raise JsonRpcError(INVALID_PARAMS, f"Unknown tool: {name}")
+        if not call.principal.may_use(name):
+            audit.tool_call(call.client_address, call.principal.name, name, "denied")
+            raise ScopeDenied(f"the token '{call.principal.name}' is not allowed to call the tool '{name}'", request.id)
+        arguments = request.params.get("arguments")
+        if arguments is None:
+            arguments = {}
+        if not isinstance(arguments, dict):
+            raise JsonRpcError(INVALID_PARAMS, "tools/call params.arguments must be an object")
+        problems = validate(arguments, tool.signature.input_schema)
+        if problems:
+            audit.tool_call(call.client_address, call.principal.name, name, "invalid_arguments")
+            return ToolResult([text_content("Invalid arguments: " + "; ".join(problems))], is_error=True).to_dict()
+        try:
+            value = self._run(request, call, tool.fn, tool.signature, arguments)
+            result = tool_result(value, tool.output_schema)
+        except Exception as exc:  # a tool's failure is a result the model can read, not a protocol error
+            logger.warning("tool %s raised %s", name, type(exc).__name__, exc_info=True)
+            audit.tool_call(call.client_address, call.principal.name, name, "error")
+            return ToolResult([text_content(f"{type(exc).__name__}: {exc}")], is_error=True).to_dict()
+        audit.tool_call(call.client_address, call.principal.name, name, "ok")
+        return result
+
+    # resources
+
+    def _resources_list(self, request: Request, call: Call) -> dict[str, Any]:
+        visible = [r.definition for r in self._registry.resources.values() if call.principal.may_use(f"resource:{r.uri}")]
+        return _page(visible, request.params, "resources")
+
+    def _templates_list(self, request: Request, call: Call) -> dict[str, Any]:
+        visible = [r.definition for r in self._registry.templates.values() if call.principal.may_use(f"resource:{r.uri}")]
+        return _page(visible, request.params, "resourceTemplates")
+
+    def _resources_read(self, request: Request, call: Call) -> dict[str, Any]:
+        uri = request.params.get("uri")
+        if not isinstance(uri, str):
+            raise JsonRpcError(INVALID_PARAMS, "resources/read needs params.uri (a string)")
+        resource = self._registry.resources.get(uri)
+        arguments: dict[str, Any] = {}
+        if resource is None:
+            for template in self._registry.templates.values():
+                match = template.pattern.fullmatch(uri) if template.pattern else None
+                if match:
+                    resource = template
+                    arguments = {k: urllib.parse.unquote(v) for k, v in match.groupdict().items()}
+                    break
+        if resource is None:
+            raise JsonRpcError(RESOURCE_NOT_FOUND, f"Resource not found: {uri}", data={"uri": uri})
+        if not call.principal.may_use(f"resource:{uri}"):
+            raise ScopeDenied(f"the token '{call.principal.name}' is not allowed to read the resource '{uri}'", request.id)
+        try:
+            value = self._run(request, call, resource.fn, resource.signature, arguments)
+            return {"contents": _read_contents(uri, value, resource.mime_type)}
+        except Exception as exc:
+            logger.warning("resource %s raised %s", uri, type(exc).__name__, exc_info=True)
+            raise JsonRpcError(INTERNAL_ERROR, f"Reading {uri} failed: {type(exc).__name__}: {exc}") from None
+
+    # prompts
+
+    def _prompts_list(self, request: Request, call: Call) -> dict[str, Any]:
+        visible = [p.definition for p in self._registry.prompts.values() if call.principal.may_use(f"prompt:{p.name}")]
+        return _page(visible, request.params, "prompts")
+
+    def _prompts_get(self, request: Request, call: Call) -> dict[str, Any]:
+        name = request.params.get("name")
+        if not isinstance(name, str):
+            raise JsonRpcError(INVALID_PARAMS, "prompts/get needs params.name (a string)")
+        prompt = self._registry.prompts.get(name)
+        if prompt is None:
+            raise JsonRpcError(INVALID_PARAMS, f"Unknown prompt: {name}")
+        if not call.principal.may_use(f"prompt:{name}"):
+            raise ScopeDenied(f"the token '{call.principal.name}' is not allowed to get the prompt '{name}'", request.id)
+        arguments = request.params.get("arguments") or {}
+        if not isinstance(arguments, dict):
+            raise JsonRpcError(INVALID_PARAMS, "prompts/get params.arguments must be an object")
+        problems = validate(arguments, prompt.signature.input_schema)
+        if problems:
+            raise JsonRpcError(INVALID_PARAMS, "Invalid prompt arguments: " + "; ".join(problems))
+        try:
+            value = self._run(request, call, prompt.fn, prompt.signature, arguments)
+            result: dict[str, Any] = {"messages": _prompt_messages(value)}
+        except Exception as exc:
+            logger.warning("prompt %s raised %s", name, type(exc).__name__, exc_info=True)
+            raise JsonRpcError(INTERNAL_ERROR, f"Prompt {name} failed: {type(exc).__name__}: {exc}") from None
+        if "description" in prompt.definition:
+            result["description"] = prompt.definition["description"]
+        return result
+
+    # logging and completion
+
+    def _set_level(self, request: Request, call: Call) -> dict[str, Any]:
+        level = request.params.get("level")
+        if level not in _LOG_RANK:
+            raise JsonRpcError(INVALID_PARAMS, f"Invalid log level {level!r}; use one of {', '.join(LOG_LEVELS)}")
+        call.session.log_level = level
+        return {}
+
+    def _complete(self, request: Request, call: Call) -> dict[str, Any]:
+        ref = request.params.get("ref")
+        argument = request.params.get("argument")
+        if not isinstance(ref, dict) or not isinstance(argument, dict):
+            raise JsonRpcError(INVALID_PARAMS, "completion/complete needs params.ref and params.argument (objects)")
+        ref_type = ref.get("type")
+        ref_key = ref.get("name") if ref_type == "ref/prompt" else ref.get("uri")
+        arg_name, arg_value = argument.get("name"), argument.get("value", "")
+        if not isinstance(ref_key, str) or not isinstance(arg_name, str) or not isinstance(arg_value, str):
+            raise JsonRpcError(INVALID_PARAMS, "completion/complete: ref needs name or uri; argument needs name and value")
+        scope_name = f"prompt:{ref_key}" if ref_type == "ref/prompt" else f"resource:{ref_key}"
+        completer = self._registry.completions.get((str(ref_type), ref_key))
+        values: list[str] = []
+        if completer is not None and call.principal.may_use(scope_name):
+            context = request.params.get("context")
+            context_arguments = context.get("arguments", {}) if isinstance(context, dict) else {}
+            try:
+                values = [str(v) for v in completer(arg_name, arg_value, context_arguments)]
+            except Exception as exc:
+                logger.warning("completion for %s raised %s", ref_key, type(exc).__name__, exc_info=True)
+                raise JsonRpcError(INTERNAL_ERROR, f"Completion failed: {type(exc).__name__}: {exc}") from None
+        return {
+            "completion": {
+                "values": values[:MAX_COMPLETION_VALUES],
+                "total": len(values),
+                "hasMore": len(values) > MAX_COMPLETION_VALUES,
+            }
+        }
+

@@ -1,0 +1,138 @@
+"""MCP sessions: per-client protocol state, bound to the principal that made it.
+
+A `Session` is what `initialize` negotiates (protocol version, client info,
+log level) plus the requests in flight. Over Streamable HTTP sessions live in
+a `SessionStore` keyed by an unguessable id; over WebSocket one session lives
+as long as its socket. The store trusts nothing about a presented session id:
+an id that is unknown, expired, or was created by a different principal gets
+the same answer (None), so ids cannot be probed across principals.
+"""
+
+from __future__ import annotations
+
+import hmac
+import queue
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .tokens import Principal
+
+# Sessions are cheap (a few hundred bytes), but each is created by an
+# authenticated client; this bounds memory if one misbehaves in a loop.
+MAX_SESSIONS = 10_000
+# A session unused this long is forgotten; clients re-initialize on 404.
+SESSION_IDLE_SECONDS = 3600.0
+# Session ids are 32 random bytes, URL-safe: visible ASCII, as the spec requires.
+SESSION_ID_BYTES = 32
+# Notifications queued for a GET stream that nobody is reading are dropped past this.
+MAX_QUEUED_NOTIFICATIONS = 1000
+
+
+# Put in a session's outbox to wake its GET stream when the session ends.
+_WAKE_UP: dict[str, Any] = {}
+
+
+@dataclass(eq=False)
+class Session:
+    """State negotiated by `initialize`; shared by every request of one client."""
+
+    principal: Principal
+    session_id: str | None = None
+    protocol_version: str | None = None
+    client_info: dict[str, Any] = field(default_factory=dict)
+    client_capabilities: dict[str, Any] = field(default_factory=dict)
+    initialized: bool = False
+    log_level: str | None = None
+    last_used: float = field(default_factory=time.monotonic)
+    # Requests now running, by id, so notifications/cancelled can reach them.
+    in_flight: dict[Any, threading.Event] = field(default_factory=dict)
+    # Server-to-client messages for the standalone GET stream.
+    outbox: queue.Queue[dict[str, Any]] = field(default_factory=lambda: queue.Queue(MAX_QUEUED_NOTIFICATIONS))
+    stream_open: bool = False
+    closed: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def touch(self) -> None:
+        self.last_used = time.monotonic()
+
+    def close(self) -> None:
+        """Mark the session ended and wake its GET stream so it ends too."""
+        self.closed.set()
+        try:
+            self.outbox.put_nowait(_WAKE_UP)
+        except queue.Full:
+            pass  # the stream is behind on messages; it sees `closed` after the next one
+
+    def push(self, message: dict[str, Any]) -> None:
+        """Queue a message for the GET stream; dropped when the queue is full."""
+        try:
+            self.outbox.put_nowait(message)
+        except queue.Full:
+            pass
+
+
+def same_principal(a: Principal, b: Principal) -> bool:
+    return a.name == b.name and hmac.compare_digest(a.credential_id.encode(), b.credential_id.encode())
+
+
+class SessionStore:
+    """Session ids to sessions, bounded in number and idle time. Thread-safe."""
+
+    def __init__(self, max_sessions: int = MAX_SESSIONS, idle_seconds: float = SESSION_IDLE_SECONDS) -> None:
+        self._sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()
+        self.max_sessions = max_sessions
+        self.idle_seconds = idle_seconds
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def create(self, principal: Principal) -> Session | None:
+        """A new session, or None when the store is full even after expiry."""
+        with self._lock:
+            if len(self._sessions) >= self.max_sessions:
+                self._expire_locked()
+                if len(self._sessions) >= self.max_sessions:
+                    return None
+            session_id = secrets.token_urlsafe(SESSION_ID_BYTES)
+            session = Session(principal=principal, session_id=session_id)
+            self._sessions[session_id] = session
+            return session
+
+    def get(self, session_id: str, principal: Principal) -> Session | None:
+        with self._lock:
+            session = self._sessions.get(session_id)
+            if session is None:
+                return None
+            if time.monotonic() - session.last_used > self.idle_seconds:
+                self._drop_locked(session_id)
+                return None
+        if not same_principal(session.principal, principal):
+            return None
+        session.touch()
+        return session
+
+    def delete(self, session_id: str, principal: Principal) -> bool:
+        with self._lock:
+            session = self._sessions.get(session_id)
+            if session is None or not same_principal(session.principal, principal):
+                return False
+            self._drop_locked(session_id)
+            return True
+
+    def close_all(self) -> None:
+        with self._lock:
+            for session_id in list(self._sessions):
+                self._drop_locked(session_id)
+
+    def _drop_locked(self, session_id: str) -> None:
+        self._sessions.pop(session_id).close()
+
+    def _expire_locked(self) -> None:
+        now = time.monotonic()
+        for session_id, session in list(self._sessions.items()):
+            if now - session.last_used > self.idle_seconds:
+                self._drop_locked(session_id)
