@@ -1,0 +1,104 @@
+"""`gunicorn 'mcp_auth:create_app()'` with gthread workers, configured from the environment."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp.client.client import Client
+from support import TOKEN, initialize_body, request
+from test_mcp_client import run_client
+
+ROOT = Path(__file__).resolve().parent.parent
+STARTUP_DEADLINE_SECONDS = 30
+
+TOOLS_MODULE = textwrap.dedent(
+    '''
+    from mcp_auth import Context, McpServer
+
+    server = McpServer("under-gunicorn")
+
+    @server.tool()
+    def steps(count: int, ctx: Context) -> str:
+        """Reports progress count times."""
+        for n in range(count):
+            ctx.report_progress(n + 1, count)
+        return f"{count} steps"
+    '''
+)
+
+
+@pytest.fixture
+def gunicorn_server(tmp_path: Path) -> Iterator[int]:
+    (tmp_path / "gunicorn_tools.py").write_text(TOOLS_MODULE)
+    env = {
+        **os.environ,
+        "MCP_AUTH_TOKEN": TOKEN,
+        "MCP_AUTH_TARGET": "gunicorn_tools:server",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)]),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", "8", "-b", "127.0.0.1:0",
+         "--chdir", str(tmp_path), "mcp_auth:create_app()"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    port: list[int] = []
+    ready = threading.Event()
+    lines: list[str] = []
+
+    def read() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            lines.append(line)
+            match = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", line)
+            if match:
+                port.append(int(match.group(1)))
+            if "Booting worker" in line and port:
+                ready.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert ready.wait(STARTUP_DEADLINE_SECONDS), "gunicorn did not start:\n" + "".join(lines)
+        yield port[0]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        reader.join(timeout=10)
+        assert process.stderr is not None
+        process.stderr.close()
+    assert TOKEN not in "".join(lines)
+
+
+def test_pipeline_runs_under_gunicorn(gunicorn_server: int) -> None:
+    assert request(gunicorn_server, body=initialize_body(), token=None).status == 401
+    assert request(gunicorn_server, body=initialize_body(), host_header="evil.example").status == 403
+    assert request(gunicorn_server, body=initialize_body()).status == 200
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+def test_mcp_client_with_progress_under_gunicorn(gunicorn_server: int, mode: str) -> None:
+    progress: list[float] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append(value)
+
+    async def body(client: Client) -> Any:
+        return await client.call_tool("steps", {"count": 4}, progress_callback=on_progress)
+
+    result = run_client(f"http://127.0.0.1:{gunicorn_server}/mcp", TOKEN, mode, body)
+    assert result.content[0].text == "4 steps"
+    assert progress == [1, 2, 3, 4]
