@@ -10,6 +10,7 @@ before parsing, and nesting depth is bounded here.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -130,6 +131,13 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"the number {text[:40]} is too large")
+    return value
+
+
 def loads(data: bytes | str) -> Any:
     """Decode JSON with the depth bound; raises JsonRpcError(PARSE_ERROR)."""
     if isinstance(data, (bytes, bytearray)):
@@ -142,7 +150,7 @@ def loads(data: bytes | str) -> Any:
     # Counting brackets is a cheap upper bound on depth; only walk when it could matter.
     could_be_deep = text.count("[") + text.count("{") > MAX_JSON_DEPTH
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError:
         raise JsonRpcError(PARSE_ERROR, f"Parse error: JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
     except ValueError as exc:

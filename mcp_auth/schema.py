@@ -38,6 +38,17 @@ def _is_typeddict(tp: Any) -> bool:
     return isinstance(tp, type) and issubclass(tp, dict) and hasattr(tp, "__required_keys__")
 
 
+def _typeddict_key_required(tp: Any, hint: Any) -> bool:
+    # Read from the resolved hints, not __required_keys__: under
+    # `from __future__ import annotations` Python 3.11 cannot see NotRequired there.
+    origin = typing.get_origin(hint)
+    if origin is typing.NotRequired:
+        return False
+    if origin is typing.Required:
+        return True
+    return bool(getattr(tp, "__total__", True))
+
+
 def type_schema(tp: Any) -> JsonSchema:
     """The JSON Schema for one annotation; raises TypeError for what JSON cannot carry."""
     if tp is inspect.Parameter.empty or tp is Any:
@@ -46,6 +57,8 @@ def type_schema(tp: Any) -> JsonSchema:
         return dict(_PRIMITIVES[tp])
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
+    if origin in (typing.NotRequired, typing.Required):
+        return type_schema(args[0])  # requiredness is the TypedDict's __required_keys__
     if origin is typing.Annotated:
         schema = type_schema(args[0])
         for extra in args[1:]:
@@ -85,7 +98,7 @@ def type_schema(tp: Any) -> JsonSchema:
         return {
             "type": "object",
             "properties": {name: type_schema(hint) for name, hint in hints.items()},
-            "required": sorted(tp.__required_keys__),
+            "required": sorted(name for name, hint in hints.items() if _typeddict_key_required(tp, hint)),
         }
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         hints = typing.get_type_hints(tp, include_extras=True)
@@ -213,6 +226,13 @@ def _json_type_name(value: Any) -> str:
     return type(value).__name__
 
 
+def _json_equal(a: Any, b: Any) -> bool:
+    """Equality as JSON sees it: true is not 1, false is not 0 (Python says they are)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    return bool(a == b)
+
+
 def validate(value: Any, schema: JsonSchema) -> list[str]:
     """Problems with `value` against `schema`, as messages naming the path; [] when valid."""
     errors: list[str] = []
@@ -233,11 +253,11 @@ def _validate(value: Any, schema: JsonSchema, path: str, errors: list[str]) -> N
         if not any(_JSON_TYPES.get(t, lambda v: True)(value) for t in allowed):
             errors.append(f"{path}: expected {' or '.join(allowed)}, got {_json_type_name(value)}")
             return
-    if "enum" in schema and value not in schema["enum"]:
+    if "enum" in schema and not any(_json_equal(value, choice) for choice in schema["enum"]):
         choices = ", ".join(repr(v) for v in schema["enum"])
         errors.append(f"{path}: must be one of {choices}")
         return
-    if "const" in schema and value != schema["const"]:
+    if "const" in schema and not _json_equal(value, schema["const"]):
         errors.append(f"{path}: must be {schema['const']!r}")
         return
     if isinstance(value, dict):

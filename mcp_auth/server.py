@@ -494,12 +494,16 @@ class McpServer:
 
     def handle_notification(self, notification: Notification, call: Call) -> None:
         """Client notifications: initialized, cancelled; others are ignored as the spec allows."""
+        if not call.principal_is_current(call.principal):
+            return  # step 7 for notifications: a revoked principal changes nothing
         if notification.method == "notifications/initialized":
             call.session.initialized = True
         elif notification.method == "notifications/cancelled":
-            event = call.session.in_flight.get(notification.params.get("requestId"))
-            if event is not None:
-                event.set()
+            request_id = notification.params.get("requestId")
+            if isinstance(request_id, (str, int)):
+                event = call.session.in_flight.get(request_id)
+                if event is not None:
+                    event.set()
 
     def _run(self, request: Request, call: Call, fn: Callable[..., Any], signature: Signature, arguments: dict[str, Any]) -> Any:
         cancelled = threading.Event()
@@ -550,12 +554,13 @@ class McpServer:
         name = request.params.get("name")
         if not isinstance(name, str):
             raise JsonRpcError(INVALID_PARAMS, "tools/call needs params.name (a string)")
+        # Scope before existence: a scoped token learns nothing about tools outside its scope.
+        if not call.principal.may_use(name):
+            # Audited once, as a denial, by the transport that answers it.
+            raise ScopeDenied(f"the token '{call.principal.name}' is not allowed to call the tool '{name}'", request.id)
         tool = self._registry.tools.get(name)
         if tool is None:
             raise JsonRpcError(INVALID_PARAMS, f"Unknown tool: {name}")
-        if not call.principal.may_use(name):
-            audit.tool_call(call.client_address, call.principal.name, name, "denied")
-            raise ScopeDenied(f"the token '{call.principal.name}' is not allowed to call the tool '{name}'", request.id)
         arguments = request.params.get("arguments")
         if arguments is None:
             arguments = {}
@@ -589,25 +594,38 @@ class McpServer:
         uri = request.params.get("uri")
         if not isinstance(uri, str):
             raise JsonRpcError(INVALID_PARAMS, "resources/read needs params.uri (a string)")
-        resource = self._registry.resources.get(uri)
-        arguments: dict[str, Any] = {}
-        if resource is None:
-            for template in self._registry.templates.values():
-                match = template.pattern.fullmatch(uri) if template.pattern else None
-                if match:
-                    resource = template
-                    arguments = {k: urllib.parse.unquote(v) for k, v in match.groupdict().items()}
-                    break
+        resource, arguments = self._find_resource(uri)
+        # A templated resource is in scope when its URI or its template is; scope is
+        # checked before existence so a scoped token cannot probe for resources.
+        allowed = call.principal.may_use(f"resource:{uri}") or (
+            resource is not None and call.principal.may_use(f"resource:{resource.uri}")
+        )
+        if not allowed:
+            raise ScopeDenied(f"the token '{call.principal.name}' is not allowed to read the resource '{uri}'", request.id)
         if resource is None:
             raise JsonRpcError(RESOURCE_NOT_FOUND, f"Resource not found: {uri}", data={"uri": uri})
-        if not call.principal.may_use(f"resource:{uri}"):
-            raise ScopeDenied(f"the token '{call.principal.name}' is not allowed to read the resource '{uri}'", request.id)
         try:
             value = self._run(request, call, resource.fn, resource.signature, arguments)
             return {"contents": _read_contents(uri, value, resource.mime_type)}
         except Exception as exc:
             logger.warning("resource %s raised %s", uri, type(exc).__name__, exc_info=True)
             raise JsonRpcError(INTERNAL_ERROR, f"Reading {uri} failed: {type(exc).__name__}: {exc}") from None
+
+    def _find_resource(self, uri: str) -> tuple[_Resource | None, dict[str, Any]]:
+        resource = self._registry.resources.get(uri)
+        if resource is not None:
+            return resource, {}
+        for template in self._registry.templates.values():
+            match = template.pattern.fullmatch(uri) if template.pattern else None
+            if match is None:
+                continue
+            arguments = {k: urllib.parse.unquote(v) for k, v in match.groupdict().items()}
+            # A {var} stops at '/'; "%2F" must not smuggle one in after decoding.
+            simple = {name for name in arguments if f"{{{name}}}" in template.uri}
+            if any("/" in arguments[name] for name in simple):
+                continue
+            return template, arguments
+        return None, {}
 
     # prompts
 
@@ -619,11 +637,11 @@ class McpServer:
         name = request.params.get("name")
         if not isinstance(name, str):
             raise JsonRpcError(INVALID_PARAMS, "prompts/get needs params.name (a string)")
+        if not call.principal.may_use(f"prompt:{name}"):
+            raise ScopeDenied(f"the token '{call.principal.name}' is not allowed to get the prompt '{name}'", request.id)
         prompt = self._registry.prompts.get(name)
         if prompt is None:
             raise JsonRpcError(INVALID_PARAMS, f"Unknown prompt: {name}")
-        if not call.principal.may_use(f"prompt:{name}"):
-            raise ScopeDenied(f"the token '{call.principal.name}' is not allowed to get the prompt '{name}'", request.id)
         arguments = request.params.get("arguments") or {}
         if not isinstance(arguments, dict):
             raise JsonRpcError(INVALID_PARAMS, "prompts/get params.arguments must be an object")
