@@ -17,7 +17,7 @@ from typing import Any
 
 from . import audit
 from .config import AuthSetup, Config, open_token_source
-from .guard import ENVIRON_CLIENT_KEY, Guard
+from .guard import ENVIRON_CLIENT_KEY, Admission, Guard
 from .http import HttpTransport, json_response
 from .refusals import NotFound, Refusal, Unauthorized
 from .server import McpServer
@@ -66,6 +66,7 @@ class McpAuthApp:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         start_response = self._with_cors(environ, start_response)
+        admission: Admission | None = None
         try:
             path = environ.get("PATH_INFO") or "/"
             if path in (MCP_PATH, MCP_PATH + "/"):
@@ -78,7 +79,8 @@ class McpAuthApp:
                 return json_response(start_response, "200 OK", {"status": "ok"})
             raise NotFound(f"Nothing is served at {path[:100]!r}; the MCP endpoint is {MCP_PATH}")
         except Refusal as refusal:
-            self._audit(environ, refusal)
+            # Past step 5 the token's name is known, and DESIGN.md wants it in the event.
+            self._audit(environ, refusal, admission.principal.name if admission is not None else None)
             return refusal(environ, start_response)
         except Exception:
             logger.exception("unexpected error while handling %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
@@ -116,9 +118,9 @@ class McpAuthApp:
         return start_with_cors
 
     @staticmethod
-    def _audit(environ: dict[str, Any], refusal: Refusal) -> None:
+    def _audit(environ: dict[str, Any], refusal: Refusal, token_name: str | None = None) -> None:
         if refusal.status == 404 and refusal.step == "transport":
             return  # a wrong path or a stale session is not a security event
         client = environ.get(ENVIRON_CLIENT_KEY) or environ.get("REMOTE_ADDR") or "?"
         reason = refusal.audit_reason if isinstance(refusal, Unauthorized) else refusal.error
-        audit.denial(str(client), refusal.step, reason)
+        audit.denial(str(client), refusal.step, reason, token_name)

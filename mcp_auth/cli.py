@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import logging
 import os
@@ -146,6 +147,14 @@ def load_target(target: str) -> McpServer:
         if value is None:
             raise ConfigError(f"{module_name!r} has no attribute {attribute!r} (from TARGET {target!r})")
     if callable(value) and not isinstance(value, McpServer):
+        try:
+            inspect.signature(value).bind()
+        except TypeError:
+            raise ConfigError(
+                f"TARGET {target!r} needs arguments; point it at an McpServer or a function that takes none"
+            ) from None
+        except ValueError:
+            pass  # no signature to check (some builtins): calling it reports any problem
         value = value()
     if not isinstance(value, McpServer):
         raise ConfigError(f"TARGET {target!r} is a {type(value).__name__}, not an mcp_auth.McpServer")
@@ -176,11 +185,18 @@ def serve(args: argparse.Namespace) -> int:
         from .diagnostics import build_diagnostics
 
         server = build_diagnostics()
-    auth, warnings = open_token_source(config, os.environ)
+    # Bind before the default token file may be created: a first run that cannot
+    # listen must not leave behind a token whose first-run guidance nobody saw.
+    embedded = EmbeddedServer(None, config.host, config.port)
+    try:
+        auth, warnings = open_token_source(config, os.environ)
+    except BaseException:
+        embedded.close()
+        raise
     for warning in warnings:
         logger.warning(warning)
     app = McpAuthApp(server, config, auth)
-    embedded = EmbeddedServer(app, config.host, config.port)
+    embedded.app = app  # before serve_forever: no request can arrive earlier
     url = f"http://{format_url_host(config.host)}:{embedded.port}{MCP_PATH}"
     print_summary(config, auth, server, url, sys.stderr)
     if auth.generated_token is not None:

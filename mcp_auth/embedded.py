@@ -9,10 +9,11 @@ and per-request access logs are left to the audit log.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from .errors import ConfigError
 
 # How long a connection may sit without sending or accepting a byte: long
 # enough for a slow network, short enough that a slowloris client cannot hold
@@ -42,23 +43,38 @@ class _RequestHandler(WSGIRequestHandler):
         """Quiet on client misbehaviour (timeouts, bad request lines): not server errors."""
 
 
+def _not_ready(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    start_response("503 Service Unavailable", [("Content-Length", "0")])
+    return []
+
+
 class EmbeddedServer:
-    """Bind now (so the port is known), serve later."""
+    """Bind now (so the port is known, and a busy port fails before anything else happens), serve later."""
 
     def __init__(self, app: Any, host: str, port: int) -> None:
-        self._server: BaseWSGIServer = make_server(host, port, app, threaded=True, request_handler=_RequestHandler)
+        """`app` may be None until `.app` is set; requests before then get 503."""
+        try:
+            self._server: BaseWSGIServer = make_server(
+                host, port, app or _not_ready, threaded=True, request_handler=_RequestHandler
+            )
+        except SystemExit:  # Werkzeug printed why (port in use, address not available) and gave up
+            raise ConfigError(f"cannot listen on {host} port {port}; choose another --port or --host") from None
         self._server.daemon_threads = True
-        self._stopped = threading.Event()
+
+    @property
+    def app(self) -> Any:
+        return self._server.app
+
+    @app.setter
+    def app(self, app: Any) -> None:
+        self._server.app = app
 
     @property
     def port(self) -> int:
         return int(self._server.server_address[1])
 
     def serve_forever(self) -> None:
-        try:
-            self._server.serve_forever(poll_interval=0.1)
-        finally:
-            self._stopped.set()
+        self._server.serve_forever(poll_interval=0.1)
 
     def shutdown(self) -> None:
         self._server.shutdown()

@@ -24,9 +24,17 @@ from .network import IPAddress
 MAX_TRACKED_ADDRESSES = 10_000
 # One IPv6 host typically controls a /64; key the limit on it.
 IPV6_KEY_PREFIX = 64
+# (now - updated) * rate can come out a hair under one failure at the very
+# second Retry-After named (29.999999999999996 s for 30 s); a billionth of a
+# failure of slack lets a client that waited as told in, and buys a guesser nothing.
+ROUNDING_SLACK = 1e-9
 
 
 def _key(address: IPAddress) -> str:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        # An IPv4 client on a dual-stack socket: keyed by its /64 it would share
+        # the bucket ::/64 with every other such client, so one could lock out all.
+        address = address.ipv4_mapped
     if address.version == 6:
         return str(ipaddress.IPv6Network((address, IPV6_KEY_PREFIX), strict=False))
     return str(address)
@@ -53,7 +61,7 @@ class FailureRateLimiter:
             if key not in self._buckets:
                 return 0
             level = self._level(key, self._clock())
-        if level >= 1.0:
+        if level >= 1.0 - ROUNDING_SLACK:
             return 0
         return max(1, math.ceil((1.0 - level) / self.refill_per_second))
 
