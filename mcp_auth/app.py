@@ -22,6 +22,7 @@ from .http import HttpTransport, json_response
 from .refusals import NotFound, Refusal, Unauthorized
 from .server import McpServer
 from .sessions import SessionStore
+from .websocket import WebSocketDone, WebSocketTransport, is_upgrade, subprotocol_token
 
 logger = logging.getLogger("mcp_auth.app")
 
@@ -58,11 +59,21 @@ class McpAuthApp:
         self.http = HttpTransport(
             server, self.sessions, self.guard.principal_is_current, config.max_body_bytes, self.shutdown_event
         )
+        self.websocket = WebSocketTransport(
+            server,
+            self.guard.principal_is_current,
+            max_sockets=config.max_websockets,
+            max_message_bytes=config.max_message_bytes,
+            ping_interval=config.websocket_ping_interval,
+            idle_timeout=config.websocket_idle_timeout,
+            shutdown=self.shutdown_event,
+        )
 
     def close(self) -> None:
-        """End open streams and sessions (called on server shutdown)."""
+        """End open streams, sockets and sessions (called on server shutdown)."""
         self.shutdown_event.set()
         self.sessions.close_all()
+        self.websocket.close_all()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         start_response = self._with_cors(environ, start_response)
@@ -72,6 +83,11 @@ class McpAuthApp:
             if path in (MCP_PATH, MCP_PATH + "/"):
                 if environ.get("REQUEST_METHOD") == "OPTIONS":
                     return self._preflight(environ, start_response)
+                if is_upgrade(environ):
+                    # The whole pipeline runs before the handshake: a refusal is plain HTTP, never a 101.
+                    carried = subprotocol_token(environ) if self.config.websocket_token_subprotocol else None
+                    admission = self.guard.admit(environ, carried)
+                    return self.websocket(environ, start_response, admission)
                 admission = self.guard.admit(environ)
                 return self.http(environ, start_response, admission)
             self.guard.client_address(environ)
@@ -82,6 +98,8 @@ class McpAuthApp:
             # Past step 5 the token's name is known, and DESIGN.md wants it in the event.
             self._audit(environ, refusal, admission.principal.name if admission is not None else None)
             return refusal(environ, start_response)
+        except (StopIteration, WebSocketDone):
+            raise  # a finished WebSocket: the WSGI server must not write a response on it
         except Exception:
             logger.exception("unexpected error while handling %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
             body = b'{"error": "internal_error", "message": "The server failed to handle this request"}'
@@ -119,8 +137,6 @@ class McpAuthApp:
 
     @staticmethod
     def _audit(environ: dict[str, Any], refusal: Refusal, token_name: str | None = None) -> None:
-        if refusal.status == 404 and refusal.step == "transport":
-            return  # a wrong path or a stale session is not a security event
         client = environ.get(ENVIRON_CLIENT_KEY) or environ.get("REMOTE_ADDR") or "?"
         reason = refusal.audit_reason if isinstance(refusal, Unauthorized) else refusal.error
         audit.denial(str(client), refusal.step, reason, token_name)

@@ -28,8 +28,10 @@ def _emit(event: str, level: int = logging.INFO, **fields: Any) -> None:
 
 
 def denial(client_address: str, step: str, reason: str, token_name: str | None = None) -> None:
-    """A request refused by the pipeline at `step` (DESIGN.md table)."""
-    _emit("denied", logging.WARNING, client=client_address, step=step, reason=reason, token=token_name)
+    """A request refused at `step` (DESIGN.md table). Transport rules (step 6) are a
+    client's mistake more often than an attack, so they are logged at INFO, the rest at WARNING."""
+    level = logging.INFO if step == "transport" else logging.WARNING
+    _emit("denied", level, client=client_address, step=step, reason=reason, token=token_name)
 
 
 def tool_call(client_address: str, token_name: str, tool: str, outcome: str) -> None:

@@ -56,6 +56,12 @@ def _serve_parser() -> argparse.ArgumentParser:
     parser.add_argument("--allowed-host", dest="allowed_hosts", action="append", metavar="NAME", help="repeatable [MCP_AUTH_ALLOWED_HOSTS]")
     parser.add_argument("--allowed-origin", dest="allowed_origins", action="append", metavar="ORIGIN", help="repeatable [MCP_AUTH_ALLOWED_ORIGINS]")
     parser.add_argument("--trusted-proxy", dest="trusted_proxies", action="append", metavar="CIDR", help="repeatable [MCP_AUTH_TRUSTED_PROXIES]")
+    parser.add_argument("--max-websockets", type=int, metavar="N", help="open WebSockets at most (default 256) [MCP_AUTH_MAX_WEBSOCKETS]")
+    parser.add_argument(
+        "--websocket-token-subprotocol", action="store_true", default=None,
+        help="accept the token as a 'mcp.auth.<token>' WebSocket subprotocol, for browsers; see SECURITY.md "
+             "[MCP_AUTH_WEBSOCKET_TOKEN_SUBPROTOCOL=1]",
+    )
     parser.add_argument("--config", help="TOML config file [MCP_AUTH_CONFIG]")
     parser.add_argument("--log-format", choices=("text", "json"), help="log format (default text) [MCP_AUTH_LOG_FORMAT]")
     parser.add_argument("--version", action="version", version=f"mcp_auth {__version__}")
@@ -163,7 +169,7 @@ def load_target(target: str) -> McpServer:
 
 def _flags(args: argparse.Namespace) -> dict[str, Any]:
     names = ("host", "port", "token", "token_file", "tokens_file", "no_auth", "allowed_ips", "allowed_hosts",
-             "allowed_origins", "trusted_proxies", "log_format")
+             "allowed_origins", "trusted_proxies", "log_format", "max_websockets", "websocket_token_subprotocol")
     return {name: getattr(args, name) for name in names}
 
 
@@ -233,6 +239,8 @@ def print_summary(config: Config, auth: AuthSetup, server: McpServer, url: str, 
         f"  allowed hosts:    {hosts}",
         f"  allowed origins:  {origins}",
         f"  trusted proxies:  {proxies}",
+        f"  websocket:        {url.replace('http://', 'ws://', 1)} (subprotocol mcp; at most {config.max_websockets} open; "
+        f"token as subprotocol: {'ON' if config.websocket_token_subprotocol else 'off'})",
     ]
     print("\n".join(lines), file=out, flush=True)
 

@@ -50,6 +50,15 @@ DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 # generous for a person mistyping, useless for guessing a 256-bit token.
 DEFAULT_RATE_LIMIT_FAILURES = 10
 DEFAULT_RATE_LIMIT_WINDOW_SECONDS = 60.0
+# Each open WebSocket holds two threads (its request's and simple-websocket's
+# reader); 256 sockets is ~512 threads, comfortable on a small machine.
+DEFAULT_MAX_WEBSOCKETS = 256
+# One WebSocket message, like one HTTP body (close 1009 past it).
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# A socket with no message this long is closed; long calls in flight do not count.
+DEFAULT_WEBSOCKET_IDLE_SECONDS = 300.0
+# Ping this often; a peer that has not answered the previous ping by the next is closed.
+DEFAULT_WEBSOCKET_PING_SECONDS = 25.0
 
 # setting -> (environment variable, kind); kind drives parsing from env and TOML.
 _SETTINGS: dict[str, tuple[str, str]] = {
@@ -67,6 +76,11 @@ _SETTINGS: dict[str, tuple[str, str]] = {
     "max_body_bytes": ("MCP_AUTH_MAX_BODY_BYTES", "int"),
     "rate_limit_failures": ("MCP_AUTH_RATE_LIMIT_FAILURES", "int"),
     "rate_limit_window": ("MCP_AUTH_RATE_LIMIT_WINDOW", "float"),
+    "max_websockets": ("MCP_AUTH_MAX_WEBSOCKETS", "int"),
+    "max_message_bytes": ("MCP_AUTH_MAX_MESSAGE_BYTES", "int"),
+    "websocket_idle_timeout": ("MCP_AUTH_WEBSOCKET_IDLE_TIMEOUT", "float"),
+    "websocket_ping_interval": ("MCP_AUTH_WEBSOCKET_PING_INTERVAL", "float"),
+    "websocket_token_subprotocol": ("MCP_AUTH_WEBSOCKET_TOKEN_SUBPROTOCOL", "bool"),
 }
 _FLAG_NAMES = {
     "allowed_ips": "--allowed-ip",
@@ -98,6 +112,12 @@ class Config:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     rate_limit_failures: int = DEFAULT_RATE_LIMIT_FAILURES
     rate_limit_window: float = DEFAULT_RATE_LIMIT_WINDOW_SECONDS
+    max_websockets: int = DEFAULT_MAX_WEBSOCKETS
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    websocket_idle_timeout: float = DEFAULT_WEBSOCKET_IDLE_SECONDS
+    websocket_ping_interval: float = DEFAULT_WEBSOCKET_PING_SECONDS
+    # Off by default: a token in Sec-WebSocket-Protocol can end up in proxy logs (SECURITY.md).
+    websocket_token_subprotocol: bool = False
     # Where each setting came from ("--port", "MCP_AUTH_PORT", "config.toml"), for messages.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     # Derived in __post_init__.
@@ -110,7 +130,8 @@ class Config:
         return self.sources.get(name, f"Config({name}=...)")
 
     def __post_init__(self) -> None:
-        for name, kind in (("port", int), ("max_body_bytes", int), ("rate_limit_failures", int)):
+        integers = ("port", "max_body_bytes", "rate_limit_failures", "max_websockets", "max_message_bytes")
+        for name, kind in ((n, int) for n in integers):
             value = getattr(self, name)
             if not isinstance(value, kind) or isinstance(value, bool):
                 raise ConfigError(f"{name} must be an integer, got {value!r} (from {self.source_of(name)})")
@@ -118,6 +139,14 @@ class Config:
             raise ConfigError(f"port {self.port} is out of range 0-65535 (from {self.source_of('port')})")
         if self.max_body_bytes < 1024:
             raise ConfigError(f"max_body_bytes {self.max_body_bytes} is below 1024 (from {self.source_of('max_body_bytes')})")
+        if self.max_message_bytes < 1024:
+            raise ConfigError(
+                f"max_message_bytes {self.max_message_bytes} is below 1024 (from {self.source_of('max_message_bytes')})"
+            )
+        if self.max_websockets < 1:
+            raise ConfigError(f"max_websockets must be at least 1 (from {self.source_of('max_websockets')})")
+        if self.websocket_idle_timeout <= 0 or self.websocket_ping_interval < 0:
+            raise ConfigError("websocket_idle_timeout must be > 0 and websocket_ping_interval >= 0 (0 disables pings)")
         if self.rate_limit_failures < 1 or self.rate_limit_window <= 0:
             raise ConfigError("rate_limit_failures must be >= 1 and rate_limit_window > 0")
         if self.log_format not in ("text", "json"):

@@ -14,6 +14,7 @@ from typing import Any
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from .errors import ConfigError
+from .websocket import WebSocketDone
 
 # How long a connection may sit without sending or accepting a byte: long
 # enough for a slow network, short enough that a slowloris client cannot hold
@@ -35,6 +36,12 @@ class _RequestHandler(WSGIRequestHandler):
         if code >= 500:
             code, message = 400, message or "Bad Request"
         super().send_error(code, message, explain)
+
+    def connection_dropped(self, error: BaseException, environ: Any = None) -> None:
+        # A WebSocket took this connection over and has ended it: do not read
+        # another request from it.
+        if isinstance(error, WebSocketDone):
+            self.close_connection = True
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         """Access logs are off: refusals and tool calls are audited by the app."""

@@ -82,8 +82,13 @@ class Guard:
                 "Requests from this Origin are not allowed; the operator can add it with --allowed-origin"
             )
 
-    def admit(self, environ: dict[str, Any]) -> Admission:
-        """Run steps 1-5 in order; return the admission or raise the first step's Refusal."""
+    def admit(self, environ: dict[str, Any], carried_token: bytes | None = None) -> Admission:
+        """Run steps 1-5 in order; return the admission or raise the first step's Refusal.
+
+        `carried_token` is a token that arrived some other way than the
+        Authorization header (the opt-in WebSocket subprotocol carrier); it is
+        used only when the header is absent, and judged exactly like it.
+        """
         client = self.client_address(environ)
         self.check_browser_headers(environ)
         # step 4
@@ -94,11 +99,11 @@ class Guard:
         if self.token_source is None:
             return Admission(ANONYMOUS, client)
         header = environ.get("HTTP_AUTHORIZATION")
-        presented = parse_bearer(header)
+        presented = parse_bearer(header) if header is not None or carried_token is None else carried_token
         principal = self.token_source.authenticate(presented) if presented is not None else None
         if principal is None:
             self.rate_limiter.record_failure(client)
-            if header is None:
+            if header is None and carried_token is None:
                 reason = "missing"
             elif presented is None:
                 reason = "malformed_or_not_bearer"

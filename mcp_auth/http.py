@@ -131,7 +131,9 @@ class HttpTransport:
         principal_is_current: Callable[..., bool],
         max_body_bytes: int,
         shutdown: threading.Event,
+        keepalive_seconds: float = KEEPALIVE_SECONDS,
     ) -> None:
+        self.keepalive_seconds = keepalive_seconds
         self.server = server
         self.sessions = sessions
         self.principal_is_current = principal_is_current
@@ -299,15 +301,17 @@ class HttpTransport:
             yield b": stream open\n\n"
             while not (session.closed.is_set() or self.shutdown.is_set()):
                 try:
-                    message = session.outbox.get(timeout=KEEPALIVE_SECONDS)
+                    message = session.outbox.get(timeout=self.keepalive_seconds)
                 except queue.Empty:
-                    # The second lock on long-lived streams: a revoked token's stream ends here.
-                    if not self.principal_is_current(admission.principal):
-                        return
+                    message = None
+                # The second lock on long-lived streams: a revoked token's stream ends
+                # before it is sent anything more, and at the latest at the next keepalive.
+                if not self.principal_is_current(admission.principal):
+                    return
+                if message is None:
                     session.touch()
                     yield b": keepalive\n\n"
-                    continue
-                if message and not session.closed.is_set():
+                elif message and not session.closed.is_set():
                     yield sse_event(message)
         finally:
             with session.lock:

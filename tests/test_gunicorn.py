@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -17,6 +18,9 @@ import pytest
 from mcp.client.client import Client
 from support import TOKEN, initialize_body, request
 from test_mcp_client import run_client
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+from ws_client import websocket_client
 
 ROOT = Path(__file__).resolve().parent.parent
 STARTUP_DEADLINE_SECONDS = 30
@@ -80,7 +84,9 @@ def gunicorn_server(tmp_path: Path) -> Iterator[int]:
         reader.join(timeout=10)
         assert process.stderr is not None
         process.stderr.close()
-    assert TOKEN not in "".join(lines)
+    log = "".join(lines)
+    assert TOKEN not in log
+    assert "Traceback" not in log and "Error handling request" not in log, log
 
 
 def test_pipeline_runs_under_gunicorn(gunicorn_server: int) -> None:
@@ -102,3 +108,29 @@ def test_mcp_client_with_progress_under_gunicorn(gunicorn_server: int, mode: str
     result = run_client(f"http://127.0.0.1:{gunicorn_server}/mcp", TOKEN, mode, body)
     assert result.content[0].text == "4 steps"
     assert progress == [1, 2, 3, 4]
+
+
+def test_websocket_under_gunicorn(gunicorn_server: int) -> None:
+    progress: list[float] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append(value)
+
+    async def main() -> Any:
+        url = f"ws://127.0.0.1:{gunicorn_server}/mcp"
+        try:
+            await connect(url, subprotocols=["mcp"])  # type: ignore[list-item]
+        except InvalidStatus as exc:
+            refused = exc.response.status_code
+        else:
+            refused = 101
+        async with Client(websocket_client(url, {"Authorization": f"Bearer {TOKEN}"}), mode="legacy") as client:  # type: ignore[arg-type]
+            result = await client.call_tool("steps", {"count": 2}, progress_callback=on_progress)
+        return refused, result
+
+    refused, result = asyncio.run(main())
+    assert refused == 401
+    assert result.content[0].text == "2 steps"
+    assert progress == [1, 2]
+    # The worker is still serving plain HTTP after the socket closed.
+    assert request(gunicorn_server, body=initialize_body()).status == 200

@@ -1,0 +1,276 @@
+"""MCP over WebSocket at the MCP endpoint: subprotocol `mcp`, one JSON-RPC message per text frame.
+
+No MCP revision defines a WebSocket transport; this follows the draft
+(SEP-1288) as PROTOCOL.md describes it: the same message flow as stdio
+(initialize first) on a socket opened with subprotocol `mcp`.
+
+The upgrade request has already passed steps 1-5 of the pipeline when it
+reaches this module (`Admission`), so a refused client gets a plain HTTP
+answer and never a 101. Here the transport adds its own handshake rules
+(version, key, subprotocol, the open-socket bound), then accepts with
+simple-websocket and runs the socket in the request's thread; simple-websocket
+adds one reader thread. Requests run on a small per-socket pool so a slow tool
+does not stop the socket from reading.
+
+The second lock on a socket: before every message the principal must still be
+current; a revoked token's socket is closed with 4401 at its next message. A
+call outside the token's scope gets a JSON-RPC error. Bad input never ends the
+thread: a frame that is not JSON gets -32700 and the socket stays open; a
+message over the size limit closes with 1009.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from simple_websocket import ConnectionClosed, Server
+
+from . import audit
+from .guard import Admission
+from .jsonrpc import (
+    FORBIDDEN,
+    INTERNAL_ERROR,
+    ErrorResponse,
+    JsonRpcError,
+    Message,
+    Notification,
+    Request,
+    Response,
+    dumps,
+    parse_message,
+)
+from .refusals import BadRequest, ServiceUnavailable
+from .server import Call, McpServer, PrincipalRevoked, ScopeDenied
+from .sessions import Session
+
+logger = logging.getLogger("mcp_auth.websocket")
+
+SUBPROTOCOL = "mcp"
+# Browsers cannot set headers on an upgrade; when the operator enables it, a
+# token may ride as the subprotocol entry "mcp.auth.<token>" (SEP-1288's
+# spelling). It is never echoed back: the server selects only "mcp".
+TOKEN_SUBPROTOCOL_PREFIX = "mcp.auth."
+# Close codes: 1000 normal, 1001 going away, 1003 unsupported data, 1009 too big
+# (simple-websocket sends it); 4401 is ours (4000-4999 are private): the token was revoked.
+CLOSE_NORMAL = 1000
+CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_REVOKED = 4401
+# How often the socket's thread wakes to notice a dead peer, shutdown or idleness:
+# simple-websocket can mark a socket closed without waking a waiting reader.
+RECEIVE_POLL_SECONDS = 1.0
+# Requests of one socket that may run at once; more wait their turn. A
+# handful is enough for a client that pipelines, and bounds threads per socket.
+MAX_CONCURRENT_REQUESTS = 4
+
+
+class WebSocketDone(ConnectionError):
+    """Raised to the Werkzeug server after a socket ends: the connection is ours, write nothing."""
+
+
+def is_upgrade(environ: dict[str, Any]) -> bool:
+    return environ.get("REQUEST_METHOD") == "GET" and "websocket" in (environ.get("HTTP_UPGRADE") or "").lower()
+
+
+def requested_subprotocols(environ: dict[str, Any]) -> list[str]:
+    return [p.strip() for p in (environ.get("HTTP_SEC_WEBSOCKET_PROTOCOL") or "").split(",") if p.strip()]
+
+
+def subprotocol_token(environ: dict[str, Any]) -> bytes | None:
+    """The token carried as a `mcp.auth.<token>` subprotocol entry, if any."""
+    for entry in requested_subprotocols(environ):
+        if entry.startswith(TOKEN_SUBPROTOCOL_PREFIX) and len(entry) > len(TOKEN_SUBPROTOCOL_PREFIX):
+            return entry[len(TOKEN_SUBPROTOCOL_PREFIX) :].encode("latin-1", "replace")
+    return None
+
+
+def finish_upgraded_request(environ: dict[str, Any]) -> list[bytes]:
+    """End the WSGI call of a socket that is over, without writing an HTTP response on it."""
+    if "gunicorn.socket" in environ:
+        raise StopIteration  # gunicorn's gthread worker closes the connection quietly on this
+    if "werkzeug.socket" in environ:
+        raise WebSocketDone("websocket closed")
+    return []
+
+
+class _McpSocketServer(Server):  # type: ignore[misc]
+    def choose_subprotocol(self, request: Any) -> str | None:
+        return SUBPROTOCOL if SUBPROTOCOL in request.subprotocols else None
+
+
+class _SocketChannel:
+    """A Channel over the socket; sends from the request threads are serialised."""
+
+    def __init__(self, ws: Server) -> None:
+        self._ws = ws
+        self._lock = threading.Lock()
+
+    def send(self, message: dict[str, Any]) -> None:
+        with self._lock:
+            try:
+                self._ws.send(dumps(message).decode("ascii"))
+            except (ConnectionClosed, OSError):
+                pass  # the peer is gone; the read loop notices and ends
+
+    def close(self, code: int, reason: str) -> None:
+        with self._lock:
+            try:
+                self._ws.close(code, reason)
+            except (ConnectionClosed, OSError):
+                pass
+
+
+class WebSocketTransport:
+    """Accept admitted upgrade requests and serve MCP on the socket."""
+
+    def __init__(
+        self,
+        server: McpServer,
+        principal_is_current: Callable[..., bool],
+        *,
+        max_sockets: int,
+        max_message_bytes: int,
+        ping_interval: float,
+        idle_timeout: float,
+        shutdown: threading.Event,
+    ) -> None:
+        self.server = server
+        self.principal_is_current = principal_is_current
+        self.max_message_bytes = max_message_bytes
+        self.ping_interval = ping_interval
+        self.idle_timeout = idle_timeout
+        self.shutdown = shutdown
+        self._slots = threading.BoundedSemaphore(max_sockets)
+        self._open: set[_SocketChannel] = set()
+        self._open_lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any], admission: Admission) -> Any:
+        self._check_handshake(environ)
+        if not self._slots.acquire(blocking=False):
+            raise ServiceUnavailable(
+                "Too many open WebSocket connections; try again later", headers=[("Retry-After", "30")]
+            )
+        try:
+            ws = _McpSocketServer.accept(
+                environ,
+                subprotocols=[SUBPROTOCOL],
+                max_message_size=self.max_message_bytes,
+                ping_interval=self.ping_interval or None,
+            )
+            channel = _SocketChannel(ws)
+            with self._open_lock:
+                self._open.add(channel)
+            try:
+                self._serve(ws, channel, admission)
+            finally:
+                with self._open_lock:
+                    self._open.discard(channel)
+        finally:
+            self._slots.release()
+        return finish_upgraded_request(environ)
+
+    def close_all(self) -> None:
+        """Server shutdown: close every open socket with 1001."""
+        with self._open_lock:
+            channels = list(self._open)
+        for channel in channels:
+            channel.close(1001, "server shutting down")
+
+    @staticmethod
+    def _check_handshake(environ: dict[str, Any]) -> None:
+        if "upgrade" not in (environ.get("HTTP_CONNECTION") or "").lower():
+            raise BadRequest("A WebSocket upgrade needs 'Connection: Upgrade'")
+        if (environ.get("HTTP_SEC_WEBSOCKET_VERSION") or "").strip() != "13":
+            raise BadRequest("Unsupported WebSocket version; use 13", headers=[("Sec-WebSocket-Version", "13")])
+        if not (environ.get("HTTP_SEC_WEBSOCKET_KEY") or "").strip():
+            raise BadRequest("The WebSocket upgrade is missing Sec-WebSocket-Key")
+        if SUBPROTOCOL not in requested_subprotocols(environ):
+            raise BadRequest(f"Request the WebSocket subprotocol '{SUBPROTOCOL}' (Sec-WebSocket-Protocol: {SUBPROTOCOL})")
+        if "werkzeug.socket" not in environ and "gunicorn.socket" not in environ:
+            raise BadRequest("WebSocket is not available under this WSGI server; use the built-in server or gunicorn")
+
+    def _serve(self, ws: Server, channel: _SocketChannel, admission: Admission) -> None:
+        session = Session(principal=admission.principal)
+        call = Call(session, admission.principal, channel, str(admission.client_address), self.principal_is_current)
+        in_flight = threading.Semaphore(MAX_CONCURRENT_REQUESTS)
+        pool = ThreadPoolExecutor(MAX_CONCURRENT_REQUESTS, thread_name_prefix="mcp-ws")
+        last_activity = time.monotonic()
+        try:
+            while not self.shutdown.is_set():
+                try:
+                    data = ws.receive(timeout=min(RECEIVE_POLL_SECONDS, self.idle_timeout))
+                except ConnectionClosed:
+                    return
+                if data is None:
+                    if not ws.connected:
+                        return
+                    if session.in_flight:
+                        last_activity = time.monotonic()  # a long call is not idleness
+                    elif time.monotonic() - last_activity >= self.idle_timeout:
+                        channel.close(CLOSE_NORMAL, "idle timeout")
+                        return
+                    continue
+                last_activity = time.monotonic()
+                if isinstance(data, (bytes, bytearray)):
+                    channel.close(CLOSE_UNSUPPORTED_DATA, "binary frames are not supported: send JSON-RPC as text")
+                    return
+                # The second lock, per message: a revoked token is done here.
+                if not self.principal_is_current(admission.principal):
+                    self._revoked(channel, call)
+                    return
+                if not self._handle_frame(data, call, channel, pool, in_flight):
+                    return
+        finally:
+            channel.close(CLOSE_NORMAL, "")
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _handle_frame(
+        self, data: str, call: Call, channel: _SocketChannel, pool: ThreadPoolExecutor, in_flight: threading.Semaphore
+    ) -> bool:
+        """Handle one text frame; False when the socket must close."""
+        try:
+            message: Message = parse_message(data)
+        except JsonRpcError as exc:
+            channel.send(exc.to_message().to_dict())
+            return True
+        if isinstance(message, Notification):
+            self.server.handle_notification(message, call)
+        elif isinstance(message, Request):
+            if message.method == "initialize":
+                return self._run_request(message, call, channel)  # in order: later requests depend on it
+            in_flight.acquire()
+            pool.submit(self._run_pooled, message, call, channel, in_flight)
+        # Responses answer server-to-client requests; none are outstanding on this transport yet.
+        return True
+
+    def _run_pooled(self, request: Request, call: Call, channel: _SocketChannel, in_flight: threading.Semaphore) -> None:
+        try:
+            self._run_request(request, call, channel)
+        finally:
+            in_flight.release()
+
+    def _run_request(self, request: Request, call: Call, channel: _SocketChannel) -> bool:
+        try:
+            reply: Response | ErrorResponse = Response(request.id, self.server.dispatch(request, call))
+        except JsonRpcError as exc:
+            reply = exc.to_message()
+        except ScopeDenied as exc:
+            audit.denial(call.client_address, "dispatch", "insufficient_scope", call.principal.name)
+            reply = ErrorResponse(request.id, FORBIDDEN, exc.message)
+        except PrincipalRevoked:
+            self._revoked(channel, call)
+            return False
+        except Exception:  # a bug in dispatch must not kill the socket's thread
+            logger.exception("unexpected error handling %s on a WebSocket", request.method)
+            reply = ErrorResponse(request.id, INTERNAL_ERROR, "Internal error")
+        channel.send(reply.to_dict())
+        return True
+
+    @staticmethod
+    def _revoked(channel: _SocketChannel, call: Call) -> None:
+        audit.denial(call.client_address, "dispatch", "revoked", call.principal.name)
+        channel.close(CLOSE_REVOKED, "token revoked")
