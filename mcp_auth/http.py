@@ -230,7 +230,8 @@ class HttpTransport:
             self.server.handle_notification(message, self._call(session, admission, _SessionChannel(session)))
             return self._accepted(start_response)
         if isinstance(message, (Response, ErrorResponse)):
-            # Answers to server-to-client requests; none are outstanding in this transport yet.
+            # The client's answer to a sampling/elicitation/roots request: wake the waiting handler.
+            session.deliver(message)
             return self._accepted(start_response)
         return self._request(message, session, start_response, admission)
 

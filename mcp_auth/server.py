@@ -20,6 +20,7 @@ import logging
 import re
 import threading
 import urllib.parse
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from typing import Any, Protocol
@@ -28,14 +29,17 @@ from ._version import __version__ as _package_version
 from . import audit
 from .content import ToolResult, is_content, resource_contents, text_content
 from .jsonrpc import (
+    REQUEST_CANCELLED,
     INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
     RESOURCE_NOT_FOUND,
+    ErrorResponse,
     JsonRpcError,
     Notification,
     Request,
+    Response,
 )
 from .schema import JsonSchema, Signature, function_schema, return_schema, validate
 from .sessions import Session
@@ -53,6 +57,8 @@ DEFAULT_NEGOTIATED_VERSION = "2025-03-26"
 # Items per page of the list methods: small enough to keep responses small,
 # large enough that ordinary servers answer in one page.
 PAGE_SIZE = 100
+# Resource subscriptions one session may hold: plenty for a client, bounded for the server.
+MAX_SUBSCRIPTIONS = 1000
 # completion/complete returns at most this many values (spec).
 MAX_COMPLETION_VALUES = 100
 
@@ -68,6 +74,23 @@ class Channel(Protocol):
     def send(self, message: dict[str, Any]) -> None: ...
 
 
+# How long a handler waits for the client to answer a server-to-client request
+# (sampling, elicitation, roots) by default: elicitation waits for a person.
+CLIENT_REQUEST_TIMEOUT_SECONDS = 300.0
+# How often a waiting handler looks up to notice its call was cancelled.
+_WAIT_SLICE_SECONDS = 0.25
+
+
+class ClientError(Exception):
+    """The client answered a server-to-client request with an error, or cannot be asked."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+
 class DispatchDenied(Exception):
     """Step 7 refused the call; transports map the subclasses to their answers."""
 
@@ -75,6 +98,10 @@ class DispatchDenied(Exception):
         super().__init__(message)
         self.message = message
         self.request_id = request_id
+
+
+class RequestCancelled(Exception):
+    """The call was cancelled (notifications/cancelled) or its session ended."""
 
 
 class ScopeDenied(DispatchDenied):
@@ -153,6 +180,81 @@ class Context:
         if logger_name:
             params["logger"] = logger_name
         self._call.channel.send(Notification("notifications/message", params).to_dict())
+
+    # --- asking the client (server-to-client requests) ---------------------
+
+    def request(self, method: str, params: dict[str, Any], *, timeout: float = CLIENT_REQUEST_TIMEOUT_SECONDS) -> dict[str, Any]:
+        """Send a request to the client on this call's stream and wait for its result.
+
+        Raises ClientError when the client answers with an error, TimeoutError
+        when it does not answer in time (the request is then cancelled), and
+        RequestCancelled when this call is cancelled while waiting.
+        """
+        session = self._call.session
+        request_id, pending = session.expect_reply()
+        try:
+            self._call.channel.send(Request(request_id, method, params).to_dict())
+            waited = 0.0
+            while not pending.answered.wait(_WAIT_SLICE_SECONDS):
+                waited += _WAIT_SLICE_SECONDS
+                if self._cancelled.is_set() or session.closed.is_set():
+                    raise RequestCancelled(f"the call was cancelled while waiting for the client's {method}")
+                if waited >= timeout:
+                    self._call.channel.send(
+                        Notification("notifications/cancelled", {"requestId": request_id, "reason": "timed out"}).to_dict()
+                    )
+                    raise TimeoutError(f"the client did not answer {method} within {timeout:g} seconds")
+        finally:
+            session.forget_reply(request_id)
+        reply = pending.reply
+        if isinstance(reply, ErrorResponse):
+            raise ClientError(reply.code, reply.message, reply.data)
+        assert isinstance(reply, Response)
+        return reply.result
+
+    def _require_capability(self, capability: str, method: str) -> None:
+        if capability not in self._call.session.client_capabilities:
+            raise ClientError(METHOD_NOT_FOUND, f"the client did not declare the '{capability}' capability, so it cannot answer {method}")
+
+    def sample(
+        self,
+        messages: str | list[dict[str, Any]],
+        max_tokens: int,
+        *,
+        system_prompt: str | None = None,
+        temperature: float | None = None,
+        stop_sequences: list[str] | None = None,
+        model_preferences: dict[str, Any] | None = None,
+        timeout: float = CLIENT_REQUEST_TIMEOUT_SECONDS,
+    ) -> dict[str, Any]:
+        """Ask the client's model (sampling/createMessage); a str is one user text message."""
+        self._require_capability("sampling", "sampling/createMessage")
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": text_content(messages)}]
+        params: dict[str, Any] = {"messages": messages, "maxTokens": max_tokens}
+        optional = {
+            "systemPrompt": system_prompt,
+            "temperature": temperature,
+            "stopSequences": stop_sequences,
+            "modelPreferences": model_preferences,
+        }
+        params.update({k: v for k, v in optional.items() if v is not None})
+        return self.request("sampling/createMessage", params, timeout=timeout)
+
+    def elicit(
+        self, message: str, requested_schema: dict[str, Any], *, timeout: float = CLIENT_REQUEST_TIMEOUT_SECONDS
+    ) -> dict[str, Any]:
+        """Ask the user for input (elicitation/create); returns {"action": ..., "content": ...}."""
+        self._require_capability("elicitation", "elicitation/create")
+        return self.request(
+            "elicitation/create", {"message": message, "requestedSchema": requested_schema}, timeout=timeout
+        )
+
+    def list_roots(self, *, timeout: float = CLIENT_REQUEST_TIMEOUT_SECONDS) -> list[dict[str, Any]]:
+        """The client's roots (roots/list)."""
+        self._require_capability("roots", "roots/list")
+        roots = self.request("roots/list", {}, timeout=timeout).get("roots", [])
+        return roots if isinstance(roots, list) else []
 
     def debug(self, data: Any) -> None:
         self.log("debug", data)
@@ -312,6 +414,9 @@ class McpServer:
         self.version = version
         self.instructions = instructions
         self._registry = _Registry()
+        # Initialized sessions of every transport, for notifications outside a request.
+        self._live_sessions: weakref.WeakSet[Session] = weakref.WeakSet()
+        self._live_lock = threading.Lock()
         self._methods: dict[str, Callable[[Request, Call], dict[str, Any]]] = {
             "initialize": self._initialize,
             "ping": lambda request, call: {},
@@ -322,6 +427,8 @@ class McpServer:
             "resources/read": self._resources_read,
             "prompts/list": self._prompts_list,
             "prompts/get": self._prompts_get,
+            "resources/subscribe": self._subscribe,
+            "resources/unsubscribe": self._unsubscribe,
             "logging/setLevel": self._set_level,
             "completion/complete": self._complete,
         }
@@ -365,6 +472,7 @@ class McpServer:
             self._registry.tools[tool_name] = _Tool(
                 tool_name, fn, replace(signature, input_schema=schema), definition, out_schema
             )
+            self.notify_list_changed("tools")
             return fn
 
         return register
@@ -405,6 +513,7 @@ class McpServer:
             elif signature.parameters:
                 raise TypeError(f"{fn.__qualname__}: a resource without {{variables}} takes no arguments")
             table[uri] = _Resource(uri, fn, signature, definition, mime_type, pattern)
+            self.notify_list_changed("resources")
             return fn
 
         return register
@@ -430,6 +539,7 @@ class McpServer:
             if description or signature.description:
                 definition["description"] = description or signature.description
             self._registry.prompts[prompt_name] = _Prompt(prompt_name, fn, signature, definition)
+            self.notify_list_changed("prompts")
             return fn
 
         return register
@@ -463,6 +573,27 @@ class McpServer:
     @property
     def tool_names(self) -> list[str]:
         return list(self._registry.tools)
+
+    # --- notifications outside a request -----------------------------------
+
+    def _sessions(self) -> list[Session]:
+        with self._live_lock:
+            return [s for s in self._live_sessions if not s.closed.is_set()]
+
+    def notify_resource_updated(self, uri: str) -> None:
+        """Tell every session subscribed to `uri` that it changed (notifications/resources/updated)."""
+        message = Notification("notifications/resources/updated", {"uri": uri}).to_dict()
+        for session in self._sessions():
+            if uri in session.subscriptions:
+                session.push(message)
+
+    def notify_list_changed(self, kind: str) -> None:
+        """Tell every session that the tools, resources or prompts changed."""
+        if kind not in ("tools", "resources", "prompts"):
+            raise ValueError("kind is 'tools', 'resources' or 'prompts'")
+        message = Notification(f"notifications/{kind}/list_changed").to_dict()
+        for session in self._sessions():
+            session.push(message)
 
     # --- serving ----------------------------------------------------------
 
@@ -525,6 +656,8 @@ class McpServer:
             raise JsonRpcError(INVALID_PARAMS, "initialize needs params.protocolVersion (a string)")
         version = requested if requested in SUPPORTED_PROTOCOL_VERSIONS else LATEST_PROTOCOL_VERSION
         session.protocol_version = version
+        with self._live_lock:
+            self._live_sessions.add(session)
         client_info = request.params.get("clientInfo")
         session.client_info = client_info if isinstance(client_info, dict) else {}
         capabilities = request.params.get("capabilities")
@@ -532,9 +665,9 @@ class McpServer:
         result: dict[str, Any] = {
             "protocolVersion": version,
             "capabilities": {
-                "tools": {"listChanged": False},
-                "resources": {"subscribe": False, "listChanged": False},
-                "prompts": {"listChanged": False},
+                "tools": {"listChanged": True},
+                "resources": {"subscribe": True, "listChanged": True},
+                "prompts": {"listChanged": True},
                 "logging": {},
                 "completions": {},
             },
@@ -573,6 +706,9 @@ class McpServer:
         try:
             value = self._run(request, call, tool.fn, tool.signature, arguments)
             result = tool_result(value, tool.output_schema)
+        except RequestCancelled as exc:
+            audit.tool_call(call.client_address, call.principal.name, name, "cancelled")
+            raise JsonRpcError(REQUEST_CANCELLED, str(exc)) from None
         except Exception as exc:  # a tool's failure is a result the model can read, not a protocol error
             logger.warning("tool %s raised %s", name, type(exc).__name__, exc_info=True)
             audit.tool_call(call.client_address, call.principal.name, name, "error")
@@ -595,13 +731,7 @@ class McpServer:
         if not isinstance(uri, str):
             raise JsonRpcError(INVALID_PARAMS, "resources/read needs params.uri (a string)")
         resource, arguments = self._find_resource(uri)
-        # A templated resource is in scope when its URI or its template is; scope is
-        # checked before existence so a scoped token cannot probe for resources.
-        allowed = call.principal.may_use(f"resource:{uri}") or (
-            resource is not None and call.principal.may_use(f"resource:{resource.uri}")
-        )
-        if not allowed:
-            raise ScopeDenied(f"the token '{call.principal.name}' is not allowed to read the resource '{uri}'", request.id)
+        self._check_resource_scope(uri, resource, request, call)
         if resource is None:
             raise JsonRpcError(RESOURCE_NOT_FOUND, f"Resource not found: {uri}", data={"uri": uri})
         try:
@@ -626,6 +756,38 @@ class McpServer:
                 continue
             return template, arguments
         return None, {}
+
+    def _subscription_uri(self, request: Request, call: Call) -> str:
+        uri = request.params.get("uri")
+        if not isinstance(uri, str) or not uri:
+            raise JsonRpcError(INVALID_PARAMS, f"{request.method} needs params.uri (a string)")
+        resource, _ = self._find_resource(uri)
+        self._check_resource_scope(uri, resource, request, call)
+        return uri
+
+    @staticmethod
+    def _check_resource_scope(uri: str, resource: _Resource | None, request: Request, call: Call) -> None:
+        # A templated resource is in scope when its URI or its template is. Scope is
+        # checked before existence, so a scoped token cannot probe for resources.
+        if call.principal.may_use(f"resource:{uri}"):
+            return
+        if resource is not None and call.principal.may_use(f"resource:{resource.uri}"):
+            return
+        raise ScopeDenied(f"the token '{call.principal.name}' is not allowed to read the resource '{uri}'", request.id)
+
+    def _subscribe(self, request: Request, call: Call) -> dict[str, Any]:
+        uri = self._subscription_uri(request, call)
+        with call.session.lock:
+            if uri not in call.session.subscriptions and len(call.session.subscriptions) >= MAX_SUBSCRIPTIONS:
+                raise JsonRpcError(INVALID_REQUEST, f"A session may subscribe to at most {MAX_SUBSCRIPTIONS} resources")
+            call.session.subscriptions.add(uri)
+        return {}
+
+    def _unsubscribe(self, request: Request, call: Call) -> dict[str, Any]:
+        uri = self._subscription_uri(request, call)
+        with call.session.lock:
+            call.session.subscriptions.discard(uri)
+        return {}
 
     # prompts
 

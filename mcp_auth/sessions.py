@@ -11,13 +11,16 @@ the same answer (None), so ids cannot be probed across principals.
 from __future__ import annotations
 
 import hmac
+import itertools
 import queue
 import secrets
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .jsonrpc import ErrorResponse, Response
 from .tokens import Principal
 
 # Sessions are cheap (a few hundred bytes), but each is created by an
@@ -33,6 +36,17 @@ MAX_QUEUED_NOTIFICATIONS = 1000
 
 # Put in a session's outbox to wake its GET stream when the session ends.
 _WAKE_UP: dict[str, Any] = {}
+# Server-to-client requests a session may have waiting at once (sampling,
+# elicitation, roots): each holds a handler thread, so the number is bounded.
+MAX_PENDING_CLIENT_REQUESTS = 64
+
+
+class PendingReply:
+    """One server-to-client request waiting for the client's answer."""
+
+    def __init__(self) -> None:
+        self.answered = threading.Event()
+        self.reply: Response | ErrorResponse | None = None
 
 
 @dataclass(eq=False)
@@ -52,8 +66,41 @@ class Session:
     # Server-to-client messages for the standalone GET stream.
     outbox: queue.Queue[dict[str, Any]] = field(default_factory=lambda: queue.Queue(MAX_QUEUED_NOTIFICATIONS))
     stream_open: bool = False
+    # Where messages outside any request go when the transport has a standing
+    # connection (a WebSocket); None means the GET stream's outbox.
+    outbound: Any = None
+    # Resource URIs this client subscribed to (resources/subscribe).
+    subscriptions: set[str] = field(default_factory=set)
+    # Server-to-client requests awaiting answers, by the id we gave them.
+    pending: dict[str, PendingReply] = field(default_factory=dict)
     closed: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    _request_ids: Iterator[int] = field(default_factory=itertools.count)
+
+    def expect_reply(self) -> tuple[str, PendingReply]:
+        """A fresh id for a server-to-client request, and where its answer will land."""
+        with self.lock:
+            if len(self.pending) >= MAX_PENDING_CLIENT_REQUESTS:
+                raise RuntimeError("too many requests to the client are waiting for answers")
+            request_id = f"mcp-auth-{next(self._request_ids)}"
+            pending = self.pending[request_id] = PendingReply()
+        return request_id, pending
+
+    def forget_reply(self, request_id: str) -> None:
+        with self.lock:
+            self.pending.pop(request_id, None)
+
+    def deliver(self, reply: Response | ErrorResponse) -> bool:
+        """Route a client's answer to the handler waiting for it; False when nobody is."""
+        if not isinstance(reply.id, str):
+            return False
+        with self.lock:
+            pending = self.pending.get(reply.id)
+        if pending is None:
+            return False
+        pending.reply = reply
+        pending.answered.set()
+        return True
 
     def touch(self) -> None:
         self.last_used = time.monotonic()
@@ -67,7 +114,11 @@ class Session:
             pass  # the stream is behind on messages; it sees `closed` after the next one
 
     def push(self, message: dict[str, Any]) -> None:
-        """Queue a message for the GET stream; dropped when the queue is full."""
+        """Send a message outside any request: on the socket, or queued for the GET stream
+        (dropped when nobody reads the queue and it is full)."""
+        if self.outbound is not None:
+            self.outbound.send(message)
+            return
         try:
             self.outbox.put_nowait(message)
         except queue.Full:

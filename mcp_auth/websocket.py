@@ -194,7 +194,7 @@ class WebSocketTransport:
             raise BadRequest("WebSocket is not available under this WSGI server; use the built-in server or gunicorn")
 
     def _serve(self, ws: Server, channel: _SocketChannel, admission: Admission) -> None:
-        session = Session(principal=admission.principal)
+        session = Session(principal=admission.principal, outbound=channel)
         call = Call(session, admission.principal, channel, str(admission.client_address), self.principal_is_current)
         in_flight = threading.Semaphore(MAX_CONCURRENT_REQUESTS)
         pool = ThreadPoolExecutor(MAX_CONCURRENT_REQUESTS, thread_name_prefix="mcp-ws")
@@ -225,6 +225,7 @@ class WebSocketTransport:
                 if not self._handle_frame(data, call, channel, pool, in_flight):
                     return
         finally:
+            session.close()  # handlers waiting on the client give up; notifications stop
             channel.close(CLOSE_NORMAL, "")
             pool.shutdown(wait=False, cancel_futures=True)
 
@@ -244,7 +245,9 @@ class WebSocketTransport:
                 return self._run_request(message, call, channel)  # in order: later requests depend on it
             in_flight.acquire()
             pool.submit(self._run_pooled, message, call, channel, in_flight)
-        # Responses answer server-to-client requests; none are outstanding on this transport yet.
+        else:
+            # The client's answer to a sampling/elicitation/roots request: wake the waiting handler.
+            call.session.deliver(message)
         return True
 
     def _run_pooled(self, request: Request, call: Call, channel: _SocketChannel, in_flight: threading.Semaphore) -> None:

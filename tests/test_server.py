@@ -295,9 +295,9 @@ def test_initialize_negotiates_version(fx: Fixture, requested: str, negotiated: 
     assert result == {
         "protocolVersion": negotiated,
         "capabilities": {
-            "tools": {"listChanged": False},
-            "resources": {"subscribe": False, "listChanged": False},
-            "prompts": {"listChanged": False},
+            "tools": {"listChanged": True},
+            "resources": {"subscribe": True, "listChanged": True},
+            "prompts": {"listChanged": True},
             "logging": {},
             "completions": {},
         },
