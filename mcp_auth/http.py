@@ -15,13 +15,14 @@ the result. Sessions are bound to the principal that initialized them.
 from __future__ import annotations
 
 import json
-import queue
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from .guard import Admission
 from .jsonrpc import (
+    INTERNAL_ERROR,
     UNSUPPORTED_PROTOCOL_VERSION,
     ErrorResponse,
     JsonRpcError,
@@ -45,11 +46,18 @@ from .refusals import (
 )
 from .server import SUPPORTED_PROTOCOL_VERSIONS, Call, McpServer, PrincipalRevoked, ScopeDenied
 from .sessions import Session, SessionStore
+from .streams import EventStream, encode_event, parse_event_id, priming_event
+
+logger = logging.getLogger("mcp_auth.http")
 
 SESSION_HEADER = "Mcp-Session-Id"
-# Open GET streams each hold a server thread for their lifetime; past this
-# many a new one is refused with 503 rather than starving request threads.
-MAX_GET_STREAMS = 64
+# Open event streams each hold a server thread for their lifetime; past this
+# many a new one ends at once rather than starving request threads.
+MAX_EVENT_STREAMS = 256
+# Methods that run user handlers, which may send messages before their answer.
+HANDLER_METHODS = frozenset({"tools/call", "resources/read", "prompts/get", "completion/complete"})
+# Priming events (SEP-1699) go to clients that negotiated this version or later.
+RESUMABLE_SINCE = "2025-11-25"
 # A comment line this often keeps proxies from timing out an idle stream and
 # lets the server notice a client that went away, or a token that was revoked.
 KEEPALIVE_SECONDS = 15.0
@@ -80,39 +88,8 @@ def _accepts(accepted: set[str], media_type: str) -> bool:
     return bool(accepted & {media_type, f"{major}/*", "*/*"})
 
 
-def sse_event(message: dict[str, Any]) -> bytes:
-    return b"event: message\ndata: " + dumps(message) + b"\n\n"
-
-
-class _LazyEventStream:
-    """A Channel that turns the response into SSE on the first message sent before the result."""
-
-    def __init__(self, start_response: StartResponse, headers: list[tuple[str, str]]) -> None:
-        self._start_response = start_response
-        self._headers = headers
-        self._write: Callable[[bytes], Any] | None = None
-        self._lock = threading.Lock()
-        self.client_gone = False
-
-    @property
-    def started(self) -> bool:
-        return self._write is not None
-
-    def send(self, message: dict[str, Any]) -> None:
-        with self._lock:
-            if self._write is None:
-                self._write = self._start_response("200 OK", _SSE_HEADERS + self._headers)
-            if self.client_gone:
-                return
-            try:
-                self._write(sse_event(message))
-            except OSError:
-                # The client went away mid-call; the handler finishes, its output is dropped.
-                self.client_gone = True
-
-
 class _SessionChannel:
-    """A Channel for notifications without a request stream: they go to the session's GET stream."""
+    """A Channel for messages outside a request stream: they go to the session's GET stream."""
 
     def __init__(self, session: Session) -> None:
         self._session = session
@@ -139,7 +116,7 @@ class HttpTransport:
         self.principal_is_current = principal_is_current
         self.max_body_bytes = max_body_bytes
         self.shutdown = shutdown
-        self._get_streams = threading.BoundedSemaphore(MAX_GET_STREAMS)
+        self._event_streams = threading.BoundedSemaphore(MAX_EVENT_STREAMS)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse, admission: Admission) -> Any:
         method = environ.get("REQUEST_METHOD", "")
@@ -261,63 +238,127 @@ class HttpTransport:
         headers: list[tuple[str, str]] | None = None,
     ) -> Any:
         headers = headers or []
-        stream = _LazyEventStream(start_response, headers)
+        if request.method not in HANDLER_METHODS:
+            # Protocol methods never send anything before their answer: answer inline, as JSON.
+            return self._json_reply(self._dispatch_inline(request, session, admission), start_response, headers)
+        # A handler may send progress, log messages or requests to the client before its
+        # answer, so it runs on its own thread and writes to a resumable event stream;
+        # this thread answers JSON if the answer is all there is, SSE otherwise.
+        stream = session.new_stream()
+        call = self._call(session, admission, stream)
+        threading.Thread(
+            target=self._run_handler, args=(request, call, stream), name=f"mcp-call-{request.method}", daemon=True
+        ).start()
+        stream.wait_started()
+        if stream.refusal is not None:
+            session.drop_stream(stream)
+            if isinstance(stream.refusal, Unauthorized) and session.session_id:
+                self.sessions.delete(session.session_id, admission.principal)
+            raise stream.refusal
+        only = stream.only_final()
+        if only is not None:
+            session.drop_stream(stream)
+            return self._json_reply(only, start_response, headers)
+        start_response("200 OK", _SSE_HEADERS + headers)
+        return self._event_body(stream, session, admission, after=0, prime=True)
+
+    def _dispatch_inline(self, request: Request, session: Session, admission: Admission) -> dict[str, Any]:
         try:
-            reply: Response | ErrorResponse = Response(request.id, self.server.dispatch(request, self._call(session, admission, stream)))
+            return Response(request.id, self.server.dispatch(request, self._call(session, admission, _SessionChannel(session)))).to_dict()
         except JsonRpcError as exc:
-            reply = exc.to_message()
+            return exc.to_message().to_dict()
         except ScopeDenied as exc:
-            if stream.started:
-                reply = ErrorResponse(request.id, -32003, exc.message)
-            else:
-                raise InsufficientScope(exc.message, request.id) from None
+            raise InsufficientScope(exc.message, request.id) from None
         except PrincipalRevoked:
             if session.session_id:
                 self.sessions.delete(session.session_id, admission.principal)
             raise Unauthorized("revoked") from None
+
+    def _run_handler(self, request: Request, call: Call, stream: EventStream) -> None:
+        """The handler's thread: every outcome ends the stream, so the answering thread never waits forever."""
+        try:
+            reply = Response(request.id, self.server.dispatch(request, call)).to_dict()
+        except JsonRpcError as exc:
+            reply = exc.to_message().to_dict()
+        except ScopeDenied as exc:
+            stream.refuse(InsufficientScope(exc.message, request.id))
+            return
+        except PrincipalRevoked:
+            stream.refuse(Unauthorized("revoked"))
+            return
+        except Exception:
+            logger.exception("unexpected error handling %s", request.method)
+            reply = ErrorResponse(request.id, INTERNAL_ERROR, "Internal error").to_dict()
+        stream.finish(reply)
+
+    @staticmethod
+    def _json_reply(reply: dict[str, Any], start_response: StartResponse, headers: list[tuple[str, str]]) -> list[bytes]:
         body = dumps(reply)
-        if stream.started:
-            stream.send(reply.to_dict())
-            return []
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *headers])
         return [body]
 
-    # --- GET: the session's server-to-client stream ---------------------------------
+    def _event_body(
+        self, stream: EventStream, session: Session, admission: Admission, *, after: int, prime: bool
+    ) -> Iterator[bytes]:
+        """The SSE body of `stream` from sequence `after`; ends with the stream, on detach,
+        session end or shutdown, or when the principal's token is revoked (the second lock)."""
+
+        def stop() -> bool:
+            return session.closed.is_set() or self.shutdown.is_set() or not self.principal_is_current(admission.principal)
+
+        if not self._event_streams.acquire(blocking=False):
+            yield b": too many open event streams\n\n"
+            return
+        try:
+            # The priming event (an id, empty data) tells 2025-11-25 clients they may resume.
+            if prime and (session.protocol_version or "") >= RESUMABLE_SINCE:
+                yield priming_event(stream.stream_id, after)
+            else:
+                yield b": stream open\n\n"  # sends the head now, not at the first event
+            for item in stream.read(after, self.keepalive_seconds, stop):
+                if item is None:
+                    session.touch()
+                    yield b": keepalive\n\n"
+                else:
+                    yield encode_event(stream.stream_id, *item)
+            if stream.finished and stream is not session.standalone:
+                session.drop_stream(stream)  # fully delivered: nothing left to resume
+        finally:
+            self._event_streams.release()
+
+    # --- GET: the session's standalone stream, or resuming a stream ------------------
 
     def _get(self, environ: dict[str, Any], start_response: StartResponse, admission: Admission) -> Any:
         if not _accepts(_media_types(environ.get("HTTP_ACCEPT")), "text/event-stream"):
             raise NotAcceptable("GET on the MCP endpoint opens an event stream: send Accept: text/event-stream")
         session = self._session(environ, admission)
-        with session.lock:
-            if session.stream_open:
-                raise Conflict("This session already has an open GET stream")
-            if not self._get_streams.acquire(blocking=False):
-                raise ServiceUnavailable("Too many open event streams; try again later", headers=[("Retry-After", "30")])
-            session.stream_open = True
+        last_event_id = environ.get("HTTP_LAST_EVENT_ID")
+        if last_event_id:
+            parsed = parse_event_id(last_event_id)
+            stream = session.find_stream(parsed[0]) if parsed else None
+            if parsed is None or stream is None:
+                raise BadRequest("Last-Event-ID names no stream of this session that can be resumed; send the request again")
+            after, prime = parsed[1], False
+        else:
+            stream, after, prime = session.standalone, session.standalone.delivered, True
+        if stream is session.standalone:
+            with session.lock:
+                if stream.reader_active:
+                    raise Conflict("This session already has an open GET stream")
+                stream.reader_active = True
+            start_response("200 OK", list(_SSE_HEADERS))
+            return self._standalone_body(stream, session, admission, after, prime)
         start_response("200 OK", list(_SSE_HEADERS))
-        return self._stream_events(session, admission)
+        return self._event_body(stream, session, admission, after=after, prime=prime)
 
-    def _stream_events(self, session: Session, admission: Admission) -> Iterator[bytes]:
+    def _standalone_body(
+        self, stream: EventStream, session: Session, admission: Admission, after: int, prime: bool
+    ) -> Iterator[bytes]:
         try:
-            yield b": stream open\n\n"
-            while not (session.closed.is_set() or self.shutdown.is_set()):
-                try:
-                    message = session.outbox.get(timeout=self.keepalive_seconds)
-                except queue.Empty:
-                    message = None
-                # The second lock on long-lived streams: a revoked token's stream ends
-                # before it is sent anything more, and at the latest at the next keepalive.
-                if not self.principal_is_current(admission.principal):
-                    return
-                if message is None:
-                    session.touch()
-                    yield b": keepalive\n\n"
-                elif message and not session.closed.is_set():
-                    yield sse_event(message)
+            yield from self._event_body(stream, session, admission, after=after, prime=prime)
         finally:
             with session.lock:
-                session.stream_open = False
-            self._get_streams.release()
+                stream.reader_active = False
 
     # --- DELETE: end the session -------------------------------------------------------
 

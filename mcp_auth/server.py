@@ -181,6 +181,17 @@ class Context:
             params["logger"] = logger_name
         self._call.channel.send(Notification("notifications/message", params).to_dict())
 
+    def close_stream(self) -> None:
+        """End this call's SSE connection now, before the answer (SEP-1699 polling).
+
+        The handler goes on; what it sends next is kept, and the client, told
+        by the stream's `retry` field, reconnects with Last-Event-ID and gets
+        it. For long calls this frees the connection. No effect on WebSocket.
+        """
+        detach = getattr(self._call.channel, "detach", None)
+        if detach is not None:
+            detach()
+
     # --- asking the client (server-to-client requests) ---------------------
 
     def request(self, method: str, params: dict[str, Any], *, timeout: float = CLIENT_REQUEST_TIMEOUT_SECONDS) -> dict[str, Any]:

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import hmac
 import itertools
-import queue
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from .jsonrpc import ErrorResponse, Response
+from .streams import EventStream
 from .tokens import Principal
 
 # Sessions are cheap (a few hundred bytes), but each is created by an
@@ -30,12 +31,11 @@ MAX_SESSIONS = 10_000
 SESSION_IDLE_SECONDS = 3600.0
 # Session ids are 32 random bytes, URL-safe: visible ASCII, as the spec requires.
 SESSION_ID_BYTES = 32
-# Notifications queued for a GET stream that nobody is reading are dropped past this.
+# Notifications kept for a GET stream that nobody is reading; the oldest go first.
 MAX_QUEUED_NOTIFICATIONS = 1000
-
-
-# Put in a session's outbox to wake its GET stream when the session ends.
-_WAKE_UP: dict[str, Any] = {}
+# Answer streams of one session kept for resumption (Last-Event-ID); the oldest go first.
+MAX_RESUMABLE_STREAMS = 32
+STANDALONE_STREAM_ID = "g"
 # Server-to-client requests a session may have waiting at once (sampling,
 # elicitation, roots): each holds a handler thread, so the number is bounded.
 MAX_PENDING_CLIENT_REQUESTS = 64
@@ -63,11 +63,12 @@ class Session:
     last_used: float = field(default_factory=time.monotonic)
     # Requests now running, by id, so notifications/cancelled can reach them.
     in_flight: dict[Any, threading.Event] = field(default_factory=dict)
-    # Server-to-client messages for the standalone GET stream.
-    outbox: queue.Queue[dict[str, Any]] = field(default_factory=lambda: queue.Queue(MAX_QUEUED_NOTIFICATIONS))
-    stream_open: bool = False
+    # Server-to-client messages outside any request: the standalone GET stream.
+    standalone: EventStream = field(default_factory=lambda: EventStream(STANDALONE_STREAM_ID, MAX_QUEUED_NOTIFICATIONS))
+    # Answer streams of requests, kept so a client can resume them.
+    streams: OrderedDict[str, EventStream] = field(default_factory=OrderedDict)
     # Where messages outside any request go when the transport has a standing
-    # connection (a WebSocket); None means the GET stream's outbox.
+    # connection (a WebSocket); None means the standalone GET stream.
     outbound: Any = None
     # Resource URIs this client subscribed to (resources/subscribe).
     subscriptions: set[str] = field(default_factory=set)
@@ -76,6 +77,26 @@ class Session:
     closed: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     _request_ids: Iterator[int] = field(default_factory=itertools.count)
+    _stream_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    def new_stream(self) -> EventStream:
+        """A resumable answer stream for one request."""
+        with self.lock:
+            stream = EventStream(f"p{next(self._stream_ids)}")
+            self.streams[stream.stream_id] = stream
+            while len(self.streams) > MAX_RESUMABLE_STREAMS:
+                self.streams.popitem(last=False)
+        return stream
+
+    def drop_stream(self, stream: EventStream) -> None:
+        with self.lock:
+            self.streams.pop(stream.stream_id, None)
+
+    def find_stream(self, stream_id: str) -> EventStream | None:
+        if stream_id == STANDALONE_STREAM_ID:
+            return self.standalone
+        with self.lock:
+            return self.streams.get(stream_id)
 
     def expect_reply(self) -> tuple[str, PendingReply]:
         """A fresh id for a server-to-client request, and where its answer will land."""
@@ -106,23 +127,21 @@ class Session:
         self.last_used = time.monotonic()
 
     def close(self) -> None:
-        """Mark the session ended and wake its GET stream so it ends too."""
+        """Mark the session ended and wake its stream readers so they end too."""
         self.closed.set()
-        try:
-            self.outbox.put_nowait(_WAKE_UP)
-        except queue.Full:
-            pass  # the stream is behind on messages; it sees `closed` after the next one
+        self.standalone.detach()
+        with self.lock:
+            streams = list(self.streams.values())
+        for stream in streams:
+            stream.detach()
 
     def push(self, message: dict[str, Any]) -> None:
-        """Send a message outside any request: on the socket, or queued for the GET stream
-        (dropped when nobody reads the queue and it is full)."""
+        """Send a message outside any request: on the socket, or on the standalone GET stream
+        (kept for a reader within a bound, oldest dropped first)."""
         if self.outbound is not None:
             self.outbound.send(message)
-            return
-        try:
-            self.outbox.put_nowait(message)
-        except queue.Full:
-            pass
+        else:
+            self.standalone.send(message)
 
 
 def same_principal(a: Principal, b: Principal) -> bool:

@@ -9,7 +9,7 @@ reaches this module (`Admission`), so a refused client gets a plain HTTP
 answer and never a 101. Here the transport adds its own handshake rules
 (version, key, subprotocol, the open-socket bound), then accepts with
 simple-websocket and runs the socket in the request's thread; simple-websocket
-adds one reader thread. Requests run on a small per-socket pool so a slow tool
+adds one reader thread. Requests run on their own threads (a few at once per socket) so a slow tool
 does not stop the socket from reading.
 
 The second lock on a socket: before every message the principal must still be
@@ -25,7 +25,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from simple_websocket import ConnectionClosed, Server
@@ -197,7 +196,6 @@ class WebSocketTransport:
         session = Session(principal=admission.principal, outbound=channel)
         call = Call(session, admission.principal, channel, str(admission.client_address), self.principal_is_current)
         in_flight = threading.Semaphore(MAX_CONCURRENT_REQUESTS)
-        pool = ThreadPoolExecutor(MAX_CONCURRENT_REQUESTS, thread_name_prefix="mcp-ws")
         last_activity = time.monotonic()
         try:
             while not self.shutdown.is_set():
@@ -222,16 +220,13 @@ class WebSocketTransport:
                 if not self.principal_is_current(admission.principal):
                     self._revoked(channel, call)
                     return
-                if not self._handle_frame(data, call, channel, pool, in_flight):
+                if not self._handle_frame(data, call, channel, in_flight):
                     return
         finally:
             session.close()  # handlers waiting on the client give up; notifications stop
             channel.close(CLOSE_NORMAL, "")
-            pool.shutdown(wait=False, cancel_futures=True)
 
-    def _handle_frame(
-        self, data: str, call: Call, channel: _SocketChannel, pool: ThreadPoolExecutor, in_flight: threading.Semaphore
-    ) -> bool:
+    def _handle_frame(self, data: str, call: Call, channel: _SocketChannel, in_flight: threading.Semaphore) -> bool:
         """Handle one text frame; False when the socket must close."""
         try:
             message: Message = parse_message(data)
@@ -243,14 +238,17 @@ class WebSocketTransport:
         elif isinstance(message, Request):
             if message.method == "initialize":
                 return self._run_request(message, call, channel)  # in order: later requests depend on it
-            in_flight.acquire()
-            pool.submit(self._run_pooled, message, call, channel, in_flight)
+            in_flight.acquire()  # at most MAX_CONCURRENT_REQUESTS at once; reading waits for a slot
+            # Daemon threads: a handler stuck in user code cannot hold up the process's exit.
+            threading.Thread(
+                target=self._run_counted, args=(message, call, channel, in_flight), name="mcp-ws-call", daemon=True
+            ).start()
         else:
             # The client's answer to a sampling/elicitation/roots request: wake the waiting handler.
             call.session.deliver(message)
         return True
 
-    def _run_pooled(self, request: Request, call: Call, channel: _SocketChannel, in_flight: threading.Semaphore) -> None:
+    def _run_counted(self, request: Request, call: Call, channel: _SocketChannel, in_flight: threading.Semaphore) -> None:
         try:
             self._run_request(request, call, channel)
         finally:

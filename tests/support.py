@@ -80,7 +80,7 @@ class RawResponse:
         messages = []
         for event in self.body.decode().split("\n\n"):
             data = [line[5:].strip() for line in event.splitlines() if line.startswith("data:")]
-            if data:
+            if any(data):  # an event with empty data is the priming event, not a message
                 messages.append(json.loads("\n".join(data)))
         return messages
 

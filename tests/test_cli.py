@@ -735,7 +735,7 @@ def test_signal_stops_with_an_open_event_stream(start: Start, signum: int) -> No
              f"Accept: text/event-stream\r\nMcp-Session-Id: {session_id}\r\n\r\n").encode()
         )
         received = b""
-        while b"stream open" not in received:
+        while b"\r\n\r\n" not in received:  # the stream is open once its head arrived
             chunk = stream.recv(4096)
             assert chunk, received
             received += chunk

@@ -1,0 +1,140 @@
+"""Server-sent event streams that a client can resume (MCP 2025-11-25, SEP-1699).
+
+An `EventStream` holds the messages of one SSE stream of one session: the
+answer stream of a POST, or the session's standalone GET stream. Writers
+(handler threads) append; readers (the HTTP connection that opened the
+stream, or a later GET with `Last-Event-ID`) iterate. Events are kept, within
+a bound, after they are written, so a client whose connection dropped, or
+that the server asked to reconnect (`Context.close_stream`), resumes exactly
+after the last event it saw, and only ever gets events of that stream.
+
+Event ids are `<stream id>_<sequence>`; sequence 0 is the priming event (an
+id and empty data) that tells the client the stream is resumable.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .jsonrpc import dumps
+
+# Messages kept per stream for resumption. A POST stream carries a few
+# notifications and one answer; the standalone stream is bounded here too.
+MAX_EVENTS_PER_STREAM = 1000
+# How long a client waits before reconnecting after the server closes a stream
+# early, sent as the SSE `retry` field (milliseconds).
+RETRY_MILLISECONDS = 1000
+
+
+def event_id(stream_id: str, sequence: int) -> str:
+    return f"{stream_id}_{sequence}"
+
+
+def parse_event_id(value: str) -> tuple[str, int] | None:
+    stream_id, _, sequence = value.strip().rpartition("_")
+    if not stream_id or not sequence.isdigit() or len(sequence) > 12:
+        return None
+    return stream_id, int(sequence)
+
+
+def encode_event(stream_id: str, sequence: int, message: dict[str, Any]) -> bytes:
+    return f"event: message\nid: {event_id(stream_id, sequence)}\ndata: ".encode() + dumps(message) + b"\n\n"
+
+
+def priming_event(stream_id: str, position: int = 0) -> bytes:
+    """An id and empty data: the client may resume from `position` of this stream."""
+    return f"id: {event_id(stream_id, position)}\nretry: {RETRY_MILLISECONDS}\ndata: \n\n".encode()
+
+
+class EventStream:
+    """The events of one SSE stream; also the Channel its handler sends through."""
+
+    def __init__(self, stream_id: str, max_events: int = MAX_EVENTS_PER_STREAM) -> None:
+        self.stream_id = stream_id
+        self._events: collections.deque[tuple[int, dict[str, Any]]] = collections.deque(maxlen=max_events)
+        self._next_sequence = 1
+        self._condition = threading.Condition()
+        self._detachments = 0
+        self.finished = False
+        self.refusal: BaseException | None = None
+        # The highest sequence a reader has taken; a new reader without Last-Event-ID starts after it.
+        self.delivered = 0
+        self.reader_active = False
+
+    # --- writing ----------------------------------------------------------------
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Append a message (a notification or a server-to-client request)."""
+        with self._condition:
+            self._events.append((self._next_sequence, message))
+            self._next_sequence += 1
+            self._condition.notify_all()
+
+    def finish(self, message: dict[str, Any]) -> None:
+        """Append the final response; readers end after it."""
+        with self._condition:
+            self._events.append((self._next_sequence, message))
+            self._next_sequence += 1
+            self.finished = True
+            self._condition.notify_all()
+
+    def refuse(self, refusal: BaseException) -> None:
+        """The request was refused before anything was sent (answered as plain HTTP)."""
+        with self._condition:
+            self.refusal = refusal
+            self.finished = True
+            self._condition.notify_all()
+
+    def detach(self) -> None:
+        """End the current reader's connection; events keep accumulating for a resuming client."""
+        with self._condition:
+            self._detachments += 1
+            self._condition.notify_all()
+
+    # --- reading ----------------------------------------------------------------
+
+    def wait_started(self) -> None:
+        """Block until the stream has an event, a refusal, or is finished."""
+        with self._condition:
+            self._condition.wait_for(lambda: bool(self._events) or self.finished)
+
+    def only_final(self) -> dict[str, Any] | None:
+        """The final response when it is the stream's only event (so it can be sent as plain JSON)."""
+        with self._condition:
+            if self.finished and len(self._events) == 1 and self._next_sequence == 2:
+                return self._events[0][1]
+        return None
+
+    def read(
+        self, after: int, keepalive_seconds: float, stop: Callable[[], bool]
+    ) -> Iterator[tuple[int, dict[str, Any]] | None]:
+        """Events with a sequence above `after`, as they come; None when `keepalive_seconds`
+        pass without one. Ends when the stream is finished and drained, when it is detached,
+        or when `stop()` says so (checked at every event and keepalive)."""
+        with self._condition:
+            detachments = self._detachments
+        position = after
+        while True:
+            with self._condition:
+                batch = [event for event in self._events if event[0] > position]
+                if not batch:
+                    if self.finished or self._detachments != detachments:
+                        return
+                    self._condition.wait(keepalive_seconds)
+                    batch = [event for event in self._events if event[0] > position]
+                    if not batch and (self.finished or self._detachments != detachments):
+                        return
+            if stop():
+                return
+            if not batch:
+                yield None
+                continue
+            for sequence, message in batch:
+                yield sequence, message
+                # Counted only once the yield returned, i.e. the event was written.
+                position = sequence
+                with self._condition:
+                    self.delivered = max(self.delivered, sequence)
