@@ -34,7 +34,6 @@ from .jsonrpc import (
 )
 from .refusals import (
     BadRequest,
-    Conflict,
     InsufficientScope,
     MethodNotAllowed,
     NotAcceptable,
@@ -315,14 +314,17 @@ class HttpTransport:
                 yield priming_event(stream.stream_id, after)
             else:
                 yield b": stream open\n\n"  # sends the head now, not at the first event
-            for item in stream.read(after, self.keepalive_seconds, stop):
+            detachments = 0 if prime and stream is not session.standalone else stream.attach()
+            sent = after
+            for item in stream.read(after, self.keepalive_seconds, stop, detachments):
                 if item is None:
                     session.touch()
                     yield b": keepalive\n\n"
                 else:
                     yield encode_event(stream.stream_id, *item)
-            if stream.finished and stream is not session.standalone:
-                session.drop_stream(stream)  # fully delivered: nothing left to resume
+                    sent = item[0]
+            if stream is not session.standalone and stream.fully_sent(sent):
+                session.drop_stream(stream)  # the answer was delivered: nothing left to resume
         finally:
             self._event_streams.release()
 
@@ -341,14 +343,16 @@ class HttpTransport:
             after, prime = parsed[1], False
         else:
             stream, after, prime = session.standalone, session.standalone.delivered, True
-        if stream is session.standalone:
-            with session.lock:
-                if stream.reader_active:
-                    raise Conflict("This session already has an open GET stream")
-                stream.reader_active = True
-            start_response("200 OK", list(_SSE_HEADERS))
-            return self._standalone_body(stream, session, admission, after, prime)
         start_response("200 OK", list(_SSE_HEADERS))
+        if stream is session.standalone:
+            # One reader at a time, and the newest wins: a client reconnecting after a
+            # network drop must not be locked out by its own dead connection.
+            with session.lock:
+                replacing = stream.readers > 0
+                stream.readers += 1
+            if replacing:
+                stream.detach()
+            return self._standalone_body(stream, session, admission, after, prime)
         return self._event_body(stream, session, admission, after=after, prime=prime)
 
     def _standalone_body(
@@ -358,7 +362,7 @@ class HttpTransport:
             yield from self._event_body(stream, session, admission, after=after, prime=prime)
         finally:
             with session.lock:
-                stream.reader_active = False
+                stream.readers -= 1
 
     # --- DELETE: end the session -------------------------------------------------------
 

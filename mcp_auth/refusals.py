@@ -173,10 +173,6 @@ class NotAcceptable(TransportRefusal):
     status, reason_phrase, error = 406, "Not Acceptable", "not_acceptable"
 
 
-class Conflict(TransportRefusal):
-    status, reason_phrase, error = 409, "Conflict", "conflict"
-
-
 class PayloadTooLarge(TransportRefusal):
     status, reason_phrase, error = 413, "Content Too Large", "payload_too_large"
     ws_close_code = 1009

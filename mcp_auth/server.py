@@ -332,6 +332,13 @@ def _template_pattern(template: str) -> re.Pattern[str]:
     return re.compile("".join(parts))
 
 
+def _handler_failed(kind: str, name: str, exc: Exception) -> None:
+    # A handler's failure is answered to the client; the operator sees one line,
+    # and the traceback only with debug logging (a client can trigger this at will).
+    logger.warning("%s %s raised %s", kind, name, type(exc).__name__)
+    logger.debug("%s %s raised", kind, name, exc_info=exc)
+
+
 def _encode_cursor(offset: int) -> str:
     return base64.urlsafe_b64encode(f"offset:{offset}".encode()).decode()
 
@@ -721,7 +728,7 @@ class McpServer:
             audit.tool_call(call.client_address, call.principal.name, name, "cancelled")
             raise JsonRpcError(REQUEST_CANCELLED, str(exc)) from None
         except Exception as exc:  # a tool's failure is a result the model can read, not a protocol error
-            logger.warning("tool %s raised %s", name, type(exc).__name__, exc_info=True)
+            _handler_failed("tool", name, exc)
             audit.tool_call(call.client_address, call.principal.name, name, "error")
             return ToolResult([text_content(f"{type(exc).__name__}: {exc}")], is_error=True).to_dict()
         audit.tool_call(call.client_address, call.principal.name, name, "ok")
@@ -749,7 +756,7 @@ class McpServer:
             value = self._run(request, call, resource.fn, resource.signature, arguments)
             return {"contents": _read_contents(uri, value, resource.mime_type)}
         except Exception as exc:
-            logger.warning("resource %s raised %s", uri, type(exc).__name__, exc_info=True)
+            _handler_failed("resource", uri, exc)
             raise JsonRpcError(INTERNAL_ERROR, f"Reading {uri} failed: {type(exc).__name__}: {exc}") from None
 
     def _find_resource(self, uri: str) -> tuple[_Resource | None, dict[str, Any]]:
@@ -825,7 +832,7 @@ class McpServer:
             value = self._run(request, call, prompt.fn, prompt.signature, arguments)
             result: dict[str, Any] = {"messages": _prompt_messages(value)}
         except Exception as exc:
-            logger.warning("prompt %s raised %s", name, type(exc).__name__, exc_info=True)
+            _handler_failed("prompt", name, exc)
             raise JsonRpcError(INTERNAL_ERROR, f"Prompt {name} failed: {type(exc).__name__}: {exc}") from None
         if "description" in prompt.definition:
             result["description"] = prompt.definition["description"]
@@ -859,7 +866,7 @@ class McpServer:
             try:
                 values = [str(v) for v in completer(arg_name, arg_value, context_arguments)]
             except Exception as exc:
-                logger.warning("completion for %s raised %s", ref_key, type(exc).__name__, exc_info=True)
+                _handler_failed("completion for", ref_key, exc)
                 raise JsonRpcError(INTERNAL_ERROR, f"Completion failed: {type(exc).__name__}: {exc}") from None
         return {
             "completion": {

@@ -57,12 +57,15 @@ class EventStream:
         self._events: collections.deque[tuple[int, dict[str, Any]]] = collections.deque(maxlen=max_events)
         self._next_sequence = 1
         self._condition = threading.Condition()
-        self._detachments = 0
+        # For each detach, the last sequence written before it: the connection
+        # reading at that time ends after that event, whatever came later.
+        self._detach_points: list[int] = []
         self.finished = False
         self.refusal: BaseException | None = None
         # The highest sequence a reader has taken; a new reader without Last-Event-ID starts after it.
         self.delivered = 0
-        self.reader_active = False
+        # Connections reading now (the standalone stream keeps it at one).
+        self.readers = 0
 
     # --- writing ----------------------------------------------------------------
 
@@ -89,44 +92,58 @@ class EventStream:
             self._condition.notify_all()
 
     def detach(self) -> None:
-        """End the current reader's connection; events keep accumulating for a resuming client."""
+        """End the current reader's connection after what was written so far; later events
+        keep accumulating for a resuming client."""
         with self._condition:
-            self._detachments += 1
+            self._detach_points.append(self._next_sequence - 1)
             self._condition.notify_all()
 
     # --- reading ----------------------------------------------------------------
 
     def wait_started(self) -> None:
-        """Block until the stream has an event, a refusal, or is finished."""
+        """Block until the stream has an event, a refusal, is finished, or was detached."""
         with self._condition:
-            self._condition.wait_for(lambda: bool(self._events) or self.finished)
+            self._condition.wait_for(lambda: bool(self._events) or self.finished or bool(self._detach_points))
 
     def only_final(self) -> dict[str, Any] | None:
-        """The final response when it is the stream's only event (so it can be sent as plain JSON)."""
+        """The final response when it is all the stream ever carried (so it can be sent as plain JSON)."""
         with self._condition:
-            if self.finished and len(self._events) == 1 and self._next_sequence == 2:
+            if self.finished and not self._detach_points and len(self._events) == 1 and self._next_sequence == 2:
                 return self._events[0][1]
         return None
 
+    def fully_sent(self, sequence: int) -> bool:
+        """Whether a reader that sent up to `sequence` delivered the final response."""
+        with self._condition:
+            return self.finished and sequence == self._next_sequence - 1
+
+    def attach(self) -> int:
+        """For a reader that joins now: the detachments so far, which do not concern it."""
+        with self._condition:
+            return len(self._detach_points)
+
+    def _pending(self, position: int, detachments: int) -> tuple[list[tuple[int, dict[str, Any]]], bool]:
+        """Events after `position` this reader may still send, and whether it ends after them."""
+        limit = self._detach_points[detachments] if len(self._detach_points) > detachments else None
+        batch = [event for event in self._events if event[0] > position and (limit is None or event[0] <= limit)]
+        return batch, self.finished or limit is not None
+
     def read(
-        self, after: int, keepalive_seconds: float, stop: Callable[[], bool]
+        self, after: int, keepalive_seconds: float, stop: Callable[[], bool], detachments: int = 0
     ) -> Iterator[tuple[int, dict[str, Any]] | None]:
         """Events with a sequence above `after`, as they come; None when `keepalive_seconds`
-        pass without one. Ends when the stream is finished and drained, when it is detached,
-        or when `stop()` says so (checked at every event and keepalive)."""
-        with self._condition:
-            detachments = self._detachments
+        pass without one. Ends when the stream is finished and drained, when it is detached
+        (more than `detachments` times: the stream's first reader passes 0, a later one
+        `attach()`), or when `stop()` says so (checked at every event and keepalive)."""
         position = after
         while True:
             with self._condition:
-                batch = [event for event in self._events if event[0] > position]
-                if not batch:
-                    if self.finished or self._detachments != detachments:
-                        return
+                batch, ended = self._pending(position, detachments)
+                if not batch and not ended:
                     self._condition.wait(keepalive_seconds)
-                    batch = [event for event in self._events if event[0] > position]
-                    if not batch and (self.finished or self._detachments != detachments):
-                        return
+                    batch, ended = self._pending(position, detachments)
+                if not batch and ended:
+                    return
             if stop():
                 return
             if not batch:

@@ -29,9 +29,10 @@ STARTUP_DEADLINE_SECONDS = 30
 INSPECTOR_DEADLINE_SECONDS = 300  # the first npx run downloads the package
 
 
-def start_server(env: dict[str, str]) -> tuple[subprocess.Popen[str], str, list[str]]:
+def start_server(env: dict[str, str], arguments: list[str] | None = None) -> tuple[subprocess.Popen[str], str, list[str]]:
+    """Start `python -m mcp_auth` (default: `serve`) on a free port; returns it, its MCP URL and its log lines."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "mcp_auth", "serve", "--port", "0"],
+        [sys.executable, "-m", "mcp_auth", *(arguments or ["serve"]), "--port", "0"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     lines: list[str] = []
