@@ -101,9 +101,13 @@ class McpAuthApp:
         except (StopIteration, WebSocketDone):
             raise  # a finished WebSocket: the WSGI server must not write a response on it
         except Exception:
-            logger.exception("unexpected error while handling %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
+            logger.exception(
+                "unexpected error while handling %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO")
+            )
             body = b'{"error": "internal_error", "message": "The server failed to handle this request"}'
-            start_response("500 Internal Server Error", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            start_response(
+                "500 Internal Server Error", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+            )
             return [body]
 
     def _preflight(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:

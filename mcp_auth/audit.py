@@ -59,7 +59,11 @@ class TextFormatter(logging.Formatter):
         audit = getattr(record, "audit", None)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created))
         if audit:
-            fields = " ".join(f"{k}={json.dumps(v) if isinstance(v, str) and ' ' in v else v}" for k, v in audit.items() if k not in ("time", "event"))
+            fields = " ".join(
+                f"{k}={json.dumps(v) if isinstance(v, str) and ' ' in v else v}"
+                for k, v in audit.items()
+                if k not in ("time", "event")
+            )
             return f"{stamp} {record.levelname.lower()} audit {audit['event']} {fields}"
         text = f"{stamp} {record.levelname.lower()} {record.name}: {record.getMessage()}"
         if record.exc_info:

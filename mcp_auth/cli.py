@@ -51,19 +51,50 @@ def _serve_parser() -> argparse.ArgumentParser:
     parser.add_argument("--token", help="bearer token; prefer MCP_AUTH_TOKEN or --token-file [MCP_AUTH_TOKEN]")
     parser.add_argument("--token-file", help="file holding the bearer token [MCP_AUTH_TOKEN_FILE]")
     parser.add_argument("--tokens-file", help="named, hashed, scoped tokens [MCP_AUTH_TOKENS_FILE]")
-    parser.add_argument("--no-auth", action="store_true", default=None, help="no token; loopback binds only [MCP_AUTH_NO_AUTH=1]")
-    parser.add_argument("--allowed-ip", dest="allowed_ips", action="append", metavar="CIDR", help="repeatable [MCP_AUTH_ALLOWED_IPS]")
-    parser.add_argument("--allowed-host", dest="allowed_hosts", action="append", metavar="NAME", help="repeatable [MCP_AUTH_ALLOWED_HOSTS]")
-    parser.add_argument("--allowed-origin", dest="allowed_origins", action="append", metavar="ORIGIN", help="repeatable [MCP_AUTH_ALLOWED_ORIGINS]")
-    parser.add_argument("--trusted-proxy", dest="trusted_proxies", action="append", metavar="CIDR", help="repeatable [MCP_AUTH_TRUSTED_PROXIES]")
-    parser.add_argument("--max-websockets", type=int, metavar="N", help="open WebSockets at most (default 256) [MCP_AUTH_MAX_WEBSOCKETS]")
     parser.add_argument(
-        "--websocket-token-subprotocol", action="store_true", default=None,
+        "--no-auth", action="store_true", default=None, help="no token; loopback binds only [MCP_AUTH_NO_AUTH=1]"
+    )
+    parser.add_argument(
+        "--allowed-ip", dest="allowed_ips", action="append", metavar="CIDR", help="repeatable [MCP_AUTH_ALLOWED_IPS]"
+    )
+    parser.add_argument(
+        "--allowed-host",
+        dest="allowed_hosts",
+        action="append",
+        metavar="NAME",
+        help="repeatable [MCP_AUTH_ALLOWED_HOSTS]",
+    )
+    parser.add_argument(
+        "--allowed-origin",
+        dest="allowed_origins",
+        action="append",
+        metavar="ORIGIN",
+        help="repeatable [MCP_AUTH_ALLOWED_ORIGINS]",
+    )
+    parser.add_argument(
+        "--trusted-proxy",
+        dest="trusted_proxies",
+        action="append",
+        metavar="CIDR",
+        help="repeatable [MCP_AUTH_TRUSTED_PROXIES]",
+    )
+    parser.add_argument(
+        "--max-websockets",
+        type=int,
+        metavar="N",
+        help="open WebSockets at most (default 256) [MCP_AUTH_MAX_WEBSOCKETS]",
+    )
+    parser.add_argument(
+        "--websocket-token-subprotocol",
+        action="store_true",
+        default=None,
         help="accept the token as a 'mcp.auth.<token>' WebSocket subprotocol, for browsers; see SECURITY.md "
-             "[MCP_AUTH_WEBSOCKET_TOKEN_SUBPROTOCOL=1]",
+        "[MCP_AUTH_WEBSOCKET_TOKEN_SUBPROTOCOL=1]",
     )
     parser.add_argument("--config", help="TOML config file [MCP_AUTH_CONFIG]")
-    parser.add_argument("--log-format", choices=("text", "json"), help="log format (default text) [MCP_AUTH_LOG_FORMAT]")
+    parser.add_argument(
+        "--log-format", choices=("text", "json"), help="log format (default text) [MCP_AUTH_LOG_FORMAT]"
+    )
     parser.add_argument("--version", action="version", version=f"mcp_auth {__version__}")
     return parser
 
@@ -74,7 +105,9 @@ def _token_parser() -> argparse.ArgumentParser:
     commands.add_parser("show", help="print the default token file's token")
     add = commands.add_parser("add", help="add a named token to a tokens file; prints it once, on the last line")
     add.add_argument("name")
-    add.add_argument("--tools", nargs="+", metavar="PATTERN", help="glob patterns of tools this token may call (default: all)")
+    add.add_argument(
+        "--tools", nargs="+", metavar="PATTERN", help="glob patterns of tools this token may call (default: all)"
+    )
     add.add_argument("--tokens-file", help="[MCP_AUTH_TOKENS_FILE]")
     listing = commands.add_parser("list", help="list the tokens in a tokens file (names and scopes, never tokens)")
     listing.add_argument("--tokens-file", help="[MCP_AUTH_TOKENS_FILE]")
@@ -129,7 +162,9 @@ def _token_command(args: argparse.Namespace) -> int:
             print(f"{entry['name']}\t{tools}\t{entry['created'] or ''}")
     elif args.command == "revoke":
         revoke_token(path, args.name)
-        print(f"Revoked token '{args.name}' in {path}; running servers refuse it from the next request", file=sys.stderr)
+        print(
+            f"Revoked token '{args.name}' in {path}; running servers refuse it from the next request", file=sys.stderr
+        )
     return 0
 
 
@@ -168,8 +203,21 @@ def load_target(target: str) -> McpServer:
 
 
 def _flags(args: argparse.Namespace) -> dict[str, Any]:
-    names = ("host", "port", "token", "token_file", "tokens_file", "no_auth", "allowed_ips", "allowed_hosts",
-             "allowed_origins", "trusted_proxies", "log_format", "max_websockets", "websocket_token_subprotocol")
+    names = (
+        "host",
+        "port",
+        "token",
+        "token_file",
+        "tokens_file",
+        "no_auth",
+        "allowed_ips",
+        "allowed_hosts",
+        "allowed_origins",
+        "trusted_proxies",
+        "log_format",
+        "max_websockets",
+        "websocket_token_subprotocol",
+    )
     return {name: getattr(args, name) for name in names}
 
 
@@ -184,7 +232,9 @@ def serve(args: argparse.Namespace) -> int:
             "prefer MCP_AUTH_TOKEN or --token-file"
         )
     if config.no_auth:
-        logger.warning("authentication is OFF (--no-auth): any local process and any allowed browser page can call every tool")
+        logger.warning(
+            "authentication is OFF (--no-auth): any local process and any allowed browser page can call every tool"
+        )
     if args.target:
         server = load_target(args.target)
     else:
@@ -239,7 +289,8 @@ def print_summary(config: Config, auth: AuthSetup, server: McpServer, url: str, 
         f"  allowed hosts:    {hosts}",
         f"  allowed origins:  {origins}",
         f"  trusted proxies:  {proxies}",
-        f"  websocket:        {url.replace('http://', 'ws://', 1)} (subprotocol mcp; at most {config.max_websockets} open; "
+        f"  websocket:        {url.replace('http://', 'ws://', 1)} "
+        f"(subprotocol mcp; at most {config.max_websockets} open; "
         f"token as subprotocol: {'ON' if config.websocket_token_subprotocol else 'off'})",
     ]
     print("\n".join(lines), file=out, flush=True)
@@ -254,8 +305,8 @@ def print_first_run(token: str, where: str, url: str, out: TextIO) -> None:
     curl = (
         f"curl -sS {url} -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' "
         "-H 'Accept: application/json, text/event-stream' "
-        "-d '{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{\"protocolVersion\":\"2025-11-25\","
-        "\"capabilities\":{},\"clientInfo\":{\"name\":\"curl\",\"version\":\"1\"}}}'"
+        '-d \'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25",'
+        '"capabilities":{},"clientInfo":{"name":"curl","version":"1"}}}\''
     )
     text = f"""
 First run: generated a bearer token and saved it (mode 0600) in the {where}.

@@ -33,13 +33,13 @@ from .network import (
 from .tokens import (
     StaticToken,
     TokenFile,
-    TokenSource,
     TokensFile,
+    TokenSource,
     default_token_path,
     ensure_default_token,
 )
 
-__all__ = ["Config", "ConfigError", "AuthSetup", "open_token_source"]
+__all__ = ["AuthSetup", "Config", "ConfigError", "open_token_source"]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -138,7 +138,9 @@ class Config:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port {self.port} is out of range 0-65535 (from {self.source_of('port')})")
         if self.max_body_bytes < 1024:
-            raise ConfigError(f"max_body_bytes {self.max_body_bytes} is below 1024 (from {self.source_of('max_body_bytes')})")
+            raise ConfigError(
+                f"max_body_bytes {self.max_body_bytes} is below 1024 (from {self.source_of('max_body_bytes')})"
+            )
         if self.max_message_bytes < 1024:
             raise ConfigError(
                 f"max_message_bytes {self.max_message_bytes} is below 1024 (from {self.source_of('max_message_bytes')})"
@@ -150,11 +152,15 @@ class Config:
         if self.rate_limit_failures < 1 or self.rate_limit_window <= 0:
             raise ConfigError("rate_limit_failures must be >= 1 and rate_limit_window > 0")
         if self.log_format not in ("text", "json"):
-            raise ConfigError(f"log_format must be 'text' or 'json', got {self.log_format!r} (from {self.source_of('log_format')})")
+            raise ConfigError(
+                f"log_format must be 'text' or 'json', got {self.log_format!r} (from {self.source_of('log_format')})"
+            )
         if not self.host:
             raise ConfigError(f"host is empty (from {self.source_of('host')}); use 127.0.0.1 for local use")
         set_ = object.__setattr__
-        set_(self, "address_allowlist", AddressAllowlist(parse_networks(self.allowed_ips, self.source_of("allowed_ips"))))
+        set_(
+            self, "address_allowlist", AddressAllowlist(parse_networks(self.allowed_ips, self.source_of("allowed_ips")))
+        )
         set_(self, "proxy_networks", parse_trusted_proxies(self.trusted_proxies, self.source_of("trusted_proxies")))
         set_(self, "host_policy", HostPolicy(self.allowed_hosts, self.source_of("allowed_hosts")))
         set_(self, "origin_policy", OriginPolicy(self.allowed_origins, self.source_of("allowed_origins")))
@@ -179,9 +185,7 @@ class Config:
                 )
             if self.explicit_token_source:
                 given = [self.source_of(n) for n in ("token", "token_file", "tokens_file") if getattr(self, n)]
-                raise ConfigError(
-                    f"--no-auth contradicts the token source given by {', '.join(given)}; choose one"
-                )
+                raise ConfigError(f"--no-auth contradicts the token source given by {', '.join(given)}; choose one")
         elif not self.loopback and not self.explicit_token_source:
             raise ConfigError(
                 f"refusing to serve on the non-loopback address {self.host!r} without an explicit token: set "
@@ -221,7 +225,13 @@ class Config:
         return cls(**values, sources=sources)
 
 
-_TOML_TYPES = {"str": str, "int": int, "float": (int, float), "bool": bool, "list": list}
+_TOML_TYPES: dict[str, type | tuple[type, ...]] = {
+    "str": str,
+    "int": int,
+    "float": (int, float),
+    "bool": bool,
+    "list": list,
+}
 
 
 def _read_toml(path: str, origin: str) -> dict[str, Any]:
@@ -235,7 +245,7 @@ def _read_toml(path: str, origin: str) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} (from {origin}) is not valid TOML: {exc}") from None
     # Settings may sit at the top level or in an [mcp_auth] table.
-    table = data.get("mcp_auth", data)
+    table: Any = data.get("mcp_auth", data)
     if not isinstance(table, dict):
         raise ConfigError(f"config file {path}: [mcp_auth] must be a table")
     result: dict[str, Any] = {}
@@ -243,7 +253,7 @@ def _read_toml(path: str, origin: str) -> dict[str, Any]:
         if name == "token":
             raise ConfigError(
                 f"config file {path}: a token does not belong in a config file; "
-                "set token_file = \"PATH\" (a 0600 file) or MCP_AUTH_TOKEN instead"
+                'set token_file = "PATH" (a 0600 file) or MCP_AUTH_TOKEN instead'
             )
         if name not in _SETTINGS:
             known = ", ".join(sorted(n for n in _SETTINGS if n != "token"))
@@ -251,7 +261,7 @@ def _read_toml(path: str, origin: str) -> dict[str, Any]:
         kind = _SETTINGS[name][1]
         if not isinstance(value, _TOML_TYPES[kind]) or (kind in ("int", "float") and isinstance(value, bool)):
             raise ConfigError(f"config file {path}: {name} must be a {kind}, got {value!r}")
-        if kind == "list":
+        if isinstance(value, list):
             if not all(isinstance(item, str) for item in value):
                 raise ConfigError(f"config file {path}: {name} must be a list of strings")
             value = tuple(value)
@@ -318,4 +328,3 @@ def open_token_source(config: Config, environ: Mapping[str, str] | None = None) 
     path = default_token_path(environ)
     source, generated = ensure_default_token(path)
     return AuthSetup(source, generated), warnings
-

@@ -41,7 +41,9 @@ def embedded_resource(uri: str, value: str | bytes, mime_type: str | None = None
     return {"type": "resource", "resource": resource_contents(uri, value, mime_type)}
 
 
-def resource_link(uri: str, name: str, *, mime_type: str | None = None, description: str | None = None) -> dict[str, Any]:
+def resource_link(
+    uri: str, name: str, *, mime_type: str | None = None, description: str | None = None
+) -> dict[str, Any]:
     link: dict[str, Any] = {"type": "resource_link", "uri": uri, "name": name}
     if mime_type:
         link["mimeType"] = mime_type

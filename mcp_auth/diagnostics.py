@@ -31,7 +31,10 @@ def build_diagnostics() -> McpServer:
 
     @server.tool(annotations={"readOnlyHint": True, "idempotentHint": True})
     def whoami(ctx: Context) -> WhoAmI:
-        """Who the server thinks is calling: the token's name, the client address it resolved, and the tools this token may call."""
+        """Who the server thinks is calling.
+
+        The token's name, the client address the server resolved, and the tools this token may call.
+        """
         return {
             "token_name": ctx.principal.name,
             "client_address": ctx.client_address,

@@ -66,7 +66,7 @@ class EmbeddedServer:
             )
         except SystemExit:  # Werkzeug printed why (port in use, address not available) and gave up
             raise ConfigError(f"cannot listen on {host} port {port}; choose another --port or --host") from None
-        self._server.daemon_threads = True
+        self._server.daemon_threads = True  # type: ignore[attr-defined]  # a ThreadedWSGIServer
 
     @property
     def app(self) -> Any:

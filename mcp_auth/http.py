@@ -263,7 +263,9 @@ class HttpTransport:
 
     def _dispatch_inline(self, request: Request, session: Session, admission: Admission) -> dict[str, Any]:
         try:
-            return Response(request.id, self.server.dispatch(request, self._call(session, admission, _SessionChannel(session)))).to_dict()
+            return Response(
+                request.id, self.server.dispatch(request, self._call(session, admission, _SessionChannel(session)))
+            ).to_dict()
         except JsonRpcError as exc:
             return exc.to_message().to_dict()
         except ScopeDenied as exc:
@@ -291,7 +293,9 @@ class HttpTransport:
         stream.finish(reply)
 
     @staticmethod
-    def _json_reply(reply: dict[str, Any], start_response: StartResponse, headers: list[tuple[str, str]]) -> list[bytes]:
+    def _json_reply(
+        reply: dict[str, Any], start_response: StartResponse, headers: list[tuple[str, str]]
+    ) -> list[bytes]:
         body = dumps(reply)
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *headers])
         return [body]
@@ -303,7 +307,9 @@ class HttpTransport:
         session end or shutdown, or when the principal's token is revoked (the second lock)."""
 
         def stop() -> bool:
-            return session.closed.is_set() or self.shutdown.is_set() or not self.principal_is_current(admission.principal)
+            return (
+                session.closed.is_set() or self.shutdown.is_set() or not self.principal_is_current(admission.principal)
+            )
 
         if not self._event_streams.acquire(blocking=False):
             yield b": too many open event streams\n\n"
@@ -339,7 +345,9 @@ class HttpTransport:
             parsed = parse_event_id(last_event_id)
             stream = session.find_stream(parsed[0]) if parsed else None
             if parsed is None or stream is None:
-                raise BadRequest("Last-Event-ID names no stream of this session that can be resumed; send the request again")
+                raise BadRequest(
+                    "Last-Event-ID names no stream of this session that can be resumed; send the request again"
+                )
             after, prime = parsed[1], False
         else:
             stream, after, prime = session.standalone, session.standalone.delivered, True

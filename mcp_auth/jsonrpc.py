@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -30,7 +30,7 @@ REQUEST_CANCELLED = -32800
 # message nests a handful of levels, and unbounded depth is a recursion bomb.
 MAX_JSON_DEPTH = 64
 
-RequestId = Union[str, int]
+RequestId = str | int
 
 
 class JsonRpcError(Exception):
@@ -95,7 +95,7 @@ class ErrorResponse:
         return {"jsonrpc": "2.0", "id": self.id, "error": error}
 
 
-Message = Union[Request, Notification, Response, ErrorResponse]
+Message = Request | Notification | Response | ErrorResponse
 
 
 class BatchNotSupported(JsonRpcError):
@@ -184,7 +184,9 @@ def message_from_value(value: Any) -> Message:
     if "method" in value:
         method = value["method"]
         if not isinstance(method, str) or not method:
-            raise JsonRpcError(INVALID_REQUEST, 'Invalid Request: "method" must be a non-empty string', request_id=known_id)
+            raise JsonRpcError(
+                INVALID_REQUEST, 'Invalid Request: "method" must be a non-empty string', request_id=known_id
+            )
         params = value.get("params", {})
         if params is None:
             params = {}
@@ -210,7 +212,9 @@ def message_from_value(value: Any) -> Message:
         code = error.get("code") if isinstance(error, dict) else None
         if not isinstance(code, int) or isinstance(code, bool) or not isinstance(error.get("message"), str):
             raise JsonRpcError(
-                INVALID_REQUEST, 'Invalid Request: "error" needs an integer "code" and a string "message"', request_id=known_id
+                INVALID_REQUEST,
+                'Invalid Request: "error" needs an integer "code" and a string "message"',
+                request_id=known_id,
             )
         return ErrorResponse(known_id, code, error["message"], error.get("data"))
 

@@ -172,10 +172,7 @@ def parse_address(text: str) -> IPAddress | None:
 
 def _parse_network_entry(entry: str, source: str) -> IPNetwork:
     """Parse one trimmed CIDR or single-address entry from the configuration."""
-    usage = (
-        "write a CIDR network like 10.0.0.0/8 or 2001:db8::/32, "
-        "or a single address like 192.0.2.7 or 2001:db8::7"
-    )
+    usage = "write a CIDR network like 10.0.0.0/8 or 2001:db8::/32, or a single address like 192.0.2.7 or 2001:db8::7"
     if not _NETWORK_ENTRY.fullmatch(entry):
         raise ConfigError(f"{source}: {entry!r} is not an IP network; {usage}")
     try:
@@ -236,9 +233,7 @@ class AddressAllowlist:
         self._networks = networks
         # Per instance, so the cache dies with the allowlist (a class-level
         # lru_cache on a method would keep every instance alive).
-        self._cached_allows: Callable[[IPAddress], bool] = functools.lru_cache(
-            maxsize=ADDRESS_CACHE_SIZE
-        )(self._allows)
+        self._cached_allows: Callable[[IPAddress], bool] = functools.lru_cache(maxsize=ADDRESS_CACHE_SIZE)(self._allows)
 
     @property
     def allow_all(self) -> bool:
@@ -277,21 +272,17 @@ def resolve_client_address(
     total_length = sum(len(line) for line in forwarded_for) + len(forwarded_for) - 1
     if total_length > MAX_FORWARDED_FOR_LENGTH:
         raise ForwardedForError(
-            f"X-Forwarded-For is {total_length} characters, "
-            f"over the limit of {MAX_FORWARDED_FOR_LENGTH}"
+            f"X-Forwarded-For is {total_length} characters, over the limit of {MAX_FORWARDED_FOR_LENGTH}"
         )
     hops = ",".join(forwarded_for).split(",")
     if len(hops) > MAX_FORWARDED_FOR_HOPS:
-        raise ForwardedForError(
-            f"X-Forwarded-For has {len(hops)} hops, over the limit of {MAX_FORWARDED_FOR_HOPS}"
-        )
+        raise ForwardedForError(f"X-Forwarded-For has {len(hops)} hops, over the limit of {MAX_FORWARDED_FOR_HOPS}")
     client = peer
     for position, hop in reversed(list(enumerate(hops, start=1))):
         address = parse_address(hop)
         if address is None:
             raise ForwardedForError(
-                f"X-Forwarded-For hop {position} of {len(hops)}, {_excerpt(hop)}, "
-                "is not an IP address"
+                f"X-Forwarded-For hop {position} of {len(hops)}, {_excerpt(hop)}, is not an IP address"
             )
         client = address
         if not _in_any(address, trusted_proxies):
@@ -383,11 +374,7 @@ class HostPolicy:
 
     def allows(self, host: str, port: int | None) -> bool:
         """``host`` and ``port`` as returned by `parse_host` for the request's Host."""
-        return (
-            self._allow_any
-            or (host, None) in self._allowed
-            or (port is not None and (host, port) in self._allowed)
-        )
+        return self._allow_any or (host, None) in self._allowed or (port is not None and (host, port) in self._allowed)
 
 
 class OriginError(ValueError):
@@ -402,9 +389,7 @@ def parse_origin(value: str) -> tuple[str, str, int | None]:
     ``https://a:443`` are different origins here, compared exactly.
     """
     if len(value) > MAX_ORIGIN_LENGTH:
-        raise OriginError(
-            f"origin is {len(value)} characters, over the limit of {MAX_ORIGIN_LENGTH}"
-        )
+        raise OriginError(f"origin is {len(value)} characters, over the limit of {MAX_ORIGIN_LENGTH}")
     if not value.isascii():
         # Checked before lowercasing: str.lower() maps some non-ASCII letters
         # (the Kelvin sign) onto ASCII ones.

@@ -107,12 +107,12 @@ def type_schema(tp: Any) -> JsonSchema:
             "type": "object",
             "properties": {f.name: type_schema(hints[f.name]) for f in fields},
             "required": [
-                f.name
-                for f in fields
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+                f.name for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
             ],
         }
-    raise TypeError(f"cannot describe {tp!r} as JSON Schema; use str, int, float, bool, list, dict, Literal or Optional")
+    raise TypeError(
+        f"cannot describe {tp!r} as JSON Schema; use str, int, float, bool, list, dict, Literal or Optional"
+    )
 
 
 _ARGS_HEADER = re.compile(r"^\s*(Args|Arguments|Parameters):\s*$")

@@ -25,15 +25,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from typing import Any, Protocol
 
-from ._version import __version__ as _package_version
 from . import audit
+from ._version import __version__ as _package_version
 from .content import ToolResult, is_content, resource_contents, text_content
 from .jsonrpc import (
-    REQUEST_CANCELLED,
     INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
+    REQUEST_CANCELLED,
     RESOURCE_NOT_FOUND,
     ErrorResponse,
     JsonRpcError,
@@ -194,7 +194,9 @@ class Context:
 
     # --- asking the client (server-to-client requests) ---------------------
 
-    def request(self, method: str, params: dict[str, Any], *, timeout: float = CLIENT_REQUEST_TIMEOUT_SECONDS) -> dict[str, Any]:
+    def request(
+        self, method: str, params: dict[str, Any], *, timeout: float = CLIENT_REQUEST_TIMEOUT_SECONDS
+    ) -> dict[str, Any]:
         """Send a request to the client on this call's stream and wait for its result.
 
         Raises ClientError when the client answers with an error, TimeoutError
@@ -212,7 +214,9 @@ class Context:
                     raise RequestCancelled(f"the call was cancelled while waiting for the client's {method}")
                 if waited >= timeout:
                     self._call.channel.send(
-                        Notification("notifications/cancelled", {"requestId": request_id, "reason": "timed out"}).to_dict()
+                        Notification(
+                            "notifications/cancelled", {"requestId": request_id, "reason": "timed out"}
+                        ).to_dict()
                     )
                     raise TimeoutError(f"the client did not answer {method} within {timeout:g} seconds")
         finally:
@@ -225,7 +229,10 @@ class Context:
 
     def _require_capability(self, capability: str, method: str) -> None:
         if capability not in self._call.session.client_capabilities:
-            raise ClientError(METHOD_NOT_FOUND, f"the client did not declare the '{capability}' capability, so it cannot answer {method}")
+            raise ClientError(
+                METHOD_NOT_FOUND,
+                f"the client did not declare the '{capability}' capability, so it cannot answer {method}",
+            )
 
     def sample(
         self,
@@ -654,7 +661,9 @@ class McpServer:
                 if event is not None:
                     event.set()
 
-    def _run(self, request: Request, call: Call, fn: Callable[..., Any], signature: Signature, arguments: dict[str, Any]) -> Any:
+    def _run(
+        self, request: Request, call: Call, fn: Callable[..., Any], signature: Signature, arguments: dict[str, Any]
+    ) -> Any:
         cancelled = threading.Event()
         call.session.in_flight[request.id] = cancelled
         try:
@@ -737,11 +746,15 @@ class McpServer:
     # resources
 
     def _resources_list(self, request: Request, call: Call) -> dict[str, Any]:
-        visible = [r.definition for r in self._registry.resources.values() if call.principal.may_use(f"resource:{r.uri}")]
+        visible = [
+            r.definition for r in self._registry.resources.values() if call.principal.may_use(f"resource:{r.uri}")
+        ]
         return _page(visible, request.params, "resources")
 
     def _templates_list(self, request: Request, call: Call) -> dict[str, Any]:
-        visible = [r.definition for r in self._registry.templates.values() if call.principal.may_use(f"resource:{r.uri}")]
+        visible = [
+            r.definition for r in self._registry.templates.values() if call.principal.may_use(f"resource:{r.uri}")
+        ]
         return _page(visible, request.params, "resourceTemplates")
 
     def _resources_read(self, request: Request, call: Call) -> dict[str, Any]:
@@ -818,7 +831,9 @@ class McpServer:
         if not isinstance(name, str):
             raise JsonRpcError(INVALID_PARAMS, "prompts/get needs params.name (a string)")
         if not call.principal.may_use(f"prompt:{name}"):
-            raise ScopeDenied(f"the token '{call.principal.name}' is not allowed to get the prompt '{name}'", request.id)
+            raise ScopeDenied(
+                f"the token '{call.principal.name}' is not allowed to get the prompt '{name}'", request.id
+            )
         prompt = self._registry.prompts.get(name)
         if prompt is None:
             raise JsonRpcError(INVALID_PARAMS, f"Unknown prompt: {name}")
@@ -856,7 +871,9 @@ class McpServer:
         ref_key = ref.get("name") if ref_type == "ref/prompt" else ref.get("uri")
         arg_name, arg_value = argument.get("name"), argument.get("value", "")
         if not isinstance(ref_key, str) or not isinstance(arg_name, str) or not isinstance(arg_value, str):
-            raise JsonRpcError(INVALID_PARAMS, "completion/complete: ref needs name or uri; argument needs name and value")
+            raise JsonRpcError(
+                INVALID_PARAMS, "completion/complete: ref needs name or uri; argument needs name and value"
+            )
         scope_name = f"prompt:{ref_key}" if ref_type == "ref/prompt" else f"resource:{ref_key}"
         completer = self._registry.completions.get((str(ref_type), ref_key))
         values: list[str] = []
@@ -875,4 +892,3 @@ class McpServer:
                 "hasMore": len(values) > MAX_COMPLETION_VALUES,
             }
         }
-

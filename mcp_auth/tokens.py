@@ -47,7 +47,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -139,9 +139,7 @@ _TOKEN_TEXT_RE = re.compile(r"[\x21-\x7e]+", re.ASCII)
 # characters stay inside the token and are rejected by the comparison.
 _BEARER_RE = re.compile(r"\s*bearer[ \t]+(\S+)\s*", re.ASCII | re.IGNORECASE)
 
-_GENERATE_HINT = (
-    "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
-)
+_GENERATE_HINT = "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
 _POSIX_PERMISSIONS = hasattr(os, "geteuid")
 _UTF8_BOM = b"\xef\xbb\xbf"
 
@@ -225,8 +223,7 @@ def _check_token_text(token: str, where: str) -> bytes:
         )
     if len(token) < MIN_TOKEN_CHARS:
         raise ConfigError(
-            f"{where}: the token is shorter than {MIN_TOKEN_CHARS} characters, "
-            f"which is guessable; {_GENERATE_HINT}"
+            f"{where}: the token is shorter than {MIN_TOKEN_CHARS} characters, which is guessable; {_GENERATE_HINT}"
         )
     if len(token) > MAX_TOKEN_CHARS:
         raise ConfigError(
@@ -297,8 +294,7 @@ class _FileRules:
     missing_fix: str
 
 
-def _check_file_stat(st: os.stat_result, where: str, path: Path, rules: _FileRules,
-                     expected_uid: int | None) -> None:
+def _check_file_stat(st: os.stat_result, where: str, path: Path, rules: _FileRules, expected_uid: int | None) -> None:
     if not stat.S_ISREG(st.st_mode):
         raise ConfigError(f"{where}: not a regular file; point it at a file holding the token")
     if not _POSIX_PERMISSIONS:  # Windows: no POSIX owner or mode bits to check
@@ -324,8 +320,7 @@ def _check_file_stat(st: os.stat_result, where: str, path: Path, rules: _FileRul
         )
 
 
-def _read_checked(path: Path, where: str, rules: _FileRules,
-                  expected_uid: int | None) -> tuple[bytes, os.stat_result]:
+def _read_checked(path: Path, where: str, rules: _FileRules, expected_uid: int | None) -> tuple[bytes, os.stat_result]:
     """The file's bytes, checked on the open descriptor (no check-then-open race)."""
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
     try:
@@ -334,8 +329,7 @@ def _read_checked(path: Path, where: str, rules: _FileRules,
         raise ConfigError(f"{where}: does not exist; {rules.missing_fix}") from None
     except OSError as exc:
         raise ConfigError(
-            f"{where}: cannot be opened ({exc.strerror}); make it readable by "
-            f"the user this server runs as"
+            f"{where}: cannot be opened ({exc.strerror}); make it readable by the user this server runs as"
         ) from None
     try:
         st = os.fstat(fd)
@@ -345,10 +339,7 @@ def _read_checked(path: Path, where: str, rules: _FileRules,
         while chunk := os.read(fd, 65536):
             total += len(chunk)
             if total > rules.max_bytes:
-                raise ConfigError(
-                    f"{where}: larger than {rules.max_bytes} bytes; is this "
-                    f"the right file?"
-                )
+                raise ConfigError(f"{where}: larger than {rules.max_bytes} bytes; is this the right file?")
             chunks.append(chunk)
     except OSError as exc:
         raise ConfigError(f"{where}: cannot be read ({exc.strerror})") from None
@@ -363,8 +354,7 @@ _Signature = tuple[int, int, int, int, int, int, int]
 def _signature(st: os.stat_result) -> _Signature:
     # mtime/size/inode catch rewrites and replacements; ctime, mode and owner
     # catch chmod/chown, so a file made world-writable is re-checked too.
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
-            st.st_mode, st.st_uid)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode, st.st_uid)
 
 
 def _trusted_signature(st: os.stat_result) -> _Signature | None:
@@ -384,8 +374,9 @@ class _WatchedFile(Generic[_State]):
     None, logged once per change of condition, never an exception.
     """
 
-    def __init__(self, path: Path, where: str, rules: _FileRules,
-                 parse: Callable[[bytes], _State], expected_uid: int | None) -> None:
+    def __init__(
+        self, path: Path, where: str, rules: _FileRules, parse: Callable[[bytes], _State], expected_uid: int | None
+    ) -> None:
         self._path = path
         self._where = where
         self._rules = rules
@@ -435,7 +426,7 @@ class _WatchedFile(Generic[_State]):
 def _first_line_token(data: bytes, where: str, empty_fix: str) -> bytes:
     line = data.split(b"\n", 1)[0]
     if line.startswith(_UTF8_BOM):  # some editors add one; it is not part of a token
-        line = line[len(_UTF8_BOM):]
+        line = line[len(_UTF8_BOM) :]
     line = line.strip(b" \t\r")
     if not line:
         raise ConfigError(f"{where}: the file is empty or its first line is blank; {empty_fix}")
@@ -454,8 +445,7 @@ def _token_file_rules(path: Path, default_file: bool) -> tuple[_FileRules, str]:
     return _FileRules(MAX_TOKEN_FILE_BYTES, owner_only=default_file, missing_fix=missing), fix
 
 
-def read_token_file(path: Path, *, default_file: bool = False,
-                    expected_uid: int | None = None) -> bytes:
+def read_token_file(path: Path, *, default_file: bool = False, expected_uid: int | None = None) -> bytes:
     """The plaintext token of a token file (ASCII bytes), with every check of `TokenFile`.
 
     For ``python -m mcp_auth token show``; the one reader that returns plaintext.
@@ -475,8 +465,9 @@ class TokenFile(TokenSource):
     effective uid; root-owned files are accepted too).
     """
 
-    def __init__(self, path: Path, description: str, *, default_file: bool = False,
-                 expected_uid: int | None = None) -> None:
+    def __init__(
+        self, path: Path, description: str, *, default_file: bool = False, expected_uid: int | None = None
+    ) -> None:
         self.description = description
         self.path = Path(path)
         where = _where(description, self.path)
@@ -513,9 +504,12 @@ class _NamedToken:
     created: str | None
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "sha256": self.sha256,
-                "tools": None if self.tools is None else list(self.tools),
-                "created": self.created}
+        return {
+            "name": self.name,
+            "sha256": self.sha256,
+            "tools": None if self.tools is None else list(self.tools),
+            "created": self.created,
+        }
 
 
 _ENTRY_KEYS = frozenset({"name", "sha256", "tools", "created"})
@@ -589,26 +583,23 @@ def _parse_tokens_document(data: bytes, where: str) -> tuple[_NamedToken, ...]:
                 f"token's name and scope would be ambiguous; revoke one of them"
             )
         tools = entry["tools"]
-        if tools is not None and not (
-            isinstance(tools, list) and all(isinstance(t, str) and t for t in tools)
-        ):
+        if tools is not None and not (isinstance(tools, list) and all(isinstance(t, str) and t for t in tools)):
             raise ConfigError(
-                f'{at} ({name}): "tools" must be null (every tool) or a list of '
-                f'non-empty tool-name patterns'
+                f'{at} ({name}): "tools" must be null (every tool) or a list of non-empty tool-name patterns'
             )
         created = entry.get("created")
         if created is not None and not isinstance(created, str):
             raise ConfigError(f'{at} ({name}): "created" must be an ISO-8601 string')
         names.add(name)
         hashes.add(digest_hex)
-        tokens.append(_NamedToken(name, digest_hex, None if tools is None else tuple(tools),
-                                  created))
+        tokens.append(_NamedToken(name, digest_hex, None if tools is None else tuple(tools), created))
     return tuple(tokens)
 
 
 def _tokens_file_rules(path: Path) -> _FileRules:
     return _FileRules(
-        MAX_TOKENS_FILE_BYTES, owner_only=False,
+        MAX_TOKENS_FILE_BYTES,
+        owner_only=False,
         missing_fix=f"create it with: python -m mcp_auth token add NAME --tokens-file {path}",
     )
 
@@ -632,18 +623,14 @@ class TokensFile(TokenSource):
                 _Credential(bytes.fromhex(t.sha256), Principal(t.name, t.tools, t.sha256))
                 for t in _parse_tokens_document(data, where)
             )
-            return _NamedCredentials(
-                credentials, {c.principal.name: c.principal.credential_id for c in credentials}
-            )
+            return _NamedCredentials(credentials, {c.principal.name: c.principal.credential_id for c in credentials})
 
-        self._file = _WatchedFile(self.path, where, _tokens_file_rules(self.path), parse,
-                                  expected_uid)
+        self._file = _WatchedFile(self.path, where, _tokens_file_rules(self.path), parse, expected_uid)
         # Emptied by revocation while running, the file just refuses everyone;
         # empty at startup, the server could never be used, which is a mistake.
         if not self._file.state_at_start.credentials:
             raise ConfigError(
-                f"{where}: has no tokens; add one with: python -m mcp_auth token add "
-                f"NAME --tokens-file {self.path}"
+                f"{where}: has no tokens; add one with: python -m mcp_auth token add NAME --tokens-file {self.path}"
             )
 
     def authenticate(self, presented: bytes) -> Principal | None:
@@ -711,9 +698,7 @@ def _edit_lock(path: Path) -> Iterator[None]:
     try:
         fd = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except FileNotFoundError:
-        raise ConfigError(
-            f"tokens file {path}: does not exist; {_tokens_file_rules(path).missing_fix}"
-        ) from None
+        raise ConfigError(f"tokens file {path}: does not exist; {_tokens_file_rules(path).missing_fix}") from None
     except OSError as exc:
         raise ConfigError(f"cannot open directory {path.parent} ({exc.strerror})") from None
     try:
@@ -723,8 +708,7 @@ def _edit_lock(path: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def _load_for_edit(path: Path, expected_uid: int | None,
-                   missing_ok: bool) -> list[_NamedToken]:
+def _load_for_edit(path: Path, expected_uid: int | None, missing_ok: bool) -> list[_NamedToken]:
     where = f"tokens file {path}"
     if missing_ok and not os.path.lexists(path):
         return []
@@ -765,8 +749,7 @@ def _check_tool_patterns(tool_patterns: list[str] | None) -> tuple[str, ...] | N
     return tuple(tool_patterns)
 
 
-def add_token(path: Path, name: str, tool_patterns: list[str] | None, *,
-              expected_uid: int | None = None) -> str:
+def add_token(path: Path, name: str, tool_patterns: list[str] | None, *, expected_uid: int | None = None) -> str:
     """Add a named token to the tokens file (created 0600 if absent); return its plaintext.
 
     The plaintext is returned once, to the caller, and stored only as SHA-256.
@@ -785,12 +768,10 @@ def add_token(path: Path, name: str, tool_patterns: list[str] | None, *,
                 f"another name"
             )
         if len(tokens) >= MAX_NAMED_TOKENS:
-            raise ConfigError(f"tokens file {path}: already {MAX_NAMED_TOKENS} tokens; "
-                              f"revoke unused ones")
+            raise ConfigError(f"tokens file {path}: already {MAX_NAMED_TOKENS} tokens; revoke unused ones")
         token = generate_token()
-        created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        tokens.append(_NamedToken(name, hashlib.sha256(token.encode("ascii")).hexdigest(),
-                                  tools, created))
+        created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        tokens.append(_NamedToken(name, hashlib.sha256(token.encode("ascii")).hexdigest(), tools, created))
         _write_tokens(path, tokens)
     return token
 
@@ -798,8 +779,7 @@ def add_token(path: Path, name: str, tool_patterns: list[str] | None, *,
 def list_tokens(path: Path, *, expected_uid: int | None = None) -> list[dict[str, Any]]:
     """Name, tools and created time of each token; never a hash."""
     tokens = _load_for_edit(Path(path), expected_uid, missing_ok=False)
-    return [{"name": t.name, "tools": None if t.tools is None else list(t.tools),
-             "created": t.created} for t in tokens]
+    return [{"name": t.name, "tools": None if t.tools is None else list(t.tools), "created": t.created} for t in tokens]
 
 
 def revoke_token(path: Path, name: str, *, expected_uid: int | None = None) -> None:
@@ -811,8 +791,7 @@ def revoke_token(path: Path, name: str, *, expected_uid: int | None = None) -> N
         if len(kept) == len(tokens):
             shown = repr(name) if isinstance(name, str) and _NAME_RE.fullmatch(name) else "given"
             raise ConfigError(
-                f"tokens file {path}: no token named {shown}; see: python -m mcp_auth "
-                f"token list --tokens-file {path}"
+                f"tokens file {path}: no token named {shown}; see: python -m mcp_auth token list --tokens-file {path}"
             )
         _write_tokens(path, kept)
 
@@ -872,8 +851,7 @@ def _wait_for_winner(path: Path) -> None:
         time.sleep(_FIRST_RUN_POLL_SECONDS)
 
 
-def ensure_default_token(path: Path, *,
-                         expected_uid: int | None = None) -> tuple[TokenFile, str | None]:
+def ensure_default_token(path: Path, *, expected_uid: int | None = None) -> tuple[TokenFile, str | None]:
     """The default token file as a source, creating it on first run.
 
     Returns the new plaintext token only to the process that created the file
@@ -908,6 +886,5 @@ def ensure_default_token(path: Path, *,
             raise ConfigError(f"cannot write default token file {path} ({exc.strerror})") from None
         _fsync_dir(path.parent)
         new_token = token
-    source = TokenFile(path, f"default token file {path}", default_file=True,
-                       expected_uid=expected_uid)
+    source = TokenFile(path, f"default token file {path}", default_file=True, expected_uid=expected_uid)
     return source, new_token

@@ -96,7 +96,7 @@ def finish_upgraded_request(environ: dict[str, Any]) -> list[bytes]:
     return []
 
 
-class _McpSocketServer(Server):  # type: ignore[misc]
+class _McpSocketServer(Server):
     def choose_subprotocol(self, request: Any) -> str | None:
         return SUBPROTOCOL if SUBPROTOCOL in request.subprotocols else None
 
@@ -188,7 +188,9 @@ class WebSocketTransport:
         if not (environ.get("HTTP_SEC_WEBSOCKET_KEY") or "").strip():
             raise BadRequest("The WebSocket upgrade is missing Sec-WebSocket-Key")
         if SUBPROTOCOL not in requested_subprotocols(environ):
-            raise BadRequest(f"Request the WebSocket subprotocol '{SUBPROTOCOL}' (Sec-WebSocket-Protocol: {SUBPROTOCOL})")
+            raise BadRequest(
+                f"Request the WebSocket subprotocol '{SUBPROTOCOL}' (Sec-WebSocket-Protocol: {SUBPROTOCOL})"
+            )
         if "werkzeug.socket" not in environ and "gunicorn.socket" not in environ:
             raise BadRequest("WebSocket is not available under this WSGI server; use the built-in server or gunicorn")
 
@@ -248,7 +250,9 @@ class WebSocketTransport:
             call.session.deliver(message)
         return True
 
-    def _run_counted(self, request: Request, call: Call, channel: _SocketChannel, in_flight: threading.Semaphore) -> None:
+    def _run_counted(
+        self, request: Request, call: Call, channel: _SocketChannel, in_flight: threading.Semaphore
+    ) -> None:
         try:
             self._run_request(request, call, channel)
         finally:

@@ -41,9 +41,21 @@ def main() -> int:
         try:
             started = time.monotonic()
             run = subprocess.run(
-                ["npx", "-y", f"@modelcontextprotocol/conformance@{options.version}", "server", "--url", url,
-                 "--suite", options.suite],
-                capture_output=True, text=True, timeout=SUITE_DEADLINE_SECONDS, stdin=subprocess.DEVNULL, cwd=ROOT,
+                [
+                    "npx",
+                    "-y",
+                    f"@modelcontextprotocol/conformance@{options.version}",
+                    "server",
+                    "--url",
+                    url,
+                    "--suite",
+                    options.suite,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=SUITE_DEADLINE_SECONDS,
+                stdin=subprocess.DEVNULL,
+                cwd=ROOT,
             )
             elapsed = time.monotonic() - started
         finally:
@@ -53,7 +65,9 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 server.kill()
                 code = -1
-    summary = run.stdout[run.stdout.find("=== SUMMARY ===") :] if "=== SUMMARY ===" in run.stdout else run.stdout[-4000:]
+    summary = (
+        run.stdout[run.stdout.find("=== SUMMARY ===") :] if "=== SUMMARY ===" in run.stdout else run.stdout[-4000:]
+    )
     print(summary)
     total = re.search(r"Total: (\d+) passed, (\d+) failed", run.stdout)
     scenarios = re.findall(r"^([✓✗]) ", run.stdout, flags=re.MULTILINE)

@@ -190,7 +190,9 @@ def test_elicitation_sep1330_enums(ctx: Context) -> str:
                 "titledSingle": {
                     "type": "string",
                     "description": "Select one option with titles",
-                    "oneOf": titled(("value1", "First Option"), ("value2", "Second Option"), ("value3", "Third Option")),
+                    "oneOf": titled(
+                        ("value1", "First Option"), ("value2", "Second Option"), ("value3", "Third Option")
+                    ),
                 },
                 "legacyEnum": {
                     "type": "string",
@@ -211,7 +213,9 @@ def test_elicitation_sep1330_enums(ctx: Context) -> str:
                     "minItems": 1,
                     "maxItems": 3,
                     "items": {
-                        "anyOf": titled(("value1", "First Choice"), ("value2", "Second Choice"), ("value3", "Third Choice"))
+                        "anyOf": titled(
+                            ("value1", "First Choice"), ("value2", "Second Choice"), ("value3", "Third Choice")
+                        )
                     },
                 },
             },
@@ -291,7 +295,7 @@ def test_prompt_with_arguments(arg1: str, arg2: str) -> str:
 
 
 @server.prompt(title="Prompt With Embedded Resource")
-def test_prompt_with_embedded_resource(resourceUri: str) -> list[Any]:  # noqa: N803 - the suite's argument name
+def test_prompt_with_embedded_resource(resourceUri: str) -> list[Any]:
     """A prompt that includes an embedded resource
 
     Args:

@@ -29,11 +29,17 @@ STARTUP_DEADLINE_SECONDS = 30
 INSPECTOR_DEADLINE_SECONDS = 300  # the first npx run downloads the package
 
 
-def start_server(env: dict[str, str], arguments: list[str] | None = None) -> tuple[subprocess.Popen[str], str, list[str]]:
+def start_server(
+    env: dict[str, str], arguments: list[str] | None = None
+) -> tuple[subprocess.Popen[str], str, list[str]]:
     """Start `python -m mcp_auth` (default: `serve`) on a free port; returns it, its MCP URL and its log lines."""
     process = subprocess.Popen(
         [sys.executable, "-m", "mcp_auth", *(arguments or ["serve"]), "--port", "0"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     lines: list[str] = []
     found = threading.Event()
@@ -60,7 +66,9 @@ def inspector(version: str, url: str, *args: str, token: str | None) -> subproce
     if token is not None:
         command += ["--header", f"Authorization: Bearer {token}"]
     command += list(args)
-    return subprocess.run(command, capture_output=True, text=True, timeout=INSPECTOR_DEADLINE_SECONDS, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=INSPECTOR_DEADLINE_SECONDS, stdin=subprocess.DEVNULL
+    )
 
 
 def last_json(output: str) -> dict:
@@ -78,8 +86,13 @@ def main() -> int:
 
     token = secrets.token_urlsafe(32)
     with tempfile.TemporaryDirectory() as home:
-        env = {**os.environ, "HOME": home, "XDG_CONFIG_HOME": f"{home}/.config", "MCP_AUTH_TOKEN": token,
-               "PYTHONPATH": str(ROOT)}
+        env = {
+            **os.environ,
+            "HOME": home,
+            "XDG_CONFIG_HOME": f"{home}/.config",
+            "MCP_AUTH_TOKEN": token,
+            "PYTHONPATH": str(ROOT),
+        }
         env.pop("MCP_AUTH_NO_AUTH", None)
         server, url, log = start_server(env)
         failures: list[str] = []
@@ -89,11 +102,22 @@ def main() -> int:
             names = sorted(tool["name"] for tool in last_json(listed.stdout).get("tools", []))
             print(f"tools/list -> {names} ({time.monotonic() - started:.1f}s)")
             if listed.returncode != 0 or names != ["echo", "whoami"]:
-                failures.append(f"tools/list: rc={listed.returncode} stdout={listed.stdout!r} stderr={listed.stderr[-2000:]!r}")
+                failures.append(
+                    f"tools/list: rc={listed.returncode} stdout={listed.stdout!r} stderr={listed.stderr[-2000:]!r}"
+                )
 
             called = inspector(
-                options.inspector_version, url, "--method", "tools/call", "--tool-name", "echo",
-                "--tool-arg", "text=hello from the inspector", "--format", "json", token=token,
+                options.inspector_version,
+                url,
+                "--method",
+                "tools/call",
+                "--tool-name",
+                "echo",
+                "--tool-arg",
+                "text=hello from the inspector",
+                "--format",
+                "json",
+                token=token,
             )
             result = last_json(called.stdout)
             text = result.get("result", result).get("content", [{}])[0].get("text")

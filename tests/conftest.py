@@ -15,9 +15,20 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
-    for name in ("MCP_AUTH_TOKEN", "MCP_AUTH_TOKEN_FILE", "MCP_AUTH_TOKENS_FILE", "MCP_AUTH_CONFIG", "MCP_AUTH_NO_AUTH",
-                 "MCP_AUTH_HOST", "MCP_AUTH_PORT", "MCP_AUTH_ALLOWED_IPS", "MCP_AUTH_ALLOWED_HOSTS",
-                 "MCP_AUTH_ALLOWED_ORIGINS", "MCP_AUTH_TRUSTED_PROXIES", "MCP_AUTH_TARGET"):
+    for name in (
+        "MCP_AUTH_TOKEN",
+        "MCP_AUTH_TOKEN_FILE",
+        "MCP_AUTH_TOKENS_FILE",
+        "MCP_AUTH_CONFIG",
+        "MCP_AUTH_NO_AUTH",
+        "MCP_AUTH_HOST",
+        "MCP_AUTH_PORT",
+        "MCP_AUTH_ALLOWED_IPS",
+        "MCP_AUTH_ALLOWED_HOSTS",
+        "MCP_AUTH_ALLOWED_ORIGINS",
+        "MCP_AUTH_TRUSTED_PROXIES",
+        "MCP_AUTH_TARGET",
+    ):
         monkeypatch.delenv(name, raising=False)
     return home
 

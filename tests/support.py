@@ -122,7 +122,7 @@ def raw_exchange(port: int, data: bytes, host: str = "127.0.0.1", timeout: float
         return RawResponse(0, "HTTP/0.9", [], raw)
     head, _, body = raw.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
-    version, status, *reason = lines[0].split(" ", 2)
+    _version, status, *reason = lines[0].split(" ", 2)
     headers = [(k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in lines[1:])]
     response = RawResponse(int(status), reason[0] if reason else "", headers, body, head)
     if (response.header("Transfer-Encoding") or "").lower() == "chunked":
@@ -153,9 +153,7 @@ def request(
     merged.update(headers or {})
     if body is not None:
         merged["Content-Length"] = str(len(body))
-    head = f"{method} {path} HTTP/1.1\r\n" + "".join(
-        f"{k}: {v}\r\n" for k, v in merged.items() if v is not None
-    )
+    head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in merged.items() if v is not None)
     return raw_exchange(port, head.encode("latin-1") + b"\r\n" + (body or b""), host=host)
 
 
@@ -184,8 +182,16 @@ def open_session(port: int, token: str | None = TOKEN, version: str = "2025-11-2
     return session_id
 
 
-def rpc(port: int, session_id: str, method: str, params: dict[str, Any] | None = None, *, request_id: int = 7,
-        token: str | None = TOKEN, headers: dict[str, str] | None = None) -> RawResponse:
+def rpc(
+    port: int,
+    session_id: str,
+    method: str,
+    params: dict[str, Any] | None = None,
+    *,
+    request_id: int = 7,
+    token: str | None = TOKEN,
+    headers: dict[str, str] | None = None,
+) -> RawResponse:
     body: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
     if params is not None:
         body["params"] = params

@@ -58,8 +58,13 @@ def cli_env(**overrides: str | None) -> dict[str, str]:
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     """A command that must finish by itself (subcommands, refusals); killed past RUN_TIMEOUT."""
     return subprocess.run(
-        [sys.executable, "-m", "mcp_auth", *args], cwd=cwd, env=env or cli_env(),
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=RUN_TIMEOUT,
+        [sys.executable, "-m", "mcp_auth", *args],
+        cwd=cwd,
+        env=env or cli_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
     )
 
 
@@ -68,8 +73,15 @@ class Cli:
 
     def __init__(self, args: Sequence[str], env: dict[str, str], cwd: Path) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mcp_auth", *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace",
+            [sys.executable, "-m", "mcp_auth", *args],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
         )
         self._lines: dict[str, list[str]] = {"stdout": [], "stderr": []}
         self._eof: set[str] = set()
@@ -116,8 +128,9 @@ class Cli:
                         self.host, self.port = match["host"], int(match["port"])
                         return self.port
                 if "stderr" in self._eof:
-                    raise AssertionError(f"exited before listening ({self.process.poll()}):\n"
-                                         + "\n".join(self._lines["stderr"]))
+                    raise AssertionError(
+                        f"exited before listening ({self.process.poll()}):\n" + "\n".join(self._lines["stderr"])
+                    )
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise AssertionError("no listening line within the deadline:\n" + "\n".join(self._lines["stderr"]))
@@ -319,8 +332,9 @@ SERVE_AND_SHOW = [["--port", "0"], ["token", "show"]]
     ("content", "file_mode", "dir_mode", "fix", "commands"),
     [
         pytest.param("", 0o600, 0o700, "delete", SERVE_AND_SHOW, id="empty"),
-        pytest.param("\nsecond-line-token-0123456789abcdef\n", 0o600, 0o700, "delete", SERVE_AND_SHOW,
-                     id="blank-first-line"),
+        pytest.param(
+            "\nsecond-line-token-0123456789abcdef\n", 0o600, 0o700, "delete", SERVE_AND_SHOW, id="blank-first-line"
+        ),
         pytest.param(TOKEN + "\n", 0o644, 0o700, "chmod 600", SERVE_AND_SHOW, id="world-readable"),
         pytest.param(TOKEN + "\n", 0o640, 0o700, "chmod 600", SERVE_AND_SHOW, id="group-readable"),
         # `token show` may still read a 0600 file in an open directory; the server refuses it.
@@ -402,27 +416,49 @@ def write_toml(directory: Path, text: str, name: str = "config.toml") -> Path:
         pytest.param(["--host", "192.0.2.7"], {}, ["MCP_AUTH_TOKEN"], id="lan-address-no-token"),
         pytest.param(["--host", "mcp.example.test"], {}, ["MCP_AUTH_TOKEN"], id="name-not-resolved-no-token"),
         pytest.param([], {"MCP_AUTH_HOST": "0.0.0.0"}, ["MCP_AUTH_TOKEN"], id="env-host-no-token"),
-        pytest.param(["--no-auth", "--host", "0.0.0.0"], {"MCP_AUTH_TOKEN": TOKEN}, ["--no-auth", "127.0.0.1"],
-                     id="no-auth-off-loopback-with-token"),
-        pytest.param(["--host", "0.0.0.0"], {"MCP_AUTH_NO_AUTH": "1", "MCP_AUTH_TOKEN": TOKEN}, ["--no-auth"],
-                     id="env-no-auth-off-loopback"),
-        pytest.param(["--no-auth"], {"MCP_AUTH_TOKEN": TOKEN}, ["--no-auth", "MCP_AUTH_TOKEN"],
-                     id="no-auth-contradicts-token"),
+        pytest.param(
+            ["--no-auth", "--host", "0.0.0.0"],
+            {"MCP_AUTH_TOKEN": TOKEN},
+            ["--no-auth", "127.0.0.1"],
+            id="no-auth-off-loopback-with-token",
+        ),
+        pytest.param(
+            ["--host", "0.0.0.0"],
+            {"MCP_AUTH_NO_AUTH": "1", "MCP_AUTH_TOKEN": TOKEN},
+            ["--no-auth"],
+            id="env-no-auth-off-loopback",
+        ),
+        pytest.param(
+            ["--no-auth"], {"MCP_AUTH_TOKEN": TOKEN}, ["--no-auth", "MCP_AUTH_TOKEN"], id="no-auth-contradicts-token"
+        ),
         pytest.param(["--allowed-ip", "10.0.0.300"], {}, ["'10.0.0.300'", "--allowed-ip"], id="bad-allowed-ip"),
-        pytest.param(["--allowed-ip", "127.0.0.1", "--allowed-ip", "nonsense"], {}, ["'nonsense'", "--allowed-ip"],
-                     id="second-allowed-ip-bad"),
-        pytest.param([], {"MCP_AUTH_ALLOWED_IPS": "10.0.0.0/8, nonsense"}, ["'nonsense'", "MCP_AUTH_ALLOWED_IPS"],
-                     id="bad-env-allowed-ips"),
+        pytest.param(
+            ["--allowed-ip", "127.0.0.1", "--allowed-ip", "nonsense"],
+            {},
+            ["'nonsense'", "--allowed-ip"],
+            id="second-allowed-ip-bad",
+        ),
+        pytest.param(
+            [],
+            {"MCP_AUTH_ALLOWED_IPS": "10.0.0.0/8, nonsense"},
+            ["'nonsense'", "MCP_AUTH_ALLOWED_IPS"],
+            id="bad-env-allowed-ips",
+        ),
         pytest.param(["--trusted-proxy", "*"], {}, ["--trusted-proxy"], id="wildcard-trusted-proxy"),
-        pytest.param([], {"MCP_AUTH_TRUSTED_PROXIES": "0.0.0.0/0"}, ["MCP_AUTH_TRUSTED_PROXIES"],
-                     id="everything-trusted-proxy-env"),
+        pytest.param(
+            [],
+            {"MCP_AUTH_TRUSTED_PROXIES": "0.0.0.0/0"},
+            ["MCP_AUTH_TRUSTED_PROXIES"],
+            id="everything-trusted-proxy-env",
+        ),
         pytest.param(["--port", "70000"], {}, ["70000", "--port"], id="port-out-of-range"),
         pytest.param([], {"MCP_AUTH_PORT": "eighty"}, ["MCP_AUTH_PORT"], id="env-port-not-a-number"),
         pytest.param([], {"MCP_AUTH_NO_AUTH": "maybe"}, ["MCP_AUTH_NO_AUTH"], id="env-bool-unclear"),
         pytest.param(["--token", "short"], {}, ["--token", "16"], id="token-too-short"),
         pytest.param([], {"MCP_AUTH_TOKEN": "   "}, ["MCP_AUTH_TOKEN", "empty"], id="env-token-blank"),
-        pytest.param(["--token-file", "{tmp}/missing"], {}, ["--token-file", "does not exist"],
-                     id="token-file-missing"),
+        pytest.param(
+            ["--token-file", "{tmp}/missing"], {}, ["--token-file", "does not exist"], id="token-file-missing"
+        ),
         pytest.param(["--tokens-file", "{tmp}/missing.json"], {}, ["token add"], id="tokens-file-missing"),
     ],
 )
@@ -446,14 +482,20 @@ def test_refused_configuration_exits_2_with_the_fix(
 @pytest.mark.parametrize(
     ("toml", "expected"),
     [
-        pytest.param('port = 0\nallowed_ip = ["10.0.0.0/8"]\n', ["unknown setting", "'allowed_ip'", "allowed_ips"],
-                     id="unknown-key"),
+        pytest.param(
+            'port = 0\nallowed_ip = ["10.0.0.0/8"]\n',
+            ["unknown setting", "'allowed_ip'", "allowed_ips"],
+            id="unknown-key",
+        ),
         pytest.param(f'port = 0\ntoken = "{TOKEN}"\n', ["token_file", "MCP_AUTH_TOKEN"], id="token-key"),
         pytest.param(f'[mcp_auth]\nport = 0\ntoken = "{TOKEN}"\n', ["token_file"], id="token-key-in-table"),
         pytest.param('port = 0\nallowed_ips = ["10.0.0.0/8"\n', ["not valid TOML"], id="bad-toml"),
         pytest.param('port = "zero"\n', ["port", "int"], id="wrong-type"),
-        pytest.param('port = 0\nallowed_ips = ["10.0.0.0/33"]\n', ["'10.0.0.0/33'", "config.toml"],
-                     id="bad-network-names-the-file"),
+        pytest.param(
+            'port = 0\nallowed_ips = ["10.0.0.0/33"]\n',
+            ["'10.0.0.0/33'", "config.toml"],
+            id="bad-network-names-the-file",
+        ),
         pytest.param('port = 0\nhost = "0.0.0.0"\n', ["MCP_AUTH_TOKEN"], id="toml-host-needs-a-token"),
     ],
 )
@@ -559,9 +601,20 @@ def test_startup_summary_lists_everything_but_the_token(
     start: Start, tmp_path: Path, isolated_home: Path, source: str
 ) -> None:
     env = cli_env()
-    args = ["--port", "0", "--allowed-ip", "127.0.0.0/8", "--allowed-ip", "10.0.0.0/8",
-            "--allowed-host", "mcp.example.test", "--allowed-origin", "https://app.example.test",
-            "--trusted-proxy", "10.1.2.3"]
+    args = [
+        "--port",
+        "0",
+        "--allowed-ip",
+        "127.0.0.0/8",
+        "--allowed-ip",
+        "10.0.0.0/8",
+        "--allowed-host",
+        "mcp.example.test",
+        "--allowed-origin",
+        "https://app.example.test",
+        "--trusted-proxy",
+        "10.1.2.3",
+    ]
     if source == "env-token":
         token, auth = TOKEN, "bearer token from MCP_AUTH_TOKEN"
         env["MCP_AUTH_TOKEN"] = token
@@ -672,8 +725,13 @@ def test_host_precedence(
     ],
 )
 def test_allowed_ips_precedence(
-    start: Start, tmp_path: Path, toml_ips: list[str] | None, env_ips: str | None, flag_ips: list[str],
-    networks: str, status: int,
+    start: Start,
+    tmp_path: Path,
+    toml_ips: list[str] | None,
+    env_ips: str | None,
+    flag_ips: list[str],
+    networks: str,
+    status: int,
 ) -> None:
     args = ["--port", "0"]
     for network in flag_ips:
@@ -692,8 +750,7 @@ def test_allowed_ips_precedence(
 def test_config_flag_over_config_variable(start: Start, tmp_path: Path) -> None:
     good = write_toml(tmp_path, 'allowed_hosts = ["mcp.example.test"]\n', "good.toml")
     bad = write_toml(tmp_path, "this is not toml\n", "bad.toml")
-    cli = start("--port", "0", "--config", str(good),
-                env=cli_env(MCP_AUTH_TOKEN=TOKEN, MCP_AUTH_CONFIG=str(bad)))
+    cli = start("--port", "0", "--config", str(good), env=cli_env(MCP_AUTH_TOKEN=TOKEN, MCP_AUTH_CONFIG=str(bad)))
     assert initialize_status(cli.port, TOKEN, host_header="mcp.example.test") == 200
     assert cli.stop() == 0
 
@@ -731,8 +788,10 @@ def test_signal_stops_with_an_open_event_stream(start: Start, signum: int) -> No
     session_id = open_session(cli.port, token=TOKEN)
     with socket.create_connection(("127.0.0.1", cli.port), timeout=STOP_TIMEOUT) as stream:
         stream.sendall(
-            (f"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
-             f"Accept: text/event-stream\r\nMcp-Session-Id: {session_id}\r\n\r\n").encode()
+            (
+                f"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+                f"Accept: text/event-stream\r\nMcp-Session-Id: {session_id}\r\n\r\n"
+            ).encode()
         )
         received = b""
         while b"\r\n\r\n" not in received:  # the stream is open once its head arrived
@@ -808,8 +867,12 @@ def test_token_add_list_and_refusals(tmp_path: Path) -> None:
     missing = run_cli("token", "list", "--tokens-file", str(tmp_path / "missing.json"))
     assert missing.returncode == 2 and "token add" in missing.stderr
     # None of the refusals changed the file.
-    assert [row[0] for row in (line.split("\t") for line in run_cli(
-        "token", "list", "--tokens-file", str(path)).stdout.splitlines())] == ["alice", "bob"]
+    assert [
+        row[0]
+        for row in (
+            line.split("\t") for line in run_cli("token", "list", "--tokens-file", str(path)).stdout.splitlines()
+        )
+    ] == ["alice", "bob"]
 
 
 def test_token_revoke_reaches_a_running_server(start: Start, tmp_path: Path) -> None:

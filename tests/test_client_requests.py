@@ -95,7 +95,10 @@ TRANSPORTS: list[Any] = [
 def test_sampling_elicitation_and_roots_mid_call(transport: Callable[[str], Any]) -> None:
     async def main(url: str) -> Any:
         async with Client(
-            transport(url), mode="legacy", sampling_callback=_sampling, elicitation_callback=_elicitation,
+            transport(url),
+            mode="legacy",
+            sampling_callback=_sampling,
+            elicitation_callback=_elicitation,
             list_roots_callback=_roots,
         ) as client:
             sampled = await client.call_tool("ask_model", {"question": "2+2"})
@@ -139,14 +142,21 @@ def test_cancelling_the_call_stops_the_wait() -> None:
     """notifications/cancelled for the tools/call reaches a handler waiting for the client."""
     with live_server(_server()) as live:
         # A session whose client declared sampling, so the tool asks; nobody answers.
-        init = request(live.port, body={**initialize_body(), "params": {**initialize_body()["params"],
-                                                                        "capabilities": {"sampling": {}}}})
+        init = request(
+            live.port,
+            body={**initialize_body(), "params": {**initialize_body()["params"], "capabilities": {"sampling": {}}}},
+        )
         session_id = init.header("Mcp-Session-Id") or ""
         replies: dict[str, Any] = {}
 
         def call() -> None:
-            replies["call"] = rpc(live.port, session_id, "tools/call", {"name": "ask_model", "arguments": {"question": "q"}},
-                                  request_id=77)
+            replies["call"] = rpc(
+                live.port,
+                session_id,
+                "tools/call",
+                {"name": "ask_model", "arguments": {"question": "q"}},
+                request_id=77,
+            )
 
         worker = threading.Thread(target=call)
         worker.start()
@@ -156,8 +166,11 @@ def test_cancelling_the_call_stops_the_wait() -> None:
                 break
             threading.Event().wait(0.05)
         assert session.pending, "the tool never asked the client"
-        cancel = request(live.port, body={"jsonrpc": "2.0", "method": "notifications/cancelled",
-                                          "params": {"requestId": 77}}, headers={"Mcp-Session-Id": session_id})
+        cancel = request(
+            live.port,
+            body={"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 77}},
+            headers={"Mcp-Session-Id": session_id},
+        )
         assert cancel.status == 202
         worker.join(timeout=30)
         messages = replies["call"].sse_messages()
@@ -198,8 +211,12 @@ def test_list_changed_reaches_the_get_stream() -> None:
         import socket
 
         with socket.create_connection(("127.0.0.1", live.port)) as sock:
-            sock.sendall((f"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
-                          f"Accept: text/event-stream\r\nMcp-Session-Id: {session_id}\r\n\r\n").encode())
+            sock.sendall(
+                (
+                    f"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+                    f"Accept: text/event-stream\r\nMcp-Session-Id: {session_id}\r\n\r\n"
+                ).encode()
+            )
             sock.settimeout(30)
             received = sock.recv(4096)
             assert received.startswith(b"HTTP/1.1 200")

@@ -51,9 +51,24 @@ def gunicorn_server(tmp_path: Path) -> Iterator[int]:
         "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)]),
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", "8", "-b", "127.0.0.1:0",
-         "--chdir", str(tmp_path), "mcp_auth:create_app()"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-k",
+            "gthread",
+            "--threads",
+            "8",
+            "-b",
+            "127.0.0.1:0",
+            "--chdir",
+            str(tmp_path),
+            "mcp_auth:create_app()",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     port: list[int] = []
     ready = threading.Event()

@@ -29,8 +29,12 @@ def test_initialize_issues_a_visible_ascii_session_id(live: Live) -> None:
 
 @pytest.mark.parametrize(
     "version",
-    [pytest.param("2025-11-25", id="2025-11-25"), pytest.param("2025-06-18", id="2025-06-18"),
-     pytest.param("2025-03-26", id="2025-03-26"), pytest.param("2024-01-01", id="unknown->newest")],
+    [
+        pytest.param("2025-11-25", id="2025-11-25"),
+        pytest.param("2025-06-18", id="2025-06-18"),
+        pytest.param("2025-03-26", id="2025-03-26"),
+        pytest.param("2024-01-01", id="unknown->newest"),
+    ],
 )
 def test_version_negotiation(live: Live, version: str) -> None:
     result = request(live.port, body=initialize_body(version=version)).json()["result"]
@@ -90,7 +94,9 @@ def test_unsupported_protocol_version_carries_the_supported_list(live: Live) -> 
 
 def test_server_discover_gets_the_error_that_makes_auto_clients_fall_back(live: Live) -> None:
     body = {"jsonrpc": "2.0", "id": 0, "method": "server/discover", "params": {}}
-    response = request(live.port, body=body, headers={"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "server/discover"})
+    response = request(
+        live.port, body=body, headers={"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "server/discover"}
+    )
     assert response.status == 400
     assert response.json()["error"]["code"] == UNSUPPORTED_PROTOCOL_VERSION
 
@@ -198,8 +204,10 @@ def test_unknown_method_is_a_jsonrpc_error_with_the_id(live: Live) -> None:
 def _open_get_stream(port: int, session_id: str) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port))
     sock.sendall(
-        (f"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
-         f"Accept: text/event-stream\r\nMcp-Session-Id: {session_id}\r\n\r\n").encode()
+        (
+            f"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+            f"Accept: text/event-stream\r\nMcp-Session-Id: {session_id}\r\n\r\n"
+        ).encode()
     )
     sock.settimeout(10)
     head = b""
@@ -250,17 +258,28 @@ def test_a_handler_that_notifies_gets_an_sse_response() -> None:
     with live_server(_progress_server()) as live:
         session_id = open_session(live.port)
         response = rpc(
-            live.port, session_id, "tools/call",
-            {"name": "slow", "arguments": {"steps": 3}, "_meta": {"progressToken": "p1"}}, request_id=9,
+            live.port,
+            session_id,
+            "tools/call",
+            {"name": "slow", "arguments": {"steps": 3}, "_meta": {"progressToken": "p1"}},
+            request_id=9,
         )
         assert response.status == 200
         assert response.header("Content-Type") == "text/event-stream"
         messages = response.sse_messages()
         assert [m.get("method") for m in messages] == [
-            "notifications/progress", "notifications/progress", "notifications/progress", "notifications/message", None,
+            "notifications/progress",
+            "notifications/progress",
+            "notifications/progress",
+            "notifications/message",
+            None,
         ]
         assert [m["params"]["progress"] for m in messages[:3]] == [1, 2, 3]
-        assert messages[-1] == {"jsonrpc": "2.0", "id": 9, "result": {"content": [{"type": "text", "text": "finished"}]}}
+        assert messages[-1] == {
+            "jsonrpc": "2.0",
+            "id": 9,
+            "result": {"content": [{"type": "text", "text": "finished"}]},
+        }
 
 
 def test_without_notifications_the_answer_is_plain_json() -> None:

@@ -124,9 +124,7 @@ def test_progress_logging_resources_prompts_and_completion(mode: str) -> None:
         templates = await client.list_resource_templates()
         note = await client.read_resource("notes://shopping")
         prompt = await client.get_prompt("greet", {"name": "Ada", "style": "fancy"})
-        completion = await client.complete(
-            {"type": "ref/prompt", "name": "greet"}, {"name": "style", "value": "f"}
-        )
+        completion = await client.complete({"type": "ref/prompt", "name": "greet"}, {"name": "style", "value": "f"})
         return result, failed, picture, resources, templates, note, prompt, completion
 
     with live_server(_rich_server()) as live:

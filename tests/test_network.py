@@ -101,9 +101,7 @@ def test_parse_address_refuses(text: str) -> None:
             (IPv4Network("10.0.0.0/8"), IPv4Network("192.168.0.0/16")),
             id="blanks-skipped-whitespace-trimmed",
         ),
-        pytest.param(
-            ["::ffff:10.0.0.0/104"], (IPv4Network("10.0.0.0/8"),), id="v4-mapped-network-to-v4"
-        ),
+        pytest.param(["::ffff:10.0.0.0/104"], (IPv4Network("10.0.0.0/8"),), id="v4-mapped-network-to-v4"),
         pytest.param(["::ffff:127.0.0.1"], (IPv4Network("127.0.0.1/32"),), id="v4-mapped-single"),
         pytest.param([], (), id="empty"),
     ],
@@ -127,12 +125,8 @@ def test_parse_networks_star_means_any(values: list[str]) -> None:
     ("entry", "fragments"),
     [
         pytest.param("10.0.0.1/8", ["'10.0.0.1/8'", "host bits", "10.0.0.0/8"], id="host-bits-v4"),
-        pytest.param(
-            "2001:db8::1/32", ["'2001:db8::1/32'", "host bits", "2001:db8::/32"], id="host-bits-v6"
-        ),
-        pytest.param(
-            "::ffff:10.0.0.1/104", ["host bits", "10.0.0.0/8"], id="host-bits-mapped-suggests-v4"
-        ),
+        pytest.param("2001:db8::1/32", ["'2001:db8::1/32'", "host bits", "2001:db8::/32"], id="host-bits-v6"),
+        pytest.param("::ffff:10.0.0.1/104", ["host bits", "10.0.0.0/8"], id="host-bits-mapped-suggests-v4"),
         pytest.param("10.0.0.0/33", ["'10.0.0.0/33'", "CIDR"], id="prefix-too-long"),
         pytest.param("example.com", ["'example.com'"], id="hostname"),
         pytest.param("10.0.0.0 /8", ["'10.0.0.0 /8'"], id="space-inside"),
@@ -142,9 +136,7 @@ def test_parse_networks_star_means_any(values: list[str]) -> None:
         pytest.param("\uff11\uff10.0.0.0/8", ["'\uff11\uff10.0.0.0/8'"], id="fullwidth-digits"),
     ],
 )
-@pytest.mark.parametrize(
-    "source", ["--allowed-ip", "MCP_AUTH_ALLOWED_IPS", "config.toml [server] allowed_ips"]
-)
+@pytest.mark.parametrize("source", ["--allowed-ip", "MCP_AUTH_ALLOWED_IPS", "config.toml [server] allowed_ips"])
 def test_parse_networks_refuses(entry: str, fragments: list[str], source: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_networks(["192.0.2.0/24", entry], source)
@@ -274,14 +266,10 @@ PROXY = IPv4Address("10.0.0.2")
     ("peer", "forwarded_for", "expected"),
     [
         pytest.param("203.0.113.9", ["1.1.1.1"], "203.0.113.9", id="untrusted-peer-xff-ignored"),
-        pytest.param(
-            "203.0.113.9", ["garbage", HUGE], "203.0.113.9", id="untrusted-peer-garbage-ignored"
-        ),
+        pytest.param("203.0.113.9", ["garbage", HUGE], "203.0.113.9", id="untrusted-peer-garbage-ignored"),
         pytest.param("10.0.0.2", [], "10.0.0.2", id="trusted-peer-no-xff"),
         pytest.param("10.0.0.2", ["198.51.100.7"], "198.51.100.7", id="one-hop"),
-        pytest.param(
-            "10.0.0.2", ["6.6.6.6, 198.51.100.7"], "198.51.100.7", id="spoofed-left-hop-ignored"
-        ),
+        pytest.param("10.0.0.2", ["6.6.6.6, 198.51.100.7"], "198.51.100.7", id="spoofed-left-hop-ignored"),
         pytest.param(
             "10.0.0.2",
             ["6.6.6.6, 198.51.100.7, 10.0.0.3"],
@@ -294,9 +282,7 @@ PROXY = IPv4Address("10.0.0.2")
             "198.51.100.7",
             id="duplicate-header-lines-joined-in-order",
         ),
-        pytest.param(
-            "10.0.0.2", ["10.0.0.5, 10.0.0.4", "fd00::9"], "10.0.0.5", id="all-trusted-leftmost"
-        ),
+        pytest.param("10.0.0.2", ["10.0.0.5, 10.0.0.4", "fd00::9"], "10.0.0.5", id="all-trusted-leftmost"),
         pytest.param(
             "10.0.0.2",
             ["not-an-ip, 198.51.100.7"],
@@ -305,9 +291,7 @@ PROXY = IPv4Address("10.0.0.2")
         ),
         pytest.param("10.0.0.2", ["[2001:db8::1], 10.0.0.3"], "2001:db8::1", id="bracketed-v6-hop"),
         pytest.param("10.0.0.2", ["::ffff:198.51.100.7"], "198.51.100.7", id="mapped-hop-unmapped"),
-        pytest.param(
-            "::ffff:10.0.0.2", ["198.51.100.7"], "198.51.100.7", id="mapped-peer-is-trusted"
-        ),
+        pytest.param("::ffff:10.0.0.2", ["198.51.100.7"], "198.51.100.7", id="mapped-peer-is-trusted"),
         pytest.param("fd00::1", ["fe80::1%eth0"], "fe80::1", id="v6-proxy-zone-id-dropped"),
         pytest.param(
             "10.0.0.2",
@@ -621,21 +605,11 @@ def test_parse_origin_error_says_why(value: str, fragment: str) -> None:
         pytest.param(["https://app.example"], "https://app.example", True, id="extra-exact"),
         pytest.param(["https://app.example"], "http://localhost", True, id="extra-adds"),
         pytest.param(["https://app.example"], "http://app.example", False, id="extra-scheme"),
-        pytest.param(
-            ["https://app.example"], "https://app.example:443", False, id="extra-no-port-only"
-        ),
-        pytest.param(
-            ["https://app.example"], "https://api.app.example", False, id="no-implicit-subdomain"
-        ),
-        pytest.param(
-            ["http://app.example:3000"], "http://app.example:3000", True, id="extra-port-exact"
-        ),
-        pytest.param(
-            ["http://app.example:3000"], "http://app.example:3001", False, id="extra-other-port"
-        ),
-        pytest.param(
-            ["http://app.example:3000"], "http://app.example", False, id="extra-port-vs-none"
-        ),
+        pytest.param(["https://app.example"], "https://app.example:443", False, id="extra-no-port-only"),
+        pytest.param(["https://app.example"], "https://api.app.example", False, id="no-implicit-subdomain"),
+        pytest.param(["http://app.example:3000"], "http://app.example:3000", True, id="extra-port-exact"),
+        pytest.param(["http://app.example:3000"], "http://app.example:3001", False, id="extra-other-port"),
+        pytest.param(["http://app.example:3000"], "http://app.example", False, id="extra-port-vs-none"),
         pytest.param(["HTTPS://App.Example."], "https://app.example", True, id="extra-normalised"),
     ],
 )

@@ -248,8 +248,9 @@ STEP_1 = [
     ),
     pytest.param(Case(ip_refused(), BEHIND_PROXY), id="1-trusted-proxy-without-xff-is-itself-the-client"),
     pytest.param(
-        Case(ip_refused(), {"trusted_proxies": ("10.0.0.1",), "allowed_ips": ("203.0.113.0/24",)},
-             {XFF: "203.0.113.7"}),
+        Case(
+            ip_refused(), {"trusted_proxies": ("10.0.0.1",), "allowed_ips": ("203.0.113.0/24",)}, {XFF: "203.0.113.7"}
+        ),
         id="1-xff-from-untrusted-peer-is-ignored",
     ),
     pytest.param(
@@ -257,8 +258,9 @@ STEP_1 = [
         id="1-xff-ignored-without-trusted-proxies",
     ),
     pytest.param(
-        Case(ip_refused("198.51.100.7"), BEHIND_PROXY, {XFF: "198.51.100.7"},
-             method="GET", path="/healthz", token=None),
+        Case(
+            ip_refused("198.51.100.7"), BEHIND_PROXY, {XFF: "198.51.100.7"}, method="GET", path="/healthz", token=None
+        ),
         id="1-healthz-behind-proxy",
     ),
     *[
@@ -363,8 +365,9 @@ STEP_4 = [
         id="4-rate-limited-with-the-right-token",
     ),
     pytest.param(
-        Case(rate_limited("198.51.100.1"), RATE_LIMITED, {XFF: "198.51.100.1"},
-             token=WRONG_TOKEN, exhaust="198.51.100.1"),
+        Case(
+            rate_limited("198.51.100.1"), RATE_LIMITED, {XFF: "198.51.100.1"}, token=WRONG_TOKEN, exhaust="198.51.100.1"
+        ),
         id="4-rate-limited-with-a-wrong-token",
     ),
     pytest.param(
@@ -376,8 +379,12 @@ STEP_4 = [
         id="4-same-ipv6-64-shares-the-limit",
     ),
     pytest.param(
-        Case(rate_limited("198.51.100.1"), RATE_LIMITED, {XFF: "198.51.100.1", "Content-Type": "text/plain"},
-             exhaust="198.51.100.1"),
+        Case(
+            rate_limited("198.51.100.1"),
+            RATE_LIMITED,
+            {XFF: "198.51.100.1", "Content-Type": "text/plain"},
+            exhaust="198.51.100.1",
+        ),
         id="4-before-transport-rules",
     ),
 ]
@@ -426,8 +433,12 @@ def _order_case(failing: tuple[int, ...]) -> Case:
     if 6 in failing:
         headers["Content-Type"] = "text/plain"
     expect = {
-        1: ip_refused, 2: host_refused, 3: origin_refused, 4: rate_limited,
-        5: lambda c: unauthorized("invalid_token", c), 6: unsupported_media_type,
+        1: ip_refused,
+        2: host_refused,
+        3: origin_refused,
+        4: rate_limited,
+        5: lambda c: unauthorized("invalid_token", c),
+        6: unsupported_media_type,
     }[min(failing)](client)
     return Case(
         expect,
@@ -636,10 +647,18 @@ def test_refusals_before_step_4_do_not_count() -> None:
     client = {XFF: "198.51.100.4"}
     with live_server(**RATE_LIMITED) as live:
         for _ in range(5):
-            assert request(live.port, body=initialize_body(), headers=client, token=WRONG_TOKEN,
-                           host_header="evil.example").status == 403
-            assert request(live.port, body=initialize_body(), headers={**client, "Origin": "null"},
-                           token=WRONG_TOKEN).status == 403
+            assert (
+                request(
+                    live.port, body=initialize_body(), headers=client, token=WRONG_TOKEN, host_header="evil.example"
+                ).status
+                == 403
+            )
+            assert (
+                request(
+                    live.port, body=initialize_body(), headers={**client, "Origin": "null"}, token=WRONG_TOKEN
+                ).status
+                == 403
+            )
         assert request(live.port, body=initialize_body(), headers=client).status == 200
 
 
@@ -665,8 +684,11 @@ UNAUTHORIZED_VARIANTS = [
     pytest.param(f"Bearer {TOKEN[:-1]}", "invalid_token", id="right-token-prefix"),
     pytest.param(f"Bearer {TOKEN} {TOKEN}", "malformed_or_not_bearer", id="two-tokens"),
     pytest.param("Bearer PRESENTED-LATIN1-t\u00f6k\u00e9n-1a2b", "invalid_token", id="non-ascii-latin1"),
-    pytest.param("Bearer " + "PRESENTED-UTF8-t\u00f6k\u00e9n-3c4d".encode().decode("latin-1"), "invalid_token",
-                 id="non-ascii-utf8"),
+    pytest.param(
+        "Bearer " + "PRESENTED-UTF8-t\u00f6k\u00e9n-3c4d".encode().decode("latin-1"),
+        "invalid_token",
+        id="non-ascii-utf8",
+    ),
     pytest.param("Bearer PRESENTED-NUL\x00-5e6f", "invalid_token", id="nul"),
     pytest.param("Bearer PRESENTED-DEL\x7f-7a8b", "invalid_token", id="del"),
     pytest.param("Bearer " + "PRESENTED-5KB-" + "A" * 5000, "malformed_or_not_bearer", id="5kb-over-app-limit"),
@@ -678,7 +700,9 @@ def test_a_header_line_over_64kib_is_refused_before_the_pipeline() -> None:
     """http.server refuses header lines over 64 KiB with 431 before the app runs; nothing is echoed."""
     with live_server(**NO_RATE_LIMIT) as live:
         presented = "PRESENTED-100KB-" + "A" * 100_000
-        response = request(live.port, body=initialize_body(), token=None, headers={"Authorization": f"Bearer {presented}"})
+        response = request(
+            live.port, body=initialize_body(), token=None, headers={"Authorization": f"Bearer {presented}"}
+        )
         assert response.status == 431
         assert presented[:24].encode() not in response.raw_head + response.body
         assert request(live.port, body=initialize_body()).status == 200
@@ -695,7 +719,7 @@ def _presented(authorization: str | None) -> str:
 def test_every_failed_token_gets_the_same_401(authorization: str | None, reason: str, logs: LogWatch) -> None:
     presented = _presented(authorization)
     if "PRESENTED-" in presented:
-        logs.secrets.add(presented[presented.index("PRESENTED-"):][:24])
+        logs.secrets.add(presented[presented.index("PRESENTED-") :][:24])
     with live_server(**NO_RATE_LIMIT) as live:
         reference = request(live.port, body=initialize_body(), token=None)
         since = logs.mark()
@@ -778,7 +802,10 @@ def test_a_tool_outside_the_scope_is_403_insufficient_scope(scoped: ScopedTokens
         denials = logs.denials(since)
         assert len(denials) == 1, denials
         assert (denials[0]["step"], denials[0]["reason"], denials[0]["client"]) == (
-            "dispatch", "insufficient_scope", "127.0.0.1")
+            "dispatch",
+            "insufficient_scope",
+            "127.0.0.1",
+        )
         assert denials[0]["token"] == "echo-only"
         assert all(event["outcome"] == "denied" for event in logs.audits(since) if event["event"] == "tool_call")
         # The same session may still call what it is allowed to.
@@ -891,10 +918,20 @@ def test_step_7_refuses_a_principal_revoked_after_step_5(logs: LogWatch) -> None
 def test_audit_events_are_structured_and_hold_no_request_text(logs: LogWatch) -> None:
     with live_server(**VIA_PROXY, allowed_ips=("203.0.113.0/24",)) as live:
         since = logs.mark()
-        request(live.port, body=initialize_body(), token=WRONG_TOKEN,
-                headers={XFF: "198.51.100.9", "Origin": "http://evil.example"}, host_header="evil.example")
-        request(live.port, body=initialize_body(), token=WRONG_TOKEN, headers={XFF: "203.0.113.9"},
-                host_header="evil.example")
+        request(
+            live.port,
+            body=initialize_body(),
+            token=WRONG_TOKEN,
+            headers={XFF: "198.51.100.9", "Origin": "http://evil.example"},
+            host_header="evil.example",
+        )
+        request(
+            live.port,
+            body=initialize_body(),
+            token=WRONG_TOKEN,
+            headers={XFF: "203.0.113.9"},
+            host_header="evil.example",
+        )
         request(live.port, body=initialize_body(), token=WRONG_TOKEN, headers={XFF: "203.0.113.9"})
         events = logs.audits(since)
         assert [(e["step"], e["reason"], e["client"]) for e in events] == [

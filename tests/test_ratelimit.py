@@ -136,7 +136,7 @@ def test_a_long_idle_client_gets_capacity_not_more() -> None:
 
 
 def test_failures_while_limited_do_not_go_below_empty() -> None:
-    rate_limiter, clock = limiter(3, 3600.0, start=0.0)
+    rate_limiter, _clock = limiter(3, 3600.0, start=0.0)
     fail(rate_limiter, CLIENT, 50)
     # An empty bucket stays empty: the wait is one refill, not fifty.
     assert rate_limiter.retry_after(CLIENT) == 1200

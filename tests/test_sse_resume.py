@@ -55,8 +55,11 @@ def _events(response: RawResponse) -> list[tuple[str | None, str | None, str]]:
 
 
 def resume(port: int, session_id: str, last_event_id: str) -> RawResponse:
-    return request(port, "GET", headers={"Mcp-Session-Id": session_id, "Accept": "text/event-stream",
-                                         "Last-Event-ID": last_event_id})
+    return request(
+        port,
+        "GET",
+        headers={"Mcp-Session-Id": session_id, "Accept": "text/event-stream", "Last-Event-ID": last_event_id},
+    )
 
 
 def test_a_closed_stream_is_resumed_with_last_event_id() -> None:
@@ -66,21 +69,33 @@ def test_a_closed_stream_is_resumed_with_last_event_id() -> None:
         assert first.header("Content-Type") == "text/event-stream"
         events = _events(first)
         # The priming event first: an id, a retry and empty data; then what came before the close.
-        assert events[0][0] is not None and events[0][0].endswith("_0") and events[0][1] == "1000" and events[0][2] == ""
-        assert [e[2] for e in events[1:]] == ['{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"before close"}}']
+        assert (
+            events[0][0] is not None and events[0][0].endswith("_0") and events[0][1] == "1000" and events[0][2] == ""
+        )
+        assert [e[2] for e in events[1:]] == [
+            '{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"before close"}}'
+        ]
         assert all('"result"' not in e[2] for e in events)
         resumed = resume(live.port, session_id, events[-1][0] or "")
         assert resumed.status == 200
         datas = [m for m in resumed.sse_messages()]
         assert datas[0]["params"]["data"] == "after close"
-        assert datas[-1] == {"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": "answer after reconnect"}]}}
+        assert datas[-1] == {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "result": {"content": [{"type": "text", "text": "answer after reconnect"}]},
+        }
 
 
 def test_resuming_replays_only_that_streams_events() -> None:
     with live_server(_server()) as live:
         session_id = open_session(live.port)
-        a = _events(rpc(live.port, session_id, "tools/call", {"name": "chatty", "arguments": {"label": "A"}}, request_id=1))
-        b = _events(rpc(live.port, session_id, "tools/call", {"name": "chatty", "arguments": {"label": "B"}}, request_id=2))
+        a = _events(
+            rpc(live.port, session_id, "tools/call", {"name": "chatty", "arguments": {"label": "A"}}, request_id=1)
+        )
+        b = _events(
+            rpc(live.port, session_id, "tools/call", {"name": "chatty", "arguments": {"label": "B"}}, request_id=2)
+        )
         assert a[0][0] != b[0][0] and a[0][0].split("_")[0] != b[0][0].split("_")[0]  # type: ignore[union-attr]
         # A fully delivered stream is gone; a stream cut off mid-way is what resumption is for.
         assert resume(live.port, session_id, a[1][0] or "").status == 400
@@ -91,11 +106,14 @@ def test_a_dropped_connection_is_resumed_from_the_last_event_seen() -> None:
     with live_server(_server(release)) as live:
         session_id = open_session(live.port)
         with socket.create_connection(("127.0.0.1", live.port)) as sock:
-            body = ('{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"detach_then_answer"}}').encode()
+            body = b'{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"detach_then_answer"}}'
             sock.sendall(
-                (f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
-                 f"Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
-                 f"Mcp-Session-Id: {session_id}\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+                (
+                    f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+                    f"Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
+                    f"Mcp-Session-Id: {session_id}\r\nContent-Length: {len(body)}\r\n\r\n"
+                ).encode()
+                + body
             )
             sock.settimeout(30)
             received = b""
@@ -111,7 +129,11 @@ def test_a_dropped_connection_is_resumed_from_the_last_event_seen() -> None:
 
 @pytest.mark.parametrize(
     "last_event_id",
-    [pytest.param("p999_0", id="unknown-stream"), pytest.param("garbage", id="malformed"), pytest.param("p1_x", id="bad-seq")],
+    [
+        pytest.param("p999_0", id="unknown-stream"),
+        pytest.param("garbage", id="malformed"),
+        pytest.param("p1_x", id="bad-seq"),
+    ],
 )
 def test_an_unknown_last_event_id_is_400(live: Live, last_event_id: str) -> None:
     session_id = open_session(live.port)
@@ -140,7 +162,9 @@ def test_standalone_stream_delivers_queued_notifications_once() -> None:
                 headers["Last-Event-ID"] = last_event_id
             with socket.create_connection(("127.0.0.1", live.port)) as sock:
                 head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-                sock.sendall(f"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n{head}\r\n".encode())
+                sock.sendall(
+                    f"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n{head}\r\n".encode()
+                )
                 sock.settimeout(1.0)
                 received = b""
                 try:
@@ -177,8 +201,9 @@ def test_several_streams_of_one_session_at_once() -> None:
         results: dict[int, Any] = {}
 
         def call(n: int) -> None:
-            results[n] = rpc(live.port, session_id, "tools/call", {"name": "chatty", "arguments": {"label": f"s{n}"}},
-                             request_id=n).sse_messages()
+            results[n] = rpc(
+                live.port, session_id, "tools/call", {"name": "chatty", "arguments": {"label": f"s{n}"}}, request_id=n
+            ).sse_messages()
 
         threads = [threading.Thread(target=call, args=(n,)) for n in range(8)]
         for thread in threads:
@@ -192,6 +217,10 @@ def test_several_streams_of_one_session_at_once() -> None:
 
 def test_initialize_body_is_plain_json_and_complete(live: Live) -> None:
     # A client that reads the whole body of initialize (the DNS-rebinding check does) must not hang.
-    response = request(live.port, body=initialize_body(), headers={"Origin": f"http://localhost:{live.port}"},
-                       host_header=f"localhost:{live.port}")
+    response = request(
+        live.port,
+        body=initialize_body(),
+        headers={"Origin": f"http://localhost:{live.port}"},
+        host_header=f"localhost:{live.port}",
+    )
     assert response.status == 200 and response.header("Content-Type") == "application/json"

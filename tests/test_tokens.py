@@ -54,7 +54,7 @@ def assert_no_secret(text: str, *secrets: str) -> None:
     """No token, nor a recognisable piece of one (8+ chars), appears in `text`."""
     for secret in filter(None, secrets):
         for start in range(0, max(1, len(secret) - 7)):
-            assert secret[start:start + 8] not in text
+            assert secret[start : start + 8] not in text
 
 
 def write_private(path: Path, content: str | bytes, mode: int = 0o600) -> Path:
@@ -69,8 +69,7 @@ def tokens_doc(*entries: dict) -> str:
 
 
 def entry(name: str = "ci", token: str = TOKEN, tools: list[str] | None = None) -> dict:
-    return {"name": name, "sha256": sha256_hex(token), "tools": tools,
-            "created": "2024-01-01T00:00:00Z"}
+    return {"name": name, "sha256": sha256_hex(token), "tools": tools, "created": "2024-01-01T00:00:00Z"}
 
 
 def rewrite_in_place(path: Path, content: str) -> None:
@@ -114,10 +113,12 @@ def test_generate_token_is_urlsafe_43_chars_and_unique() -> None:
         pytest.param("Bearer \xc3\xa9t\xc3\xa9", b"\xc3\xa9t\xc3\xa9", id="utf8-bytes-roundtrip"),
         pytest.param("Bearer ab\x00cd", b"ab\x00cd", id="nul-inside-token"),
         pytest.param("Bearer a\xa0b", b"a\xa0b", id="latin1-nbsp-is-not-a-separator"),
-        pytest.param("Bearer " + "x" * (MAX_AUTHORIZATION_HEADER_CHARS - 7),
-                     b"x" * (MAX_AUTHORIZATION_HEADER_CHARS - 7), id="exactly-at-limit"),
-        pytest.param("Bearer " + "x" * (MAX_AUTHORIZATION_HEADER_CHARS - 6), None,
-                     id="one-over-limit"),
+        pytest.param(
+            "Bearer " + "x" * (MAX_AUTHORIZATION_HEADER_CHARS - 7),
+            b"x" * (MAX_AUTHORIZATION_HEADER_CHARS - 7),
+            id="exactly-at-limit",
+        ),
+        pytest.param("Bearer " + "x" * (MAX_AUTHORIZATION_HEADER_CHARS - 6), None, id="one-over-limit"),
         pytest.param("Bearer " + "x" * 100_000, None, id="100kb-header"),
         pytest.param(None, None, id="missing"),
         pytest.param("", None, id="empty"),
@@ -207,8 +208,7 @@ def make_default_token_file(tmp_path: Path) -> TokenSource:
 
 
 def make_tokens_file(tmp_path: Path) -> TokenSource:
-    path = write_private(tmp_path / "tokens.json",
-                         tokens_doc(entry("other", OTHER_TOKEN), entry("ci", TOKEN)))
+    path = write_private(tmp_path / "tokens.json", tokens_doc(entry("other", OTHER_TOKEN), entry("ci", TOKEN)))
     return TokensFile(path, "--tokens-file")
 
 
@@ -227,8 +227,7 @@ PRESENTED = [
     pytest.param(TOKEN.upper().encode(), False, id="case-differs"),
     pytest.param(b"", False, id="empty"),
     pytest.param("tök-0123456789abcdefghijklmnopqrstuvwxyz".encode(), False, id="non-ascii-utf8"),
-    pytest.param("tök-0123456789abcdefghijklmnopqrstuvwxyz".encode("latin-1"), False,
-                 id="non-ascii-latin1"),
+    pytest.param("tök-0123456789abcdefghijklmnopqrstuvwxyz".encode("latin-1"), False, id="non-ascii-latin1"),
     pytest.param(TOKEN.encode() + b"\x00", False, id="nul-suffix"),
     pytest.param(b"\xff" * 43, False, id="high-bytes"),
 ]
@@ -236,8 +235,9 @@ PRESENTED = [
 
 @pytest.mark.parametrize("make_source", SOURCES)
 @pytest.mark.parametrize(("presented", "accepted"), PRESENTED)
-def test_authenticate(tmp_path: Path, make_source: Callable[[Path], TokenSource],
-                      presented: bytes, accepted: bool) -> None:
+def test_authenticate(
+    tmp_path: Path, make_source: Callable[[Path], TokenSource], presented: bytes, accepted: bool
+) -> None:
     source = make_source(tmp_path)
     principal = source.authenticate(presented)
     assert (principal is not None) is accepted
@@ -247,8 +247,7 @@ def test_authenticate(tmp_path: Path, make_source: Callable[[Path], TokenSource]
 
 
 @pytest.mark.parametrize("make_source", SOURCES)
-def test_header_to_principal_end_to_end(tmp_path: Path,
-                                        make_source: Callable[[Path], TokenSource]) -> None:
+def test_header_to_principal_end_to_end(tmp_path: Path, make_source: Callable[[Path], TokenSource]) -> None:
     source = make_source(tmp_path)
     presented = parse_bearer(f"bearer\t{TOKEN}  ")
     assert presented is not None
@@ -266,15 +265,16 @@ def test_header_to_principal_end_to_end(tmp_path: Path,
         pytest.param(Principal("ci", None, sha256_hex(OTHER_TOKEN)), id="other-tokens-id"),
     ],
 )
-def test_is_current_refuses_foreign_principals(tmp_path: Path,
-                                               make_source: Callable[[Path], TokenSource],
-                                               principal: Principal) -> None:
+def test_is_current_refuses_foreign_principals(
+    tmp_path: Path, make_source: Callable[[Path], TokenSource], principal: Principal
+) -> None:
     assert make_source(tmp_path).is_current(principal) is False
 
 
 @pytest.mark.parametrize("make_source", SOURCES)
 def test_repr_of_source_and_principal_holds_no_secret(
-        tmp_path: Path, make_source: Callable[[Path], TokenSource]) -> None:
+    tmp_path: Path, make_source: Callable[[Path], TokenSource]
+) -> None:
     source = make_source(tmp_path)
     principal = source.authenticate(TOKEN.encode())
     assert principal is not None
@@ -283,8 +283,9 @@ def test_repr_of_source_and_principal_holds_no_secret(
 
 
 def test_tokens_file_scopes_and_names(tmp_path: Path) -> None:
-    path = write_private(tmp_path / "tokens.json", tokens_doc(
-        entry("ci", TOKEN, ["echo", "read_*"]), entry("admin", OTHER_TOKEN, None)))
+    path = write_private(
+        tmp_path / "tokens.json", tokens_doc(entry("ci", TOKEN, ["echo", "read_*"]), entry("admin", OTHER_TOKEN, None))
+    )
     source = TokensFile(path, "--tokens-file")
     ci = source.authenticate(TOKEN.encode())
     admin = source.authenticate(OTHER_TOKEN.encode())
@@ -455,8 +456,10 @@ def test_token_file_unreadable(tmp_path: Path) -> None:
 # --- rotation and fail-closed -----------------------------------------------
 
 
-@pytest.mark.parametrize("rewrite", [pytest.param(rewrite_in_place, id="in-place-same-size"),
-                                     pytest.param(replace_atomically, id="atomic-replace")])
+@pytest.mark.parametrize(
+    "rewrite",
+    [pytest.param(rewrite_in_place, id="in-place-same-size"), pytest.param(replace_atomically, id="atomic-replace")],
+)
 def test_token_file_rotation(tmp_path: Path, rewrite: Callable[[Path, str], None]) -> None:
     assert len(TOKEN) == len(OTHER_TOKEN)  # same size: stat size cannot tell them apart
     path = write_private(tmp_path / "token", TOKEN + "\n")
@@ -479,8 +482,7 @@ def test_token_file_rotation(tmp_path: Path, rewrite: Callable[[Path, str], None
         pytest.param(lambda p: (p.unlink(), p.mkdir()), id="replaced-by-directory"),
     ],
 )
-def test_token_file_fails_closed_after_start(tmp_path: Path,
-                                             breakage: Callable[[Path], object]) -> None:
+def test_token_file_fails_closed_after_start(tmp_path: Path, breakage: Callable[[Path], object]) -> None:
     path = write_private(tmp_path / "token", TOKEN + "\n")
     source = TokenFile(path, "--token-file")
     principal = source.authenticate(TOKEN.encode())
@@ -550,8 +552,7 @@ def test_tokens_file_revoke_reaches_running_source(tmp_path: Path) -> None:
         pytest.param(lambda p: os.chmod(p, 0o622), id="made-group-writable", marks=posix_only),
     ],
 )
-def test_tokens_file_fails_closed_after_start(tmp_path: Path,
-                                              breakage: Callable[[Path], object]) -> None:
+def test_tokens_file_fails_closed_after_start(tmp_path: Path, breakage: Callable[[Path], object]) -> None:
     path = tmp_path / "tokens.json"
     token = add_token(path, "ci", None)
     source = TokensFile(path, "--tokens-file")
@@ -648,11 +649,13 @@ def test_revoke_unknown_name_and_missing_file(tmp_path: Path) -> None:
     add_token(path, "ci", None)
     with pytest.raises(ConfigError, match="no token named 'nope'"):
         revoke_token(path, "nope")
-    for call in (lambda: revoke_token(tmp_path / "absent.json", "ci"),
-                 lambda: revoke_token(tmp_path / "no" / "dir.json", "ci"),
-                 lambda: list_tokens(tmp_path / "absent.json"),
-                 lambda: TokensFile(tmp_path / "absent.json", "--tokens-file")):
-        with pytest.raises(ConfigError, match="does not exist.*token add"):
+    for call in (
+        lambda: revoke_token(tmp_path / "absent.json", "ci"),
+        lambda: revoke_token(tmp_path / "no" / "dir.json", "ci"),
+        lambda: list_tokens(tmp_path / "absent.json"),
+        lambda: TokensFile(tmp_path / "absent.json", "--tokens-file"),
+    ):
+        with pytest.raises(ConfigError, match=r"does not exist.*token add"):
             call()
 
 
@@ -673,8 +676,7 @@ def test_concurrent_add_token_keeps_every_token(tmp_path: Path) -> None:
     for thread in threads:
         thread.join()
     assert errors == []
-    assert sorted(t["name"] for t in list_tokens(path)) == sorted(
-        ["seed"] + [f"t{i}" for i in range(8)])
+    assert sorted(t["name"] for t in list_tokens(path)) == sorted(["seed"] + [f"t{i}" for i in range(8)])
 
 
 @pytest.mark.parametrize(
@@ -695,30 +697,29 @@ def test_concurrent_add_token_keeps_every_token(tmp_path: Path) -> None:
         pytest.param(tokens_doc(dict(entry(), name="")), "must match", id="empty-name"),
         pytest.param(tokens_doc(dict(entry(), name="x" * 65)), "must match", id="long-name"),
         pytest.param(tokens_doc(dict(entry(), name=7)), "must match", id="name-not-str"),
-        pytest.param(tokens_doc(entry("ci", TOKEN), entry("ci", OTHER_TOKEN)), "used twice",
-                     id="duplicate-name"),
-        pytest.param(tokens_doc(entry("a", TOKEN), entry("b", TOKEN)), "two names",
-                     id="duplicate-hash"),
-        pytest.param(tokens_doc(dict(entry(), sha256=sha256_hex(TOKEN).upper())), "lowercase hex",
-                     id="uppercase-sha"),
-        pytest.param(tokens_doc(dict(entry(), sha256=sha256_hex(TOKEN)[:63])), "lowercase hex",
-                     id="short-sha"),
-        pytest.param(tokens_doc(dict(entry(), sha256=TOKEN)), "lowercase hex",
-                     id="plaintext-instead-of-hash"),
+        pytest.param(tokens_doc(entry("ci", TOKEN), entry("ci", OTHER_TOKEN)), "used twice", id="duplicate-name"),
+        pytest.param(tokens_doc(entry("a", TOKEN), entry("b", TOKEN)), "two names", id="duplicate-hash"),
+        pytest.param(tokens_doc(dict(entry(), sha256=sha256_hex(TOKEN).upper())), "lowercase hex", id="uppercase-sha"),
+        pytest.param(tokens_doc(dict(entry(), sha256=sha256_hex(TOKEN)[:63])), "lowercase hex", id="short-sha"),
+        pytest.param(tokens_doc(dict(entry(), sha256=TOKEN)), "lowercase hex", id="plaintext-instead-of-hash"),
         pytest.param(tokens_doc(dict(entry(), tools="echo")), '"tools"', id="tools-str"),
         pytest.param(tokens_doc(dict(entry(), tools=[""])), '"tools"', id="tools-empty-pattern"),
         pytest.param(tokens_doc(dict(entry(), tools=[1])), '"tools"', id="tools-non-str"),
-        pytest.param(tokens_doc({k: v for k, v in entry().items() if k != "tools"}), '"tools"',
-                     id="tools-missing"),
-        pytest.param(tokens_doc(dict(entry(), tool=["echo"])), "no other keys",
-                     id="typo-key"),
+        pytest.param(tokens_doc({k: v for k, v in entry().items() if k != "tools"}), '"tools"', id="tools-missing"),
+        pytest.param(tokens_doc(dict(entry(), tool=["echo"])), "no other keys", id="typo-key"),
         pytest.param(tokens_doc(dict(entry(), created=5)), "ISO-8601", id="created-not-str"),
-        pytest.param('{"version": 1, "tokens": [{"name": "a", "name": "b", "sha256": "'
-                     + sha256_hex(TOKEN) + '", "tools": null}]}', "same key twice",
-                     id="duplicate-key"),
-        pytest.param(tokens_doc(*[entry(f"t{i}", f"token-number-{i:08d}")
-                                  for i in range(MAX_NAMED_TOKENS + 1)]),
-                     f"more than {MAX_NAMED_TOKENS}", id="too-many"),
+        pytest.param(
+            '{"version": 1, "tokens": [{"name": "a", "name": "b", "sha256": "'
+            + sha256_hex(TOKEN)
+            + '", "tools": null}]}',
+            "same key twice",
+            id="duplicate-key",
+        ),
+        pytest.param(
+            tokens_doc(*[entry(f"t{i}", f"token-number-{i:08d}") for i in range(MAX_NAMED_TOKENS + 1)]),
+            f"more than {MAX_NAMED_TOKENS}",
+            id="too-many",
+        ),
     ],
 )
 def test_tokens_file_rejects(tmp_path: Path, content: str | bytes, message_part: str) -> None:
@@ -761,13 +762,14 @@ def test_tokens_file_owner_and_mode(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("environ", "expected"),
     [
-        pytest.param({"XDG_CONFIG_HOME": "/xdg", "HOME": "/home/u"}, "/xdg/mcp-auth/token",
-                     id="xdg"),
+        pytest.param({"XDG_CONFIG_HOME": "/xdg", "HOME": "/home/u"}, "/xdg/mcp-auth/token", id="xdg"),
         pytest.param({"HOME": "/home/u"}, "/home/u/.config/mcp-auth/token", id="home"),
-        pytest.param({"XDG_CONFIG_HOME": "", "HOME": "/home/u"},
-                     "/home/u/.config/mcp-auth/token", id="xdg-empty"),
-        pytest.param({"XDG_CONFIG_HOME": "rel/xdg", "HOME": "/home/u"},
-                     "/home/u/.config/mcp-auth/token", id="xdg-relative-ignored"),
+        pytest.param({"XDG_CONFIG_HOME": "", "HOME": "/home/u"}, "/home/u/.config/mcp-auth/token", id="xdg-empty"),
+        pytest.param(
+            {"XDG_CONFIG_HOME": "rel/xdg", "HOME": "/home/u"},
+            "/home/u/.config/mcp-auth/token",
+            id="xdg-relative-ignored",
+        ),
     ],
 )
 def test_default_token_path(environ: dict[str, str], expected: str) -> None:
@@ -813,8 +815,7 @@ def make_old(path: Path) -> None:
     os.utime(path, (1_000_000_000, 1_000_000_000))
 
 
-def existing_default(tmp_path: Path, content: bytes, mode: int = 0o600,
-                     dir_mode: int = 0o700) -> Path:
+def existing_default(tmp_path: Path, content: bytes, mode: int = 0o600, dir_mode: int = 0o700) -> Path:
     directory = tmp_path / "mcp-auth"
     directory.mkdir()
     path = write_private(directory / "token", content, mode)
@@ -829,20 +830,16 @@ def existing_default(tmp_path: Path, content: bytes, mode: int = 0o600,
         pytest.param(b"", 0o600, 0o700, "delete", id="empty"),
         pytest.param(b"\n\n", 0o600, 0o700, "delete", id="blank"),
         pytest.param(b"Sh0rt-t0k\n", 0o600, 0o700, "shorter", id="short-token"),
-        pytest.param(TOKEN.encode() + b"\n", 0o644, 0o700, "chmod 600", id="world-readable",
-                     marks=posix_only),
-        pytest.param(TOKEN.encode() + b"\n", 0o640, 0o700, "chmod 600", id="group-readable",
-                     marks=posix_only),
-        pytest.param(TOKEN.encode() + b"\n", 0o604, 0o700, "chmod 600", id="other-readable",
-                     marks=posix_only),
-        pytest.param(TOKEN.encode() + b"\n", 0o600, 0o755, "chmod 700", id="dir-0755",
-                     marks=posix_only),
-        pytest.param(TOKEN.encode() + b"\n", 0o600, 0o710, "chmod 700", id="dir-group-x",
-                     marks=posix_only),
+        pytest.param(TOKEN.encode() + b"\n", 0o644, 0o700, "chmod 600", id="world-readable", marks=posix_only),
+        pytest.param(TOKEN.encode() + b"\n", 0o640, 0o700, "chmod 600", id="group-readable", marks=posix_only),
+        pytest.param(TOKEN.encode() + b"\n", 0o604, 0o700, "chmod 600", id="other-readable", marks=posix_only),
+        pytest.param(TOKEN.encode() + b"\n", 0o600, 0o755, "chmod 700", id="dir-0755", marks=posix_only),
+        pytest.param(TOKEN.encode() + b"\n", 0o600, 0o710, "chmod 700", id="dir-group-x", marks=posix_only),
     ],
 )
 def test_existing_default_file_errors_are_never_regenerated(
-        tmp_path: Path, content: bytes, mode: int, dir_mode: int, message_part: str) -> None:
+    tmp_path: Path, content: bytes, mode: int, dir_mode: int, message_part: str
+) -> None:
     path = existing_default(tmp_path, content, mode, dir_mode)
     with pytest.raises(ConfigError) as info:
         ensure_default_token(path)
@@ -914,9 +911,14 @@ def test_first_run_race_has_one_creator(tmp_path: Path, round_: int) -> None:
     go = tmp_path / "go"
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), HOME=str(tmp_path))
     children = [
-        subprocess.Popen([sys.executable, "-c", RACE_CHILD, str(path), str(go)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                         cwd=tmp_path, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", RACE_CHILD, str(path), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=tmp_path,
+            text=True,
+        )
         for _ in range(8)
     ]
     go.touch()

@@ -43,7 +43,12 @@ async def initialized(ws: ClientConnection) -> dict[str, Any]:
 
 
 def call(request_id: int, name: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": {"name": name, "arguments": arguments or {}}}
+    return {
+        "jsonrpc": "2.0",
+        "id": request_id,
+        "method": "tools/call",
+        "params": {"name": name, "arguments": arguments or {}},
+    }
 
 
 # --- the mcp client over WebSocket ------------------------------------------------------
@@ -115,7 +120,9 @@ REFUSALS = [
 
 
 @pytest.mark.parametrize(("headers", "settings", "status"), REFUSALS)
-def test_every_refusal_is_plain_http_before_the_101(headers: dict[str, str], settings: dict[str, Any], status: int) -> None:
+def test_every_refusal_is_plain_http_before_the_101(
+    headers: dict[str, str], settings: dict[str, Any], status: int
+) -> None:
     async def main(live: Live) -> int:
         try:
             ws = await open_socket(live, headers)
@@ -132,8 +139,13 @@ def test_every_refusal_is_plain_http_before_the_101(headers: dict[str, str], set
 def test_a_bad_host_is_refused_before_the_101(live: Live) -> None:
     async def main() -> int:
         try:
-            await connect(f"ws://evil.example:{live.port}/mcp", host="127.0.0.1", port=live.port,
-                          subprotocols=["mcp"], additional_headers=AUTH)  # type: ignore[list-item]
+            await connect(
+                f"ws://evil.example:{live.port}/mcp",
+                host="127.0.0.1",
+                port=live.port,
+                subprotocols=["mcp"],
+                additional_headers=AUTH,
+            )  # type: ignore[list-item]
         except InvalidStatus as exc:
             return exc.response.status_code
         return 101
@@ -281,7 +293,9 @@ def test_a_20mib_frame_closes_1009_and_the_server_keeps_serving(live: Live) -> N
     async def main() -> tuple[int | None, str]:
         ws = await open_socket(live)
         await initialized(ws)
-        await ws.send(json.dumps({"jsonrpc": "2.0", "id": 9, "method": "ping", "params": {"pad": "x" * (20 * 1024 * 1024)}}))
+        await ws.send(
+            json.dumps({"jsonrpc": "2.0", "id": 9, "method": "ping", "params": {"pad": "x" * (20 * 1024 * 1024)}})
+        )
         with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 30)
         code = ws.close_code

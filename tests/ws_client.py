@@ -46,4 +46,3 @@ async def websocket_client(url: str, headers: dict[str, str] | None = None) -> A
 
 def ws_url(http_url: str) -> str:
     return "ws://" + http_url.removeprefix("http://")
-
