@@ -259,7 +259,7 @@ class HttpTransport:
             session.drop_stream(stream)
             return self._json_reply(only, start_response, headers)
         start_response("200 OK", _SSE_HEADERS + headers)
-        return self._event_body(stream, session, admission, after=0, prime=True)
+        return self._event_body(stream, session, admission, after=0, prime=True, detachments=0)
 
     def _dispatch_inline(self, request: Request, session: Session, admission: Admission) -> dict[str, Any]:
         try:
@@ -301,7 +301,7 @@ class HttpTransport:
         return [body]
 
     def _event_body(
-        self, stream: EventStream, session: Session, admission: Admission, *, after: int, prime: bool
+        self, stream: EventStream, session: Session, admission: Admission, *, after: int, prime: bool, detachments: int
     ) -> Iterator[bytes]:
         """The SSE body of `stream` from sequence `after`; ends with the stream, on detach,
         session end or shutdown, or when the principal's token is revoked (the second lock)."""
@@ -320,7 +320,6 @@ class HttpTransport:
                 yield priming_event(stream.stream_id, after)
             else:
                 yield b": stream open\n\n"  # sends the head now, not at the first event
-            detachments = 0 if prime and stream is not session.standalone else stream.attach()
             sent = after
             for item in stream.read(after, self.keepalive_seconds, stop, detachments):
                 if item is None:
@@ -360,14 +359,15 @@ class HttpTransport:
                 stream.readers += 1
             if replacing:
                 stream.detach()
-            return self._standalone_body(stream, session, admission, after, prime)
-        return self._event_body(stream, session, admission, after=after, prime=prime)
+            # Taken now, not when the body starts: a later GET's detach must reach this reader.
+            return self._standalone_body(stream, session, admission, after, prime, stream.attach())
+        return self._event_body(stream, session, admission, after=after, prime=prime, detachments=stream.attach())
 
     def _standalone_body(
-        self, stream: EventStream, session: Session, admission: Admission, after: int, prime: bool
+        self, stream: EventStream, session: Session, admission: Admission, after: int, prime: bool, detachments: int
     ) -> Iterator[bytes]:
         try:
-            yield from self._event_body(stream, session, admission, after=after, prime=prime)
+            yield from self._event_body(stream, session, admission, after=after, prime=prime, detachments=detachments)
         finally:
             with session.lock:
                 stream.readers -= 1

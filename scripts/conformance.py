@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from inspector_smoke import start_server
+from inspector_smoke import start_server, stop_server
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITE_DEADLINE_SECONDS = 600
@@ -59,12 +58,7 @@ def main() -> int:
             )
             elapsed = time.monotonic() - started
         finally:
-            server.send_signal(signal.SIGTERM)
-            try:
-                code = server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                code = -1
+            code = stop_server(server)
     summary = (
         run.stdout[run.stdout.find("=== SUMMARY ===") :] if "=== SUMMARY ===" in run.stdout else run.stdout[-4000:]
     )

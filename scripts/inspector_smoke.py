@@ -61,6 +61,17 @@ def start_server(
     return process, url_holder[0], lines
 
 
+def stop_server(process: subprocess.Popen[str]) -> int:
+    """SIGTERM, then the exit status (-1 if it had to be killed)."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return -1
+
+
 def inspector(version: str, url: str, *args: str, token: str | None) -> subprocess.CompletedProcess[str]:
     command = ["npx", "-y", f"@modelcontextprotocol/inspector@{version}", "--cli", url, "--transport", "http"]
     if token is not None:
@@ -132,12 +143,7 @@ def main() -> int:
             if token in "".join(log):
                 failures.append("the token appeared in the server's log")
         finally:
-            server.send_signal(signal.SIGTERM)
-            try:
-                code = server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                code = -1
+            code = stop_server(server)
         if code != 0:
             failures.append(f"server exit status after SIGTERM: {code}")
     for failure in failures:

@@ -1,0 +1,783 @@
+"""Benchmark: mcp_auth against the official MCP Python SDK, side by side, as ratios within one run.
+
+What is measured. Three servers, each serving one `echo(text: str) -> str` tool
+(the same function body, the same input, the same content block out):
+
+  mcp_auth_serve     `python -m mcp_auth serve <echo module>:server --port 0`: the built-in
+                     threaded Werkzeug server, bearer token from MCP_AUTH_TOKEN, a temporary HOME.
+                     Its defaults stay on, including one audit log line per tools/call.
+  mcp_auth_gunicorn  `gunicorn -k gthread --threads 8 'mcp_auth:create_app()'` with
+                     MCP_AUTH_TARGET naming the same module: one worker process, 8 threads.
+  sdk                the official SDK (`mcp` 2.x): `MCPServer` with `@server.tool(structured_output=False)`,
+                     its `streamable_http_app(json_response=True)` under uvicorn, stateful sessions
+                     (`--sdk-stateless` switches to `stateless_http=True`). No auth, no access log.
+
+The SDK runs without any authentication and without an access log, so the
+comparison favours the SDK: mcp_auth pays for its whole pipeline (IP allowlist,
+Host/Origin, rate limiter, constant-time token check, the second check at
+dispatch) and for its audit log on every call.
+
+For each server, three numbers:
+
+  latency        `tools/call echo` in one initialized session: N sequential calls after a
+                 warm-up; median and p95 in milliseconds.
+  throughput     C client threads, each with its own initialized session, make a fixed
+                 number of calls between them as fast as the server answers; calls per second.
+  session_setup  `initialize` + `notifications/initialized`, back to back, timed together;
+                 median and p95 in milliseconds (each session is then deleted, untimed).
+
+How. All servers run as subprocesses on 127.0.0.1, on ports they pick themselves
+(port 0), and are always stopped. One client, shared by all of them: a plain
+socket speaking HTTP/1.1, one request per connection (`Connection: close`),
+because Werkzeug's server closes every connection after one response anyway and
+a keep-alive-less client keeps the client's cost identical for every server. The
+rounds interleave the servers (and rotate their order), so drift on the machine
+hits all of them alike. Every answer is checked (status, JSON-RPC result, the
+echoed text); a failed call, or a server that does not start, makes the exit
+status non-zero. The speed itself never does.
+
+How to read it. The client runs in this Python process and costs the same for
+every server, so absolute numbers include it; compare the ratios, which are
+taken within this one run on this one machine. "mcp_auth_serve is 1.8x faster
+per call" means the SDK's median call took 1.8 times as long. Throughput is
+bounded by the cores: the client threads and the server share them.
+
+    python scripts/bench.py [--calls 2000] [--concurrency 8] [--sessions 300] [--rounds 3]
+                            [--quick] [--json results.json] [--sdk-stateless]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import re
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+PROTOCOL_VERSION = "2025-11-25"
+STARTUP_DEADLINE_SECONDS = 30.0
+STOP_DEADLINE_SECONDS = 15.0
+SOCKET_TIMEOUT_SECONDS = 30.0
+# A phase stops early after this many failed calls: the run has failed already.
+MAX_FAILURES_PER_PHASE = 10
+GUNICORN_THREADS = 8
+
+SERVERS = ("mcp_auth_serve", "mcp_auth_gunicorn", "sdk")
+MCP_AUTH_SERVERS = ("mcp_auth_serve", "mcp_auth_gunicorn")
+METRICS = ("latency", "throughput", "session_setup")
+LABELS = {
+    "mcp_auth_serve": "mcp_auth serve",
+    "mcp_auth_gunicorn": f"mcp_auth gunicorn gthread x{GUNICORN_THREADS}",
+    "sdk": "SDK MCPServer + uvicorn",
+}
+
+ECHO_MODULE = "bench_echo_tools"
+MCP_AUTH_ECHO = textwrap.dedent(
+    '''
+    """The benchmark's echo tool, written with mcp_auth's public API."""
+
+    from mcp_auth import McpServer
+
+    server = McpServer("bench-echo")
+
+
+    @server.tool()
+    def echo(text: str) -> str:
+        """Return the text unchanged.
+
+        Args:
+            text: The text to send back.
+        """
+        return text
+    '''
+)
+
+SDK_MODULE = "bench_sdk_echo"
+SDK_ECHO = textwrap.dedent(
+    '''
+    """The benchmark's echo tool on the official MCP SDK: MCPServer, its Streamable HTTP app, uvicorn."""
+
+    import sys
+
+    import uvicorn
+    from mcp.server.mcpserver import MCPServer
+
+    server = MCPServer("bench-echo")
+
+
+    # structured_output=False: the answer is the one text block, as mcp_auth sends it.
+    @server.tool(structured_output=False)
+    def echo(text: str) -> str:
+        """Return the text unchanged.
+
+        Args:
+            text: The text to send back.
+        """
+        return text
+
+
+    app = server.streamable_http_app(json_response=True, stateless_http="--stateless" in sys.argv, host="127.0.0.1")
+
+    if __name__ == "__main__":
+        # What MCPServer.run("streamable-http", port=0) does, minus the per-request access log line.
+        uvicorn.run(app, host="127.0.0.1", port=0, log_level="info", access_log=False)
+    '''
+)
+
+
+class BenchError(Exception):
+    """A server that would not start, or a call that failed."""
+
+
+# --- the client: one HTTP/1.1 request per connection over a plain socket --------------------
+
+
+@dataclass
+class HttpReply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def _dechunk(body: bytes) -> bytes:
+    out = bytearray()
+    while body:
+        size_line, _, rest = body.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out += rest[:size]
+        body = rest[size + 2 :]
+    return bytes(out)
+
+
+def _parse_head(method: str, head: bytes) -> tuple[int, dict[str, str]]:
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    parts = status_line.split(" ", 2)
+    if len(parts) < 2 or not parts[1].isdigit():
+        raise BenchError(f"{method}: bad status line {status_line[:80]!r}")
+    headers = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(parts[1]), headers
+
+
+def http_exchange(port: int, method: str, headers: dict[str, str], body: bytes = b"") -> HttpReply:
+    """One request on a fresh connection, closed by us as soon as the whole response is in.
+
+    The response ends where its Content-Length (or last chunk) says, as for any
+    HTTP/1.1 client; only a response with neither is read until the server closes.
+    Not waiting for the close matters: Werkzeug's server lingers up to 10 ms after
+    each response draining the socket, unless the client has closed it.
+    """
+    lines = [f"{method} /mcp HTTP/1.1", f"Host: {HOST}:{port}", "Connection: close"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    if body or method == "POST":
+        lines.append(f"Content-Length: {len(body)}")
+    data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    with socket.create_connection((HOST, port), timeout=SOCKET_TIMEOUT_SECONDS) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(data)
+        buffer = bytearray()
+        status: int | None = None
+        reply_headers: dict[str, str] = {}
+        body_start = 0
+        while True:
+            if status is None and (end := buffer.find(b"\r\n\r\n")) >= 0:
+                status, reply_headers = _parse_head(method, bytes(buffer[:end]))
+                body_start = end + 4
+            if status is not None:
+                length = reply_headers.get("content-length")
+                if length is not None and len(buffer) - body_start >= int(length):
+                    break
+                if reply_headers.get("transfer-encoding", "").lower() == "chunked" and buffer.endswith(b"0\r\n\r\n"):
+                    break
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            buffer += chunk
+    if status is None:
+        raise BenchError(f"{method}: no complete HTTP response ({len(buffer)} bytes)")
+    payload = bytes(buffer[body_start:])
+    if reply_headers.get("transfer-encoding", "").lower() == "chunked":
+        payload = _dechunk(payload)
+    elif "content-length" in reply_headers and len(payload) != int(reply_headers["content-length"]):
+        raise BenchError(f"{method}: body of {len(payload)} bytes, Content-Length {reply_headers['content-length']}")
+    return HttpReply(status, reply_headers, payload)
+
+
+def jsonrpc_result(reply: HttpReply, request_id: int) -> dict[str, Any]:
+    """The `result` of the answer to `request_id`, from a JSON or an SSE body."""
+    if reply.status != 200:
+        raise BenchError(f"HTTP {reply.status}: {reply.body[:200]!r}")
+    if reply.headers.get("content-type", "").startswith("text/event-stream"):
+        messages = []
+        for event in reply.body.decode().replace("\r\n", "\n").split("\n\n"):
+            data = "\n".join(line[5:].strip() for line in event.splitlines() if line.startswith("data:"))
+            if data:
+                messages.append(json.loads(data))
+    else:
+        messages = [json.loads(reply.body)]
+    for message in messages:
+        if isinstance(message, dict) and message.get("id") == request_id:
+            if "result" not in message or not isinstance(message["result"], dict):
+                raise BenchError(f"JSON-RPC error: {json.dumps(message)[:200]}")
+            return message["result"]
+    raise BenchError(f"no answer to request {request_id} in {reply.body[:200]!r}")
+
+
+class McpSession:
+    """An initialized MCP session over `http_exchange`."""
+
+    def __init__(self, port: int, token: str | None) -> None:
+        self.port = port
+        self.base_headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+        if token is not None:
+            self.base_headers["Authorization"] = f"Bearer {token}"
+        self.session_id: str | None = None
+        self.next_id = 1
+
+    def _headers(self) -> dict[str, str]:
+        headers = {**self.base_headers, "Mcp-Protocol-Version": PROTOCOL_VERSION}
+        if self.session_id is not None:
+            headers["Mcp-Session-Id"] = self.session_id
+        return headers
+
+    def _request(self, method: str, params: dict[str, Any], headers: dict[str, str]) -> tuple[HttpReply, int]:
+        request_id = self.next_id
+        self.next_id += 1
+        body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}).encode()
+        return http_exchange(self.port, "POST", headers, body), request_id
+
+    def initialize(self) -> None:
+        """`initialize`, then `notifications/initialized`."""
+        params = {
+            "protocolVersion": PROTOCOL_VERSION,
+            "capabilities": {},
+            "clientInfo": {"name": "mcp-auth-bench", "version": "1"},
+        }
+        reply, request_id = self._request("initialize", params, self.base_headers)
+        result = jsonrpc_result(reply, request_id)
+        if result.get("protocolVersion") != PROTOCOL_VERSION:
+            raise BenchError(f"initialize negotiated {result.get('protocolVersion')!r}")
+        self.session_id = reply.headers.get("mcp-session-id")
+        body = json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}).encode()
+        notified = http_exchange(self.port, "POST", self._headers(), body)
+        if notified.status != 202:
+            raise BenchError(f"notifications/initialized: HTTP {notified.status}: {notified.body[:200]!r}")
+
+    def echo(self, text: str) -> dict[str, Any]:
+        """`tools/call echo`; the result, checked."""
+        reply, request_id = self._request("tools/call", {"name": "echo", "arguments": {"text": text}}, self._headers())
+        result = jsonrpc_result(reply, request_id)
+        content = result.get("content")
+        if result.get("isError") or content != [{"type": "text", "text": text}]:
+            raise BenchError(f"echo answered {json.dumps(result)[:200]}")
+        return result
+
+    def close(self) -> None:
+        """DELETE the session (best effort, untimed: a stateless server has nothing to delete)."""
+        if self.session_id is not None:
+            with contextlib.suppress(OSError, BenchError):
+                http_exchange(self.port, "DELETE", self._headers())
+            self.session_id = None
+
+
+# --- the servers ---------------------------------------------------------------------------
+
+
+@dataclass
+class ServerSpec:
+    key: str
+    argv: list[str]
+    env: dict[str, str]
+    ready: list[str]  # regexes that must all appear in the log; the first captures the port
+    token: str | None
+
+
+@dataclass
+class RunningServer:
+    spec: ServerSpec
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    port: int = 0
+    exit_status: int | None = None
+
+    def log_tail(self, limit: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-limit:]
+        except OSError:
+            return ""
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, get SIGTERM if the benchmark dies without stopping us."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def server_specs(workdir: Path, token: str, sdk_stateless: bool) -> list[ServerSpec]:
+    base = {key: value for key, value in os.environ.items() if not key.startswith("MCP_AUTH_")}
+    home = workdir / "home"
+    home.mkdir(exist_ok=True)
+    base.update(
+        {
+            "HOME": str(home),
+            "XDG_CONFIG_HOME": str(home / ".config"),
+            "PYTHONPATH": os.pathsep.join([str(ROOT), str(workdir)]),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    python = sys.executable
+    return [
+        ServerSpec(
+            "mcp_auth_serve",
+            [python, "-m", "mcp_auth", "serve", f"{ECHO_MODULE}:server", "--port", "0"],
+            {**base, "MCP_AUTH_TOKEN": token},
+            [r"listening on http://127\.0\.0\.1:(\d+)/mcp"],
+            token,
+        ),
+        ServerSpec(
+            "mcp_auth_gunicorn",
+            [
+                python,
+                "-m",
+                "gunicorn",
+                "-k",
+                "gthread",
+                "--threads",
+                str(GUNICORN_THREADS),
+                "-b",
+                f"{HOST}:0",
+                "mcp_auth:create_app()",
+            ],
+            {**base, "MCP_AUTH_TOKEN": token, "MCP_AUTH_TARGET": f"{ECHO_MODULE}:server"},
+            [r"Listening at: http://127\.0\.0\.1:(\d+)", r"Booting worker"],
+            token,
+        ),
+        ServerSpec(
+            "sdk",
+            [python, str(workdir / f"{SDK_MODULE}.py"), *(["--stateless"] if sdk_stateless else [])],
+            base,
+            [r"Uvicorn running on http://127\.0\.0\.1:(\d+)"],
+            None,
+        ),
+    ]
+
+
+def launch(spec: ServerSpec, workdir: Path) -> RunningServer:
+    log_path = workdir / f"{spec.key}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            spec.argv,
+            cwd=workdir,
+            env=spec.env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,  # only the main thread exists at launch
+        )
+    return RunningServer(spec, process, log_path)
+
+
+def wait_ready(server: RunningServer) -> None:
+    """Wait for the readiness lines, then for a first session that works."""
+    deadline = time.monotonic() + STARTUP_DEADLINE_SECONDS
+    while True:
+        text = server.log_tail(limit=1 << 20)
+        matches = [re.search(pattern, text) for pattern in server.spec.ready]
+        if all(matches):
+            assert matches[0] is not None
+            server.port = int(matches[0].group(1))
+            break
+        if server.process.poll() is not None:
+            raise BenchError(f"{server.spec.key} exited with {server.process.returncode}:\n{server.log_tail()}")
+        if time.monotonic() > deadline:
+            raise BenchError(
+                f"{server.spec.key} did not start in {STARTUP_DEADLINE_SECONDS:.0f} s:\n{server.log_tail()}"
+            )
+        time.sleep(0.05)
+    while True:
+        session = McpSession(server.port, server.spec.token)
+        try:
+            session.initialize()
+            session.echo("ready?")
+            session.close()
+            return
+        except (OSError, BenchError) as exc:
+            if server.process.poll() is not None or time.monotonic() > deadline:
+                raise BenchError(f"{server.spec.key} does not answer: {exc}\n{server.log_tail()}") from None
+            time.sleep(0.1)
+
+
+def stop(server: RunningServer) -> None:
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGTERM)
+    try:
+        server.exit_status = server.process.wait(timeout=STOP_DEADLINE_SECONDS)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.exit_status = server.process.wait()
+
+
+@contextlib.contextmanager
+def running_servers(workdir: Path, token: str, sdk_stateless: bool) -> Iterator[dict[str, RunningServer]]:
+    """Start all three at once (they start in parallel), wait for each, always stop every one."""
+    (workdir / f"{ECHO_MODULE}.py").write_text(MCP_AUTH_ECHO)
+    (workdir / f"{SDK_MODULE}.py").write_text(SDK_ECHO)
+    started: dict[str, RunningServer] = {}
+    try:
+        for spec in server_specs(workdir, token, sdk_stateless):
+            started[spec.key] = launch(spec, workdir)
+        for server in started.values():
+            wait_ready(server)
+        yield started
+    finally:
+        for server in started.values():
+            stop(server)
+
+
+# --- measurements ---------------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    """Samples (nanoseconds), successes and failures of one metric of one server, over all rounds."""
+
+    samples_ns: list[int] = field(default_factory=list)
+    requested: int = 0
+    ok: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+    wall_seconds: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def fail(self, exc: BaseException) -> None:
+        with self.lock:
+            self.failed += 1
+            if len(self.errors) < 5:
+                self.errors.append(f"{type(exc).__name__}: {exc}"[:300])
+
+
+def _timed(tally: Tally, action: Callable[[], object]) -> bool:
+    started = time.perf_counter_ns()
+    try:
+        action()
+    except (OSError, BenchError, ValueError) as exc:
+        tally.fail(exc)
+        return False
+    elapsed = time.perf_counter_ns() - started
+    with tally.lock:
+        tally.samples_ns.append(elapsed)
+        tally.ok += 1
+    return True
+
+
+def _new_session(server: RunningServer) -> McpSession:
+    session = McpSession(server.port, server.spec.token)
+    session.initialize()
+    return session
+
+
+def measure_latency(server: RunningServer, tally: Tally, calls: int, warmup: int) -> None:
+    tally.requested += calls
+    try:
+        session = _new_session(server)
+    except (OSError, BenchError, ValueError) as exc:
+        tally.fail(exc)
+        return
+    try:
+        for n in range(warmup):
+            session.echo(f"warm-up {n}")
+        for n in range(calls):
+            if not _timed(tally, lambda n=n: session.echo(f"call {n}")) and tally.failed >= MAX_FAILURES_PER_PHASE:
+                return
+    except (OSError, BenchError, ValueError) as exc:
+        tally.fail(exc)
+    finally:
+        session.close()
+
+
+def measure_throughput(server: RunningServer, tally: Tally, calls: int, concurrency: int, warmup: int) -> None:
+    """`concurrency` threads with a session each share `calls`; the wall time runs from a common start."""
+    tally.requested += calls
+    shares = [calls // concurrency + (1 if n < calls % concurrency else 0) for n in range(concurrency)]
+    sessions: list[McpSession] = []
+    try:
+        for _ in range(concurrency):
+            sessions.append(_new_session(server))
+    except (OSError, BenchError, ValueError) as exc:
+        tally.fail(exc)
+        for session in sessions:
+            session.close()
+        return
+    start = threading.Barrier(concurrency + 1, timeout=STARTUP_DEADLINE_SECONDS)
+
+    def client(session: McpSession, share: int) -> None:
+        with contextlib.suppress(OSError, BenchError, ValueError):
+            for n in range(warmup):
+                session.echo(f"warm-up {n}")
+        with contextlib.suppress(threading.BrokenBarrierError):
+            start.wait()
+        for n in range(share):
+            if not _timed(tally, lambda n=n: session.echo(f"call {n}")) and tally.failed >= MAX_FAILURES_PER_PHASE:
+                return
+
+    threads = [threading.Thread(target=client, args=pair, daemon=True) for pair in zip(sessions, shares, strict=True)]
+    for thread in threads:
+        thread.start()
+    try:
+        start.wait()
+    except threading.BrokenBarrierError as exc:
+        tally.fail(exc)
+    began = time.perf_counter()
+    deadline = time.monotonic() + max(60.0, calls * SOCKET_TIMEOUT_SECONDS / concurrency)
+    for thread in threads:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    tally.wall_seconds += time.perf_counter() - began
+    if any(thread.is_alive() for thread in threads):
+        tally.fail(BenchError("client threads did not finish in time"))
+    for session in sessions:
+        session.close()
+
+
+def measure_setup(server: RunningServer, tally: Tally, sessions: int) -> None:
+    tally.requested += sessions
+    for _ in range(sessions):
+        session = McpSession(server.port, server.spec.token)
+        if not _timed(tally, session.initialize) and tally.failed >= MAX_FAILURES_PER_PHASE:
+            return
+        session.close()
+
+
+def split(total: int, parts: int) -> list[int]:
+    return [total // parts + (1 if n < total % parts else 0) for n in range(parts)]
+
+
+def percentile(sorted_samples: list[int], fraction: float) -> int:
+    """Nearest-rank percentile."""
+    return sorted_samples[max(0, math.ceil(fraction * len(sorted_samples)) - 1)]
+
+
+def summarize(metric: str, tally: Tally, concurrency: int) -> dict[str, Any]:
+    samples = sorted(tally.samples_ns)
+    summary: dict[str, Any] = {"requested": tally.requested, "ok": tally.ok, "failed": tally.failed}
+    if samples:
+        summary |= {
+            "median_ms": statistics.median(samples) / 1e6,
+            "p95_ms": percentile(samples, 0.95) / 1e6,
+            "mean_ms": statistics.fmean(samples) / 1e6,
+            "min_ms": samples[0] / 1e6,
+            "max_ms": samples[-1] / 1e6,
+        }
+    if metric == "throughput":
+        summary["concurrency"] = concurrency
+        summary["seconds"] = tally.wall_seconds
+        summary["calls_per_second"] = tally.ok / tally.wall_seconds if tally.wall_seconds > 0 else 0.0
+    if tally.errors:
+        summary["errors"] = tally.errors
+    return summary
+
+
+# --- report ---------------------------------------------------------------------------------
+
+
+def ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """For each mcp_auth server: mcp_auth/SDK for each number, and the speedup (>1: mcp_auth is faster)."""
+    sdk = results["sdk"]
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for key in MCP_AUTH_SERVERS:
+        mine = results[key]
+        entry: dict[str, dict[str, float]] = {}
+        for name, metric, stat, higher_is_better in (
+            ("call_median", "latency", "median_ms", False),
+            ("call_p95", "latency", "p95_ms", False),
+            ("throughput", "throughput", "calls_per_second", True),
+            ("setup_median", "session_setup", "median_ms", False),
+            ("setup_p95", "session_setup", "p95_ms", False),
+        ):
+            a, b = mine[metric].get(stat, 0.0), sdk[metric].get(stat, 0.0)
+            if a > 0 and b > 0:
+                entry[name] = {"mcp_auth_over_sdk": a / b, "speedup": a / b if higher_is_better else b / a}
+        out[key] = entry
+    return out
+
+
+def _faster(speedup: float) -> str:
+    return f"{speedup:.2f}x faster" if speedup >= 1 else f"{1 / speedup:.2f}x slower"
+
+
+def print_report(results: dict[str, dict[str, Any]], ratio_table: dict[str, dict[str, dict[str, float]]]) -> None:
+    def ms(metric: dict[str, Any], stat: str) -> str:
+        return f"{metric[stat]:.2f}" if stat in metric else "-"
+
+    concurrency = results["sdk"]["throughput"]["concurrency"]
+    header = (
+        f"{'server':<32} {'auth':<7} {'call p50':>9} {'call p95':>9} {f'calls/s C={concurrency}':>13} "
+        f"{'setup p50':>10} {'setup p95':>10} {'failed':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    for key in SERVERS:
+        result = results[key]
+        latency, throughput, setup = result["latency"], result["throughput"], result["session_setup"]
+        failed = sum(result[metric]["failed"] for metric in METRICS)
+        print(
+            f"{LABELS[key]:<32} {result['auth']:<7} {ms(latency, 'median_ms'):>9} {ms(latency, 'p95_ms'):>9} "
+            f"{throughput.get('calls_per_second', 0.0):>13.1f} {ms(setup, 'median_ms'):>10} "
+            f"{ms(setup, 'p95_ms'):>10} {failed:>7}"
+        )
+    print("(milliseconds; setup = initialize + notifications/initialized)")
+    print()
+    for key, entry in ratio_table.items():
+        parts = []
+        if "call_median" in entry:
+            parts.append(f"{_faster(entry['call_median']['speedup'])} per call (median)")
+        if "call_p95" in entry:
+            parts.append(f"{_faster(entry['call_p95']['speedup'])} at p95")
+        if "throughput" in entry:
+            parts.append(f"{entry['throughput']['speedup']:.2f}x the SDK's throughput")
+        if "setup_median" in entry:
+            parts.append(f"{_faster(entry['setup_median']['speedup'])} to set up a session")
+        print(f"{LABELS[key]} vs SDK: " + ", ".join(parts) if parts else f"{LABELS[key]}: no ratios (failures)")
+    print("(the SDK runs without auth and without an access log; mcp_auth with its bearer token and audit log)")
+
+
+# --- main -----------------------------------------------------------------------------------
+
+PRESETS = {
+    "full": {"calls": 2000, "concurrency": 8, "sessions": 300, "warmup": 100, "rounds": 3},
+    "quick": {"calls": 60, "concurrency": 4, "sessions": 15, "warmup": 10, "rounds": 1},
+}
+
+
+def parse_options(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="mcp_auth vs the official MCP SDK: per-call latency, throughput, session setup, as ratios.",
+        epilog="The module docstring (python -c 'help(\"scripts/bench.py\")' or the file) explains the method.",
+    )
+    parser.add_argument("--calls", type=int, help="calls per server for latency, and again for throughput (2000)")
+    parser.add_argument("--concurrency", type=int, help="client threads for the throughput test (8)")
+    parser.add_argument("--sessions", type=int, help="sessions set up per server (300)")
+    parser.add_argument("--warmup", type=int, help="untimed calls first, per session under test (100)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds the calls are spread over (3)")
+    parser.add_argument("--quick", action="store_true", help="small numbers, for CI: 60 calls, 4 threads, 1 round")
+    parser.add_argument("--json", type=Path, help="write every number as JSON to this path")
+    parser.add_argument("--sdk-stateless", action="store_true", help="run the SDK with stateless_http=True")
+    options = parser.parse_args(argv)
+    preset = PRESETS["quick" if options.quick else "full"]
+    for name, default in preset.items():
+        if getattr(options, name) is None:
+            setattr(options, name, default)
+        if getattr(options, name) < (0 if name == "warmup" else 1):
+            parser.error(f"--{name} must be {'>= 0' if name == 'warmup' else 'positive'}")
+    return options
+
+
+def run(options: argparse.Namespace) -> dict[str, Any]:
+    """Start the servers, measure them round by round, stop them; every number, as a dict."""
+    token = secrets.token_urlsafe(32)
+    tallies = {key: {metric: Tally() for metric in METRICS} for key in SERVERS}
+    started = time.monotonic()
+    with (
+        tempfile.TemporaryDirectory(prefix="mcp-auth-bench-") as tmp,
+        running_servers(Path(tmp), token, options.sdk_stateless) as servers,
+    ):
+        print(
+            "servers: " + ", ".join(f"{LABELS[key]} on port {server.port}" for key, server in servers.items()),
+            file=sys.stderr,
+        )
+        calls, sessions = split(options.calls, options.rounds), split(options.sessions, options.rounds)
+        for number in range(options.rounds):
+            order = SERVERS[number % len(SERVERS) :] + SERVERS[: number % len(SERVERS)]
+            for key in order:
+                server, tally = servers[key], tallies[key]
+                measure_setup(server, tally["session_setup"], sessions[number])
+                measure_latency(server, tally["latency"], calls[number], options.warmup if number == 0 else 0)
+                measure_throughput(
+                    server, tally["throughput"], calls[number], options.concurrency, 5 if number == 0 else 0
+                )
+            print(f"round {number + 1}/{options.rounds} done ({time.monotonic() - started:.1f} s)", file=sys.stderr)
+        results: dict[str, dict[str, Any]] = {}
+        for key in SERVERS:
+            results[key] = {
+                "label": LABELS[key],
+                "auth": "none" if servers[key].spec.token is None else "bearer",
+                "command": [Path(arg).name if arg == sys.executable else arg for arg in servers[key].spec.argv],
+                **{metric: summarize(metric, tallies[key][metric], options.concurrency) for metric in METRICS},
+            }
+    for key in SERVERS:
+        results[key]["exit_status"] = servers[key].exit_status
+    return {
+        "settings": {
+            "calls": options.calls,
+            "concurrency": options.concurrency,
+            "sessions": options.sessions,
+            "warmup": options.warmup,
+            "rounds": options.rounds,
+            "quick": options.quick,
+            "protocol_version": PROTOCOL_VERSION,
+            "client": "plain socket, HTTP/1.1, one request per connection (Connection: close)",
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "seconds": time.monotonic() - started,
+        },
+        "sdk_mode": (
+            "MCPServer.streamable_http_app(json_response=True, stateless_http="
+            f"{bool(options.sdk_stateless)}) under uvicorn, access log off, no auth"
+        ),
+        "servers": results,
+        "ratios": ratios(results),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_options(argv)
+    try:
+        report = run(options)
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    servers = report["servers"]
+    failures = [
+        f"{key} {metric}: {servers[key][metric]['failed']} failed; {servers[key][metric].get('errors', [])}"
+        for key in SERVERS
+        for metric in METRICS
+        if servers[key][metric]["failed"] or servers[key][metric]["ok"] != servers[key][metric]["requested"]
+    ]
+    report["ok"] = not failures
+    print_report(servers, report["ratios"])
+    print(f"SDK mode: {report['sdk_mode']}")
+    if options.json is not None:
+        options.json.write_text(json.dumps(report, indent=2) + "\n")
+    for failure in failures:
+        print(f"FAIL: {failure}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
