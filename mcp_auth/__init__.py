@@ -16,6 +16,7 @@ The public API is what this module exports; everything else may change.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -61,10 +62,17 @@ def create_app(target: str | None = None) -> Any:
         gunicorn -k gthread --threads 16 'mcp_auth:create_app()'
     """
     from .app import McpAuthApp
-    from .cli import load_target
+    from .audit import configure_logging
+    from .cli import announce, load_target
     from .diagnostics import build_diagnostics
 
     config = Config.from_sources({}, os.environ)
+    if not logging.getLogger("mcp_auth").handlers:  # the host has not set up our logging: audit to stderr
+        configure_logging(config.log_format)
     target = target or os.environ.get("MCP_AUTH_TARGET")
     server = load_target(target) if target else build_diagnostics()
-    return McpAuthApp(server, config)
+    app = McpAuthApp(server, config)
+    # The WSGI server owns the bind; say what we know, and refuse non-loopback
+    # clients when there is no explicit token (the guard does, per request).
+    announce(config, app.auth, server, None)
+    return app

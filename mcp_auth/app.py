@@ -57,7 +57,12 @@ class McpAuthApp:
         self.sessions = SessionStore()
         self.shutdown_event = threading.Event()
         self.http = HttpTransport(
-            server, self.sessions, self.guard.principal_is_current, config.max_body_bytes, self.shutdown_event
+            server,
+            self.sessions,
+            self.guard.principal_is_current,
+            config.max_body_bytes,
+            self.shutdown_event,
+            max_streams=config.max_streams,
         )
         self.websocket = WebSocketTransport(
             server,

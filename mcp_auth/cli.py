@@ -106,7 +106,11 @@ def _token_parser() -> argparse.ArgumentParser:
     add = commands.add_parser("add", help="add a named token to a tokens file; prints it once, on the last line")
     add.add_argument("name")
     add.add_argument(
-        "--tools", nargs="+", metavar="PATTERN", help="glob patterns of tools this token may call (default: all)"
+        "--tools",
+        nargs="+",
+        metavar="PATTERN",
+        help="what this token may use (default: everything): tool name globs, 'resource:<uri glob>', "
+        "'prompt:<name glob>'",
     )
     add.add_argument("--tokens-file", help="[MCP_AUTH_TOKENS_FILE]")
     listing = commands.add_parser("list", help="list the tokens in a tokens file (names and scopes, never tokens)")
@@ -231,10 +235,6 @@ def serve(args: argparse.Namespace) -> int:
             "--token puts the token in your shell history and in 'ps' output for every local user; "
             "prefer MCP_AUTH_TOKEN or --token-file"
         )
-    if config.no_auth:
-        logger.warning(
-            "authentication is OFF (--no-auth): any local process and any allowed browser page can call every tool"
-        )
     if args.target:
         server = load_target(args.target)
     else:
@@ -254,9 +254,7 @@ def serve(args: argparse.Namespace) -> int:
     app = McpAuthApp(server, config, auth)
     embedded.app = app  # before serve_forever: no request can arrive earlier
     url = f"http://{format_url_host(config.host)}:{embedded.port}{MCP_PATH}"
-    print_summary(config, auth, server, url, sys.stderr)
-    if auth.generated_token is not None:
-        print_first_run(auth.generated_token, auth.description, url, sys.stdout)
+    announce(config, auth, server, url)
 
     stop = threading.Event()
 
@@ -273,6 +271,20 @@ def serve(args: argparse.Namespace) -> int:
     embedded.close()
     print("mcp_auth: stopped", file=sys.stderr, flush=True)
     return 0
+
+
+def announce(config: Config, auth: AuthSetup, server: McpServer, url: str | None) -> None:
+    """Everything a start says: warnings, the summary (stderr), first-run guidance (stdout)."""
+    if config.no_auth:
+        logger.warning(
+            "authentication is OFF (--no-auth): any local process and any allowed browser page can call every tool"
+        )
+    shown_url = (
+        url or f"http://{format_url_host(config.host)}:{config.port}{MCP_PATH} (or wherever the WSGI server binds)"
+    )
+    print_summary(config, auth, server, shown_url, sys.stderr)
+    if auth.generated_token is not None:
+        print_first_run(auth.generated_token, auth.description, url or shown_url.split(" ")[0], sys.stdout)
 
 
 def print_summary(config: Config, auth: AuthSetup, server: McpServer, url: str, out: TextIO) -> None:

@@ -14,6 +14,7 @@ source wins, and the refusals that keep a server from starting insecurely
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -53,6 +54,8 @@ DEFAULT_RATE_LIMIT_WINDOW_SECONDS = 60.0
 # Each open WebSocket holds two threads (its request's and simple-websocket's
 # reader); 256 sockets is ~512 threads, comfortable on a small machine.
 DEFAULT_MAX_WEBSOCKETS = 256
+# Tool calls that may stream and open event streams at once, each a thread (503 past it).
+DEFAULT_MAX_STREAMS = 256
 # One WebSocket message, like one HTTP body (close 1009 past it).
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 # A socket with no message this long is closed; long calls in flight do not count.
@@ -77,6 +80,7 @@ _SETTINGS: dict[str, tuple[str, str]] = {
     "rate_limit_failures": ("MCP_AUTH_RATE_LIMIT_FAILURES", "int"),
     "rate_limit_window": ("MCP_AUTH_RATE_LIMIT_WINDOW", "float"),
     "max_websockets": ("MCP_AUTH_MAX_WEBSOCKETS", "int"),
+    "max_streams": ("MCP_AUTH_MAX_STREAMS", "int"),
     "max_message_bytes": ("MCP_AUTH_MAX_MESSAGE_BYTES", "int"),
     "websocket_idle_timeout": ("MCP_AUTH_WEBSOCKET_IDLE_TIMEOUT", "float"),
     "websocket_ping_interval": ("MCP_AUTH_WEBSOCKET_PING_INTERVAL", "float"),
@@ -113,6 +117,7 @@ class Config:
     rate_limit_failures: int = DEFAULT_RATE_LIMIT_FAILURES
     rate_limit_window: float = DEFAULT_RATE_LIMIT_WINDOW_SECONDS
     max_websockets: int = DEFAULT_MAX_WEBSOCKETS
+    max_streams: int = DEFAULT_MAX_STREAMS
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     websocket_idle_timeout: float = DEFAULT_WEBSOCKET_IDLE_SECONDS
     websocket_ping_interval: float = DEFAULT_WEBSOCKET_PING_SECONDS
@@ -130,7 +135,14 @@ class Config:
         return self.sources.get(name, f"Config({name}=...)")
 
     def __post_init__(self) -> None:
-        integers = ("port", "max_body_bytes", "rate_limit_failures", "max_websockets", "max_message_bytes")
+        integers = (
+            "port",
+            "max_body_bytes",
+            "rate_limit_failures",
+            "max_websockets",
+            "max_streams",
+            "max_message_bytes",
+        )
         for name, kind in ((n, int) for n in integers):
             value = getattr(self, name)
             if not isinstance(value, kind) or isinstance(value, bool):
@@ -141,12 +153,19 @@ class Config:
             raise ConfigError(
                 f"max_body_bytes {self.max_body_bytes} is below 1024 (from {self.source_of('max_body_bytes')})"
             )
+        for name in ("rate_limit_window", "websocket_idle_timeout", "websocket_ping_interval"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(
+                    f"{name} must be a finite number of seconds, got {value!r} (from {self.source_of(name)})"
+                )
         if self.max_message_bytes < 1024:
             raise ConfigError(
                 f"max_message_bytes {self.max_message_bytes} is below 1024 (from {self.source_of('max_message_bytes')})"
             )
-        if self.max_websockets < 1:
-            raise ConfigError(f"max_websockets must be at least 1 (from {self.source_of('max_websockets')})")
+        for name in ("max_websockets", "max_streams"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1 (from {self.source_of(name)})")
         if self.websocket_idle_timeout <= 0 or self.websocket_ping_interval < 0:
             raise ConfigError("websocket_idle_timeout must be > 0 and websocket_ping_interval >= 0 (0 disables pings)")
         if self.rate_limit_failures < 1 or self.rate_limit_window <= 0:

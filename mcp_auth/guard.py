@@ -42,6 +42,9 @@ class Guard:
         if self.token_source is None and not config.no_auth:
             raise ValueError("a token source is required unless no_auth is set")
         self.rate_limiter = FailureRateLimiter(config.rate_limit_failures, config.rate_limit_window)
+        # Without an explicit token (or with --no-auth) the contract allows loopback only. The
+        # bind address is not always ours to see (gunicorn, embedding), the peer always is.
+        self.loopback_peers_only = config.no_auth or not config.explicit_token_source
 
     # step 1
     def client_address(self, environ: dict[str, Any]) -> IPAddress:
@@ -49,6 +52,11 @@ class Guard:
         peer = parse_address(environ.get("REMOTE_ADDR") or "")
         if peer is None:
             raise IpNotAllowed("The server could not determine the client address")
+        if self.loopback_peers_only and not peer.is_loopback:
+            raise IpNotAllowed(
+                "This server runs without an explicit token (or with --no-auth) and serves loopback clients only; "
+                "the operator can set MCP_AUTH_TOKEN, --token-file or --tokens-file"
+            )
         forwarded = environ.get("HTTP_X_FORWARDED_FOR")
         try:
             client = resolve_client_address(peer, [forwarded] if forwarded else [], self.config.proxy_networks)

@@ -17,9 +17,11 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from .config import DEFAULT_MAX_STREAMS
 from .guard import Admission
 from .jsonrpc import (
     INTERNAL_ERROR,
@@ -43,20 +45,15 @@ from .refusals import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from .server import SUPPORTED_PROTOCOL_VERSIONS, Call, McpServer, PrincipalRevoked, ScopeDenied
+from .server import RESUMABLE_SINCE, SUPPORTED_PROTOCOL_VERSIONS, Call, McpServer, PrincipalRevoked, ScopeDenied
 from .sessions import Session, SessionStore
 from .streams import EventStream, encode_event, parse_event_id, priming_event
 
 logger = logging.getLogger("mcp_auth.http")
 
 SESSION_HEADER = "Mcp-Session-Id"
-# Open event streams each hold a server thread for their lifetime; past this
-# many a new one ends at once rather than starving request threads.
-MAX_EVENT_STREAMS = 256
-# Methods that run user handlers, which may send messages before their answer.
-HANDLER_METHODS = frozenset({"tools/call", "resources/read", "prompts/get", "completion/complete"})
-# Priming events (SEP-1699) go to clients that negotiated this version or later.
-RESUMABLE_SINCE = "2025-11-25"
+# A request body that trickles in slower than this is refused (a thread is held while it reads).
+BODY_DEADLINE_SECONDS = 60.0
 # A comment line this often keeps proxies from timing out an idle stream and
 # lets the server notice a client that went away, or a token that was revoked.
 KEEPALIVE_SECONDS = 15.0
@@ -108,18 +105,20 @@ class HttpTransport:
         max_body_bytes: int,
         shutdown: threading.Event,
         keepalive_seconds: float = KEEPALIVE_SECONDS,
+        max_streams: int = DEFAULT_MAX_STREAMS,
+        body_deadline_seconds: float = BODY_DEADLINE_SECONDS,
     ) -> None:
         self.keepalive_seconds = keepalive_seconds
+        self.body_deadline_seconds = body_deadline_seconds
         self.server = server
         self.sessions = sessions
         self.principal_is_current = principal_is_current
         self.max_body_bytes = max_body_bytes
         self.shutdown = shutdown
-        self._event_streams = threading.BoundedSemaphore(MAX_EVENT_STREAMS)
+        self._event_streams = threading.BoundedSemaphore(max_streams)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse, admission: Admission) -> Any:
         method = environ.get("REQUEST_METHOD", "")
-        self._check_protocol_version(environ)
         if method == "POST":
             return self._post(environ, start_response, admission)
         if method == "GET":
@@ -152,20 +151,26 @@ class HttpTransport:
             length = int(raw_length)
             if length > self.max_body_bytes:
                 raise PayloadTooLarge(f"The request body is over the limit of {self.max_body_bytes} bytes")
-            return self._read_exactly(stream, length)
+            return self._read_exactly(stream, length, self.body_deadline_seconds)
         if environ.get("wsgi.input_terminated"):
-            body = self._read_exactly(stream, self.max_body_bytes + 1)
+            body = self._read_exactly(stream, self.max_body_bytes + 1, self.body_deadline_seconds)
             if len(body) > self.max_body_bytes:
                 raise PayloadTooLarge(f"The request body is over the limit of {self.max_body_bytes} bytes")
             return body
         return b""
 
     @staticmethod
-    def _read_exactly(stream: Any, length: int) -> bytes:
+    def _read_exactly(stream: Any, length: int, deadline_seconds: float) -> bytes:
         chunks = []
         remaining = length
+        deadline = time.monotonic() + deadline_seconds
+        # read1 returns what one socket read brought, so the deadline is checked between
+        # reads; plain read(n) would block until all n bytes arrived, however slowly.
+        read = getattr(stream, "read1", stream.read)
         while remaining > 0:
-            chunk = stream.read(min(remaining, 65536))
+            if time.monotonic() > deadline:
+                raise BadRequest(f"The request body was not sent within {deadline_seconds:g} seconds")
+            chunk = read(min(remaining, 65536))
             if not chunk:
                 break
             chunks.append(chunk)
@@ -192,6 +197,7 @@ class HttpTransport:
         accepted = _media_types(environ.get("HTTP_ACCEPT"))
         if not (_accepts(accepted, "application/json") and _accepts(accepted, "text/event-stream")):
             raise NotAcceptable("The Accept header must list both application/json and text/event-stream")
+        self._check_protocol_version(environ)
         body = self._read_body(environ)
         try:
             message = parse_message(body)
@@ -237,29 +243,45 @@ class HttpTransport:
         headers: list[tuple[str, str]] | None = None,
     ) -> Any:
         headers = headers or []
-        if request.method not in HANDLER_METHODS:
-            # Protocol methods never send anything before their answer: answer inline, as JSON.
+        if not self.server.may_send_before_answer(request):
+            # Nothing can be sent before the answer: answer inline, as JSON.
             return self._json_reply(self._dispatch_inline(request, session, admission), start_response, headers)
         # A handler may send progress, log messages or requests to the client before its
         # answer, so it runs on its own thread and writes to a resumable event stream;
         # this thread answers JSON if the answer is all there is, SSE otherwise.
-        stream = session.new_stream()
-        call = self._call(session, admission, stream)
-        threading.Thread(
-            target=self._run_handler, args=(request, call, stream), name=f"mcp-call-{request.method}", daemon=True
-        ).start()
-        stream.wait_started()
-        if stream.refusal is not None:
-            session.drop_stream(stream)
-            if isinstance(stream.refusal, Unauthorized) and session.session_id:
-                self.sessions.delete(session.session_id, admission.principal)
-            raise stream.refusal
-        only = stream.only_final()
-        if only is not None:
-            session.drop_stream(stream)
-            return self._json_reply(only, start_response, headers)
-        start_response("200 OK", _SSE_HEADERS + headers)
-        return self._event_body(stream, session, admission, after=0, prime=True, detachments=0)
+        slot = self._take_slot()
+        try:
+            stream = session.new_stream()
+            call = self._call(session, admission, stream)
+            threading.Thread(
+                target=self._run_handler, args=(request, call, stream), name=f"mcp-call-{request.method}", daemon=True
+            ).start()
+            stream.wait_started()
+            if stream.refusal is not None:
+                slot.release()
+                session.drop_stream(stream)
+                if isinstance(stream.refusal, Unauthorized) and session.session_id:
+                    self.sessions.delete(session.session_id, admission.principal)
+                raise stream.refusal
+            only = stream.only_final()
+            if only is not None:
+                slot.release()
+                session.drop_stream(stream)
+                return self._json_reply(only, start_response, headers)
+            start_response("200 OK", _SSE_HEADERS + headers)
+            body = self._event_body(stream, session, admission, after=0, prime=True, detachments=0)
+        except BaseException:
+            slot.release()  # released once, whatever path got here
+            raise
+        return _SlotBody(body, slot)
+
+    def _take_slot(self) -> _Slot:
+        """A place among the handler calls and event streams running at once, or 503."""
+        if not self._event_streams.acquire(blocking=False):
+            raise ServiceUnavailable(
+                "Too many calls and event streams are open; try again later", headers=[("Retry-After", "5")]
+            )
+        return _Slot(self._event_streams)
 
     def _dispatch_inline(self, request: Request, session: Session, admission: Admission) -> dict[str, Any]:
         try:
@@ -287,7 +309,7 @@ class HttpTransport:
         except PrincipalRevoked:
             stream.refuse(Unauthorized("revoked"))
             return
-        except Exception:
+        except BaseException:  # even SystemExit from a tool: the answering thread must not wait forever
             logger.exception("unexpected error handling %s", request.method)
             reply = ErrorResponse(request.id, INTERNAL_ERROR, "Internal error").to_dict()
         stream.finish(reply)
@@ -311,33 +333,28 @@ class HttpTransport:
                 session.closed.is_set() or self.shutdown.is_set() or not self.principal_is_current(admission.principal)
             )
 
-        if not self._event_streams.acquire(blocking=False):
-            yield b": too many open event streams\n\n"
-            return
-        try:
-            # The priming event (an id, empty data) tells 2025-11-25 clients they may resume.
-            if prime and (session.protocol_version or "") >= RESUMABLE_SINCE:
-                yield priming_event(stream.stream_id, after)
+        # The priming event (an id, empty data) tells 2025-11-25 clients they may resume.
+        if prime and (session.protocol_version or "") >= RESUMABLE_SINCE:
+            yield priming_event(stream.stream_id, after)
+        else:
+            yield b": stream open\n\n"  # sends the head now, not at the first event
+        sent = after
+        for item in stream.read(after, self.keepalive_seconds, stop, detachments):
+            if item is None:
+                session.touch()
+                yield b": keepalive\n\n"
             else:
-                yield b": stream open\n\n"  # sends the head now, not at the first event
-            sent = after
-            for item in stream.read(after, self.keepalive_seconds, stop, detachments):
-                if item is None:
-                    session.touch()
-                    yield b": keepalive\n\n"
-                else:
-                    yield encode_event(stream.stream_id, *item)
-                    sent = item[0]
-            if stream is not session.standalone and stream.fully_sent(sent):
-                session.drop_stream(stream)  # the answer was delivered: nothing left to resume
-        finally:
-            self._event_streams.release()
+                yield encode_event(stream.stream_id, *item)
+                sent = item[0]
+        if stream is not session.standalone and stream.fully_sent(sent):
+            session.drop_stream(stream)  # the answer was delivered: nothing left to resume
 
     # --- GET: the session's standalone stream, or resuming a stream ------------------
 
     def _get(self, environ: dict[str, Any], start_response: StartResponse, admission: Admission) -> Any:
         if not _accepts(_media_types(environ.get("HTTP_ACCEPT")), "text/event-stream"):
             raise NotAcceptable("GET on the MCP endpoint opens an event stream: send Accept: text/event-stream")
+        self._check_protocol_version(environ)
         session = self._session(environ, admission)
         last_event_id = environ.get("HTTP_LAST_EVENT_ID")
         if last_event_id:
@@ -350,7 +367,7 @@ class HttpTransport:
             after, prime = parsed[1], False
         else:
             stream, after, prime = session.standalone, session.standalone.delivered, True
-        start_response("200 OK", list(_SSE_HEADERS))
+        slot = self._take_slot()
         if stream is session.standalone:
             # One reader at a time, and the newest wins: a client reconnecting after a
             # network drop must not be locked out by its own dead connection.
@@ -359,27 +376,65 @@ class HttpTransport:
                 stream.readers += 1
             if replacing:
                 stream.detach()
-            # Taken now, not when the body starts: a later GET's detach must reach this reader.
-            return self._standalone_body(stream, session, admission, after, prime, stream.attach())
-        return self._event_body(stream, session, admission, after=after, prime=prime, detachments=stream.attach())
-
-    def _standalone_body(
-        self, stream: EventStream, session: Session, admission: Admission, after: int, prime: bool, detachments: int
-    ) -> Iterator[bytes]:
-        try:
-            yield from self._event_body(stream, session, admission, after=after, prime=prime, detachments=detachments)
-        finally:
-            with session.lock:
-                stream.readers -= 1
+            slot.also(lambda: _leave(session, stream))
+        start_response("200 OK", list(_SSE_HEADERS))
+        # The detach baseline is taken now, not when the body starts: a later GET's detach must reach this reader.
+        body = self._event_body(stream, session, admission, after=after, prime=prime, detachments=stream.attach())
+        return _SlotBody(body, slot)
 
     # --- DELETE: end the session -------------------------------------------------------
 
     def _delete(self, environ: dict[str, Any], start_response: StartResponse, admission: Admission) -> Any:
+        self._check_protocol_version(environ)
         session = self._session(environ, admission)
         assert session.session_id is not None
         self.sessions.delete(session.session_id, admission.principal)
         start_response("204 No Content", [])
         return []
+
+
+def _leave(session: Session, stream: EventStream) -> None:
+    with session.lock:
+        stream.readers -= 1
+
+
+class _Slot:
+    """A taken place among the open calls and streams; released exactly once, with any extra duties."""
+
+    def __init__(self, semaphore: threading.BoundedSemaphore) -> None:
+        self._semaphore = semaphore
+        self._duties: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+        self._held = True
+
+    def also(self, duty: Callable[[], None]) -> None:
+        self._duties.append(duty)
+
+    def release(self) -> None:
+        with self._lock:
+            if not self._held:
+                return
+            self._held = False
+        for duty in self._duties:
+            duty()
+        self._semaphore.release()
+
+
+class _SlotBody:
+    """A response body that gives its slot back when the server closes it, even if never iterated."""
+
+    def __init__(self, body: Iterator[bytes], slot: _Slot) -> None:
+        self._body = body
+        self._slot = slot
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._body
+
+    def close(self) -> None:
+        try:
+            self._body.close()  # type: ignore[attr-defined]
+        finally:
+            self._slot.release()
 
 
 def json_response(start_response: StartResponse, status: str, payload: dict[str, Any]) -> list[bytes]:

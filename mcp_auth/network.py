@@ -16,8 +16,10 @@ What it trusts:
   vouches for, because everything to the left of it was written by the client.
   Trust is by proxy address, never by hop count, so a client that can also
   reach the server directly cannot spoof its way in. Trusting every peer
-  (``*``, ``0.0.0.0/0``, ``::/0``) would make the address allowlist decorative,
-  so such configuration is refused. A malformed chain is refused, never guessed.
+  (``*``, ``0.0.0.0/0``, ``::/0``, or networks that together cover every IPv4
+  or every IPv6 address, such as ``0.0.0.0/1`` plus ``128.0.0.0/1``) would make
+  the address allowlist decorative, so such configuration is refused. A
+  malformed chain is refused, never guessed.
 - ``Host`` and ``Origin`` are attacker-controlled strings. They are parsed with
   a strict ASCII grammar and compared as parsed values, never by prefix, so
   ``127.0.0.1:8080.evil`` is a malformed host rather than loopback. Checking
@@ -206,14 +208,36 @@ def parse_networks(values: Iterable[str], source: str) -> tuple[IPNetwork, ...] 
     return None if allow_any else tuple(networks)
 
 
+# Client addresses in this range are unmapped to IPv4 before any comparison,
+# so no IPv6 peer is ever inside it: a trusted-proxy list that covers the rest
+# of the IPv6 space trusts every IPv6 peer.
+_IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def _covers_every_address(networks: list[IPNetwork], version: int) -> bool:
+    """Whether `networks` of one address family together trust every peer of that family."""
+    if version == 4:
+        v4 = [n for n in networks if isinstance(n, ipaddress.IPv4Network)]
+        # collapse_addresses merges adjacent and nested networks into the
+        # fewest; the union is the whole space exactly when that is one /0.
+        return [n.prefixlen for n in ipaddress.collapse_addresses(v4)] == [0]
+    v6 = [n for n in networks if isinstance(n, ipaddress.IPv6Network)]
+    return [n.prefixlen for n in ipaddress.collapse_addresses([*v6, _IPV4_MAPPED])] == [0]
+
+
 def parse_trusted_proxies(values: Iterable[str], source: str) -> tuple[IPNetwork, ...]:
-    """Parse the networks whose X-Forwarded-For is believed; refuses "every peer"."""
+    """Parse the networks whose X-Forwarded-For is believed; refuses "every peer".
+
+    Refused: ``*``, an entry that covers every address, and a list whose
+    networks together cover every IPv4 address or every IPv6 address.
+    """
     refusal = (
         "trusting every peer's X-Forwarded-For lets any client choose its own address "
         "and makes the IP allowlist decorative; list the reverse proxy's own address "
         "instead, e.g. 127.0.0.1 or 10.0.0.5"
     )
     proxies: list[IPNetwork] = []
+    entries: list[str] = []  # as written, for the message
     for entry in _config_entries(values, source):
         if entry == _ANY:
             raise ConfigError(f"{source}: {entry!r} is refused: {refusal}")
@@ -222,6 +246,14 @@ def parse_trusted_proxies(values: Iterable[str], source: str) -> tuple[IPNetwork
         if network.prefixlen == 0:
             raise ConfigError(f"{source}: {entry!r} covers every address: {refusal}")
         proxies.append(network)
+        entries.append(entry)
+    for version in (4, 6):
+        if _covers_every_address(proxies, version):
+            listed = ", ".join(e for e, n in zip(entries, proxies, strict=True) if n.version == version)
+            raise ConfigError(
+                f"{source}: the IPv{version} entries {_excerpt(listed)} together cover every "
+                f"IPv{version} address: {refusal}"
+            )
     return tuple(proxies)
 
 

@@ -51,6 +51,8 @@ logger = logging.getLogger("mcp_auth.server")
 # else with the newest.
 SUPPORTED_PROTOCOL_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26")
 LATEST_PROTOCOL_VERSION = SUPPORTED_PROTOCOL_VERSIONS[0]
+# Streams are resumable (priming events, Last-Event-ID) for sessions of this revision on.
+RESUMABLE_SINCE = "2025-11-25"
 # The version a request without MCP-Protocol-Version is taken to speak (spec).
 DEFAULT_NEGOTIATED_VERSION = "2025-03-26"
 
@@ -58,7 +60,10 @@ DEFAULT_NEGOTIATED_VERSION = "2025-03-26"
 # large enough that ordinary servers answer in one page.
 PAGE_SIZE = 100
 # Resource subscriptions one session may hold: plenty for a client, bounded for the server.
-MAX_SUBSCRIPTIONS = 1000
+MAX_SUBSCRIPTIONS = 100
+# Longest resource URI accepted: far beyond real URIs, and it bounds the cost
+# of matching URI templates (which backtrack) and of stored subscriptions.
+MAX_URI_LENGTH = 2048
 # completion/complete returns at most this many values (spec).
 MAX_COMPLETION_VALUES = 100
 
@@ -188,6 +193,9 @@ class Context:
         by the stream's `retry` field, reconnects with Last-Event-ID and gets
         it. For long calls this frees the connection. No effect on WebSocket.
         """
+        # A client of an older revision got no priming event, so it could not resume: keep the stream.
+        if (self._call.session.protocol_version or "") < RESUMABLE_SINCE:
+            return
         detach = getattr(self._call.channel, "detach", None)
         if detach is not None:
             detach()
@@ -337,6 +345,22 @@ def _template_pattern(template: str) -> re.Pattern[str]:
         position = match.end()
     parts.append(re.escape(template[position:]))
     return re.compile("".join(parts))
+
+
+# What a session keeps of the client's initialize: a few short strings, not
+# whatever a client chooses to send (a session must stay small).
+MAX_CLIENT_FIELDS = 32
+MAX_CLIENT_STRING = 256
+
+
+def _bounded_strings(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        return {}
+    return {
+        key: item[:MAX_CLIENT_STRING]
+        for key, item in list(value.items())[:MAX_CLIENT_FIELDS]
+        if isinstance(key, str) and len(key) <= MAX_CLIENT_STRING and isinstance(item, str)
+    }
 
 
 def _handler_failed(kind: str, name: str, exc: Exception) -> None:
@@ -631,6 +655,25 @@ class McpServer:
 
     # --- dispatch ---------------------------------------------------------
 
+    def may_send_before_answer(self, request: Request) -> bool:
+        """Whether handling `request` may send messages before its answer.
+
+        Only a handler that takes a Context can (progress, logs, requests to
+        the client, close_stream); transports answer everything else inline,
+        as plain JSON, without handing the call to another thread.
+        """
+        name = request.params.get("name")
+        target: _Tool | _Resource | _Prompt | None = None
+        if request.method == "tools/call" and isinstance(name, str):
+            target = self._registry.tools.get(name)
+        elif request.method == "prompts/get" and isinstance(name, str):
+            target = self._registry.prompts.get(name)
+        elif request.method == "resources/read":
+            uri = request.params.get("uri")
+            if isinstance(uri, str) and len(uri) <= MAX_URI_LENGTH:
+                target, _ = self._find_resource(uri)
+        return target is not None and target.signature.context_parameter is not None
+
     def dispatch(self, request: Request, call: Call) -> dict[str, Any]:
         """Run one request; returns its result or raises JsonRpcError / DispatchDenied."""
         # Step 7, the second lock: whatever the transport did, no handler runs
@@ -685,10 +728,14 @@ class McpServer:
         session.protocol_version = version
         with self._live_lock:
             self._live_sessions.add(session)
-        client_info = request.params.get("clientInfo")
-        session.client_info = client_info if isinstance(client_info, dict) else {}
+        session.client_info = _bounded_strings(request.params.get("clientInfo"))
         capabilities = request.params.get("capabilities")
-        session.client_capabilities = capabilities if isinstance(capabilities, dict) else {}
+        # Only which capabilities the client has matters; keep their names, bounded.
+        session.client_capabilities = {
+            name: True
+            for name in (list(capabilities)[:MAX_CLIENT_FIELDS] if isinstance(capabilities, dict) else [])
+            if isinstance(name, str) and len(name) <= MAX_CLIENT_STRING
+        }
         result: dict[str, Any] = {
             "protocolVersion": version,
             "capabilities": {
@@ -746,15 +793,11 @@ class McpServer:
     # resources
 
     def _resources_list(self, request: Request, call: Call) -> dict[str, Any]:
-        visible = [
-            r.definition for r in self._registry.resources.values() if call.principal.may_use(f"resource:{r.uri}")
-        ]
+        visible = [r.definition for r in self._registry.resources.values() if call.principal.may_use(r.uri, "resource")]
         return _page(visible, request.params, "resources")
 
     def _templates_list(self, request: Request, call: Call) -> dict[str, Any]:
-        visible = [
-            r.definition for r in self._registry.templates.values() if call.principal.may_use(f"resource:{r.uri}")
-        ]
+        visible = [r.definition for r in self._registry.templates.values() if call.principal.may_use(r.uri, "resource")]
         return _page(visible, request.params, "resourceTemplates")
 
     def _resources_read(self, request: Request, call: Call) -> dict[str, Any]:
@@ -773,6 +816,9 @@ class McpServer:
             raise JsonRpcError(INTERNAL_ERROR, f"Reading {uri} failed: {type(exc).__name__}: {exc}") from None
 
     def _find_resource(self, uri: str) -> tuple[_Resource | None, dict[str, Any]]:
+        if len(uri) > MAX_URI_LENGTH:
+            # Template matching backtracks; a bounded URI keeps it cheap whatever the template.
+            raise JsonRpcError(INVALID_PARAMS, f"The URI is longer than {MAX_URI_LENGTH} characters")
         resource = self._registry.resources.get(uri)
         if resource is not None:
             return resource, {}
@@ -800,9 +846,9 @@ class McpServer:
     def _check_resource_scope(uri: str, resource: _Resource | None, request: Request, call: Call) -> None:
         # A templated resource is in scope when its URI or its template is. Scope is
         # checked before existence, so a scoped token cannot probe for resources.
-        if call.principal.may_use(f"resource:{uri}"):
+        if call.principal.may_use(uri, "resource"):
             return
-        if resource is not None and call.principal.may_use(f"resource:{resource.uri}"):
+        if resource is not None and call.principal.may_use(resource.uri, "resource"):
             return
         raise ScopeDenied(f"the token '{call.principal.name}' is not allowed to read the resource '{uri}'", request.id)
 
@@ -823,14 +869,14 @@ class McpServer:
     # prompts
 
     def _prompts_list(self, request: Request, call: Call) -> dict[str, Any]:
-        visible = [p.definition for p in self._registry.prompts.values() if call.principal.may_use(f"prompt:{p.name}")]
+        visible = [p.definition for p in self._registry.prompts.values() if call.principal.may_use(p.name, "prompt")]
         return _page(visible, request.params, "prompts")
 
     def _prompts_get(self, request: Request, call: Call) -> dict[str, Any]:
         name = request.params.get("name")
         if not isinstance(name, str):
             raise JsonRpcError(INVALID_PARAMS, "prompts/get needs params.name (a string)")
-        if not call.principal.may_use(f"prompt:{name}"):
+        if not call.principal.may_use(name, "prompt"):
             raise ScopeDenied(
                 f"the token '{call.principal.name}' is not allowed to get the prompt '{name}'", request.id
             )
@@ -857,7 +903,7 @@ class McpServer:
 
     def _set_level(self, request: Request, call: Call) -> dict[str, Any]:
         level = request.params.get("level")
-        if level not in _LOG_RANK:
+        if not isinstance(level, str) or level not in _LOG_RANK:
             raise JsonRpcError(INVALID_PARAMS, f"Invalid log level {level!r}; use one of {', '.join(LOG_LEVELS)}")
         call.session.log_level = level
         return {}
@@ -874,10 +920,10 @@ class McpServer:
             raise JsonRpcError(
                 INVALID_PARAMS, "completion/complete: ref needs name or uri; argument needs name and value"
             )
-        scope_name = f"prompt:{ref_key}" if ref_type == "ref/prompt" else f"resource:{ref_key}"
+        scope_kind = "prompt" if ref_type == "ref/prompt" else "resource"
         completer = self._registry.completions.get((str(ref_type), ref_key))
         values: list[str] = []
-        if completer is not None and call.principal.may_use(scope_name):
+        if completer is not None and call.principal.may_use(ref_key, scope_kind):
             context = request.params.get("context")
             context_arguments = context.get("arguments", {}) if isinstance(context, dict) else {}
             try:

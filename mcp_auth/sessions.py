@@ -27,6 +27,9 @@ from .tokens import Principal
 # Sessions are cheap (a few hundred bytes), but each is created by an
 # authenticated client; this bounds memory if one misbehaves in a loop.
 MAX_SESSIONS = 10_000
+# One principal's sessions at most (its oldest goes first): far more than a client
+# needs, and a tenth of the store, so one token cannot exhaust it for the others.
+MAX_SESSIONS_PER_PRINCIPAL = 1000
 # A session unused this long is forgotten; clients re-initialize on 404.
 SESSION_IDLE_SECONDS = 3600.0
 # Session ids are 32 random bytes, URL-safe: visible ASCII, as the spec requires.
@@ -144,6 +147,10 @@ class Session:
             self.standalone.send(message)
 
 
+def _key(principal: Principal) -> tuple[str, str]:
+    return principal.name, principal.credential_id
+
+
 def same_principal(a: Principal, b: Principal) -> bool:
     return a.name == b.name and hmac.compare_digest(a.credential_id.encode(), b.credential_id.encode())
 
@@ -151,18 +158,34 @@ def same_principal(a: Principal, b: Principal) -> bool:
 class SessionStore:
     """Session ids to sessions, bounded in number and idle time. Thread-safe."""
 
-    def __init__(self, max_sessions: int = MAX_SESSIONS, idle_seconds: float = SESSION_IDLE_SECONDS) -> None:
+    def __init__(
+        self,
+        max_sessions: int = MAX_SESSIONS,
+        idle_seconds: float = SESSION_IDLE_SECONDS,
+        max_per_principal: int = MAX_SESSIONS_PER_PRINCIPAL,
+    ) -> None:
         self._sessions: dict[str, Session] = {}
+        self._per_principal: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
         self.max_sessions = max_sessions
         self.idle_seconds = idle_seconds
+        self.max_per_principal = max_per_principal
 
     def __len__(self) -> int:
         return len(self._sessions)
 
     def create(self, principal: Principal) -> Session | None:
-        """A new session, or None when the store is full even after expiry."""
+        """A new session, or None when the store is full even after expiry.
+
+        A principal at its quota loses its own least recently used session
+        instead: one token in a loop cannot crowd out the others.
+        """
         with self._lock:
+            if self._per_principal.get(_key(principal), 0) >= self.max_per_principal:
+                own = [s for s in self._sessions.values() if same_principal(s.principal, principal)]
+                oldest = min(own, key=lambda s: s.last_used)
+                assert oldest.session_id is not None
+                self._drop_locked(oldest.session_id)
             if len(self._sessions) >= self.max_sessions:
                 self._expire_locked()
                 if len(self._sessions) >= self.max_sessions:
@@ -170,6 +193,7 @@ class SessionStore:
             session_id = secrets.token_urlsafe(SESSION_ID_BYTES)
             session = Session(principal=principal, session_id=session_id)
             self._sessions[session_id] = session
+            self._per_principal[_key(principal)] = self._per_principal.get(_key(principal), 0) + 1
             return session
 
     def get(self, session_id: str, principal: Principal) -> Session | None:
@@ -199,7 +223,12 @@ class SessionStore:
                 self._drop_locked(session_id)
 
     def _drop_locked(self, session_id: str) -> None:
-        self._sessions.pop(session_id).close()
+        session = self._sessions.pop(session_id)
+        key = _key(session.principal)
+        self._per_principal[key] -= 1
+        if not self._per_principal[key]:
+            del self._per_principal[key]
+        session.close()
 
     def _expire_locked(self) -> None:
         now = time.monotonic()

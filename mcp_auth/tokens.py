@@ -5,7 +5,7 @@ Responsible for
   pipeline step 5),
 - deciding which configured credential, if any, those bytes are
   (`TokenSource.authenticate`) and whether a principal's credential still
-  exists (`TokenSource.is_current`, pipeline step 7),
+  exists with the same scope (`TokenSource.is_current`, pipeline step 7),
 - the token files: the default token file created on first run, a
   ``--token-file``, and the tokens file of named, hashed, scoped tokens that
   the ``token add|list|revoke`` subcommands edit; rotation by re-reading them
@@ -20,6 +20,8 @@ What it trusts
   runs as (or by root, who could replace it anyway), that no one else may
   write (the default token file: that no one else may access at all).
   Otherwise startup fails with a `ConfigError` that names the file and the fix.
+  A ``--token-file`` that others may read is accepted (Docker secrets are
+  0444) with a warning that names the file and the fix.
   A file that turns bad after startup makes its source refuse every token
   (fail closed) while the server keeps running; a fixed or rotated file takes
   effect at the next call, without a restart.
@@ -66,6 +68,7 @@ __all__ = [
     "MAX_NAMED_TOKENS",
     "MAX_TOKEN_CHARS",
     "MIN_TOKEN_CHARS",
+    "SCOPE_KINDS",
     "Principal",
     "StaticToken",
     "TokenFile",
@@ -154,6 +157,19 @@ def _same_id(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
 
 
+def _still_the_same(principal: Principal, configured: Principal) -> bool:
+    """Whether `principal` is what the configuration now says: same name, credential and scope.
+
+    The scope counts too: a token whose patterns were edited in the file must
+    not keep its old (perhaps wider) scope in an open session or WebSocket.
+    """
+    return (
+        principal.name == configured.name
+        and _same_id(principal.credential_id, configured.credential_id)
+        and principal.tool_patterns == configured.tool_patterns
+    )
+
+
 def _where(description: str, path: Path) -> str:
     """How messages name a file: its source, and its path if not already in it."""
     return description if str(path) in description else f"{description} ({path})"
@@ -191,23 +207,52 @@ def parse_bearer(header: str | None) -> bytes | None:
         return None
 
 
+# What a scope pattern can grant. Each kind is its own namespace: a pattern
+# names its kind with a prefix ("resource:file:///*", "prompt:review*"), and a
+# pattern without one of these prefixes is a tool pattern, so the tool glob
+# "re*" or "*" can never reach a resource or a prompt.
+SCOPE_KINDS = ("tool", "resource", "prompt")
+
+
+def _split_pattern(pattern: str) -> tuple[str, str]:
+    """(kind, glob) of one scope pattern; the prefix is case-sensitive."""
+    prefix, colon, glob = pattern.partition(":")
+    if colon and prefix in SCOPE_KINDS:
+        return prefix, glob
+    # Tool names never contain ":", so "Resource:*" or "x:y" matches no tool:
+    # a mistyped prefix narrows the scope, it never widens it.
+    return "tool", pattern
+
+
 @dataclass(frozen=True)
 class Principal:
-    """Who a request acts as, after step 5: a token's name and its tool scope."""
+    """Who a request acts as, after step 5: a token's name and its scope."""
 
     name: str
-    # None: every tool; else fnmatch-style globs, matched case-sensitively.
+    # None: every tool, resource and prompt; else fnmatch-style globs, matched
+    # case-sensitively, each for the kind its prefix names (see SCOPE_KINDS).
     tool_patterns: tuple[str, ...] | None
     # SHA-256 hex of the token: which credential, for revocation checks.
     credential_id: str = field(repr=False)
 
-    def may_use(self, tool_name: str) -> bool:
+    def may_use(self, name: str, kind: str = "tool") -> bool:
+        """Whether the scope allows the tool, resource (by URI) or prompt `name`."""
+        if kind not in SCOPE_KINDS:
+            raise ValueError(f"kind is one of {', '.join(SCOPE_KINDS)}, not {kind!r}")
         if self.tool_patterns is None:
             return True
-        return any(fnmatchcase(tool_name, pattern) for pattern in self.tool_patterns)
+        if kind == "tool" and ":" in name:
+            # Not a tool name: a caller still asking for "resource:<uri>" as a
+            # tool must not be granted it by the tool glob "*".
+            return False
+        for pattern in self.tool_patterns:
+            pattern_kind, glob = _split_pattern(pattern)
+            if pattern_kind == kind and fnmatchcase(name, glob):
+                return True
+        return False
 
 
-# --no-auth: no credential (an empty id matches no source), every tool.
+# --no-auth: no credential (an empty id matches no source), every tool, resource and prompt.
 ANONYMOUS = Principal(name="anonymous", tool_patterns=None, credential_id="")
 
 
@@ -260,7 +305,7 @@ class TokenSource(abc.ABC):
 
     @abc.abstractmethod
     def is_current(self, principal: Principal) -> bool:
-        """Whether `principal`'s credential is still valid (step 7: not revoked)."""
+        """Whether `principal` is still valid (step 7): its credential not revoked, its scope not changed."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(description={self.description!r})"
@@ -282,8 +327,7 @@ class StaticToken(TokenSource):
         return None
 
     def is_current(self, principal: Principal) -> bool:
-        own = self._credential.principal
-        return principal.name == own.name and _same_id(principal.credential_id, own.credential_id)
+        return _still_the_same(principal, self._credential.principal)
 
 
 # --- reading token files ----------------------------------------------------
@@ -296,6 +340,8 @@ class _FileRules:
     max_bytes: int
     owner_only: bool  # True: no group/other access at all; False: no group/other write
     missing_fix: str
+    # Accepted, but said once: others can read a plaintext token in the file.
+    warn_if_readable: bool = False
 
 
 def _check_file_stat(st: os.stat_result, where: str, path: Path, rules: _FileRules, expected_uid: int | None) -> None:
@@ -393,6 +439,8 @@ class _WatchedFile(Generic[_State]):
         self._state: _State | None = state
         self._signature = _trusted_signature(st)
         self._problem: str | None = None
+        self._readable_by_others = False
+        self._note_mode(st)
 
     def current(self) -> _State | None:
         with self._lock:
@@ -414,10 +462,24 @@ class _WatchedFile(Generic[_State]):
                 return None
             self._signature = _trusted_signature(st)
             self._state = state
+            self._note_mode(st)
             if self._problem is not None:
                 logger.warning("%s: usable again; accepting its tokens", self._where)
                 self._problem = None
             return state
+
+    def _note_mode(self, st: os.stat_result) -> None:
+        """Warn once each time an accepted file becomes readable by group or others."""
+        readable = _POSIX_PERMISSIONS and bool(st.st_mode & 0o044)
+        if readable and self._rules.warn_if_readable and not self._readable_by_others:
+            logger.warning(
+                "%s: has mode %04o, so other users can read the token; accepted (a Docker secret "
+                "is 0444), but unless they should, run: chmod 600 %s",
+                self._where,
+                stat.S_IMODE(st.st_mode),
+                self._path,
+            )
+        self._readable_by_others = readable
 
     def _fail(self, problem: str) -> None:
         self._state = None
@@ -446,7 +508,12 @@ def _token_file_rules(path: Path, default_file: bool) -> tuple[_FileRules, str]:
     else:
         fix = f"write a token to its first line; {_GENERATE_HINT}"
         missing = f"create it with a token on its first line; {_GENERATE_HINT}"
-    return _FileRules(MAX_TOKEN_FILE_BYTES, owner_only=default_file, missing_fix=missing), fix
+    # The default file stays strict (owner_only refuses it); an explicit file
+    # others may read is accepted with a warning, for Docker secrets (0444).
+    rules = _FileRules(
+        MAX_TOKEN_FILE_BYTES, owner_only=default_file, missing_fix=missing, warn_if_readable=not default_file
+    )
+    return rules, fix
 
 
 def read_token_file(path: Path, *, default_file: bool = False, expected_uid: int | None = None) -> bytes:
@@ -491,10 +558,7 @@ class TokenFile(TokenSource):
 
     def is_current(self, principal: Principal) -> bool:
         credential = self._file.current()
-        if credential is None:
-            return False
-        own = credential.principal
-        return principal.name == own.name and _same_id(principal.credential_id, own.credential_id)
+        return credential is not None and _still_the_same(principal, credential.principal)
 
 
 # --- the tokens file: named, hashed, scoped ---------------------------------
@@ -611,7 +675,7 @@ def _tokens_file_rules(path: Path) -> _FileRules:
 @dataclass(frozen=True)
 class _NamedCredentials:
     credentials: tuple[_Credential, ...]
-    id_by_name: Mapping[str, str]
+    principal_by_name: Mapping[str, Principal]
 
 
 class TokensFile(TokenSource):
@@ -627,7 +691,7 @@ class TokensFile(TokenSource):
                 _Credential(bytes.fromhex(t.sha256), Principal(t.name, t.tools, t.sha256))
                 for t in _parse_tokens_document(data, where)
             )
-            return _NamedCredentials(credentials, {c.principal.name: c.principal.credential_id for c in credentials})
+            return _NamedCredentials(credentials, {c.principal.name: c.principal for c in credentials})
 
         self._file = _WatchedFile(self.path, where, _tokens_file_rules(self.path), parse, expected_uid)
         # Emptied by revocation while running, the file just refuses everyone;
@@ -654,8 +718,8 @@ class TokensFile(TokenSource):
         state = self._file.current()
         if state is None:
             return False
-        stored = state.id_by_name.get(principal.name)
-        return stored is not None and _same_id(stored, principal.credential_id)
+        configured = state.principal_by_name.get(principal.name)
+        return configured is not None and _still_the_same(principal, configured)
 
 
 # --- editing the tokens file (the `token` subcommands) ----------------------

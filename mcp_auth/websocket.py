@@ -62,9 +62,10 @@ CLOSE_REVOKED = 4401
 # How often the socket's thread wakes to notice a dead peer, shutdown or idleness:
 # simple-websocket can mark a socket closed without waking a waiting reader.
 RECEIVE_POLL_SECONDS = 1.0
-# Requests of one socket that may run at once; more wait their turn. A
-# handful is enough for a client that pipelines, and bounds threads per socket.
-MAX_CONCURRENT_REQUESTS = 4
+# Requests of one socket that may run at once; past it a request is refused with
+# SERVER_BUSY. Enough for a client that pipelines, and it bounds threads per socket.
+MAX_CONCURRENT_REQUESTS = 16
+SERVER_BUSY = -32000
 
 
 class WebSocketDone(ConnectionError):
@@ -208,6 +209,11 @@ class WebSocketTransport:
                 if data is None:
                     if not ws.connected:
                         return
+                    # The second lock also between messages: a revoked token's socket
+                    # stops receiving notifications within a poll interval.
+                    if not self.principal_is_current(admission.principal):
+                        self._revoked(channel, call)
+                        return
                     if session.in_flight:
                         last_activity = time.monotonic()  # a long call is not idleness
                     elif time.monotonic() - last_activity >= self.idle_timeout:
@@ -240,7 +246,17 @@ class WebSocketTransport:
         elif isinstance(message, Request):
             if message.method == "initialize":
                 return self._run_request(message, call, channel)  # in order: later requests depend on it
-            in_flight.acquire()  # at most MAX_CONCURRENT_REQUESTS at once; reading waits for a slot
+            if not in_flight.acquire(blocking=False):
+                # Refuse rather than wait: this thread must keep reading, since the
+                # requests in flight may be waiting for the client's answers.
+                channel.send(
+                    ErrorResponse(
+                        message.id,
+                        SERVER_BUSY,
+                        f"More than {MAX_CONCURRENT_REQUESTS} requests in flight on this socket",
+                    ).to_dict()
+                )
+                return True
             # Daemon threads: a handler stuck in user code cannot hold up the process's exit.
             threading.Thread(
                 target=self._run_counted, args=(message, call, channel, in_flight), name="mcp-ws-call", daemon=True
@@ -269,7 +285,7 @@ class WebSocketTransport:
         except PrincipalRevoked:
             self._revoked(channel, call)
             return False
-        except Exception:  # a bug in dispatch must not kill the socket's thread
+        except BaseException:  # a bug in dispatch, or SystemExit from a tool, must not kill the socket
             logger.exception("unexpected error handling %s on a WebSocket", request.method)
             reply = ErrorResponse(request.id, INTERNAL_ERROR, "Internal error")
         channel.send(reply.to_dict())

@@ -1,55 +1,65 @@
 """Benchmark: mcp_auth against the official MCP Python SDK, side by side, as ratios within one run.
 
 What is measured. Three servers, each serving one `echo(text: str) -> str` tool
-(the same function body, the same input, the same content block out):
+(the same function body, the same input, the same single text block out):
 
   mcp_auth_serve     `python -m mcp_auth serve <echo module>:server --port 0`: the built-in
-                     threaded Werkzeug server, bearer token from MCP_AUTH_TOKEN, a temporary HOME.
+                     threaded Werkzeug server, bearer token in MCP_AUTH_TOKEN, a temporary HOME.
                      Its defaults stay on, including one audit log line per tools/call.
-  mcp_auth_gunicorn  `gunicorn -k gthread --threads 8 'mcp_auth:create_app()'` with
-                     MCP_AUTH_TARGET naming the same module: one worker process, 8 threads.
-  sdk                the official SDK (`mcp` 2.x): `MCPServer` with `@server.tool(structured_output=False)`,
-                     its `streamable_http_app(json_response=True)` under uvicorn, stateful sessions
-                     (`--sdk-stateless` switches to `stateless_http=True`). No auth, no access log.
+  mcp_auth_gunicorn  `gunicorn -k gthread --threads 8 'mcp_auth:create_app()'`, MCP_AUTH_TARGET
+                     naming the same module, the same token: one worker process, 8 threads.
+                     create_app() configures no logging, so the INFO audit events go nowhere here.
+  sdk                the official SDK (`mcp` 2.x): `MCPServer`, the tool registered with
+                     `@server.tool(structured_output=False)` (so the answer is the same text block),
+                     `server.streamable_http_app(json_response=True)` under uvicorn: stateful
+                     sessions, JSON answers (`--sdk-stateless` adds `stateless_http=True`, which
+                     is slower). No auth, and no access log (MCPServer.run() would log each request).
 
 The SDK runs without any authentication and without an access log, so the
 comparison favours the SDK: mcp_auth pays for its whole pipeline (IP allowlist,
 Host/Origin, rate limiter, constant-time token check, the second check at
-dispatch) and for its audit log on every call.
+dispatch) on every request.
 
-For each server, three numbers:
+For each server:
 
   latency        `tools/call echo` in one initialized session: N sequential calls after a
                  warm-up; median and p95 in milliseconds.
-  throughput     C client threads, each with its own initialized session, make a fixed
-                 number of calls between them as fast as the server answers; calls per second.
+  throughput     C client threads, each with its own initialized session, make N calls between
+                 them as fast as the server answers; calls per second, from a common start.
   session_setup  `initialize` + `notifications/initialized`, back to back, timed together;
                  median and p95 in milliseconds (each session is then deleted, untimed).
+  cpu/call       where /proc exists: the server's CPU time (user + system, with its child
+                 processes) per call while the calls ran, in 10 ms ticks; the throughput
+                 test's is the one printed. It says how much of a call is the server's work.
 
-How. All servers run as subprocesses on 127.0.0.1, on ports they pick themselves
-(port 0), and are always stopped. One client, shared by all of them: a plain
-socket speaking HTTP/1.1, one request per connection (`Connection: close`),
-because Werkzeug's server closes every connection after one response anyway and
-a keep-alive-less client keeps the client's cost identical for every server. The
-rounds interleave the servers (and rotate their order), so drift on the machine
-hits all of them alike. Every answer is checked (status, JSON-RPC result, the
-echoed text); a failed call, or a server that does not start, makes the exit
-status non-zero. The speed itself never does.
+How. All servers run as subprocesses on 127.0.0.1 on ports they pick themselves
+(port 0), started together and always stopped. One client, shared by all of
+them: a plain socket speaking HTTP/1.1, one request per connection
+(`Connection: close`), closed as soon as the response is complete. Werkzeug's
+server closes every connection after one response anyway, and without
+keep-alive the client's cost is the same for every server. The calls are spread
+over rounds that interleave the servers (rotating their order), so drift on the
+machine hits all of them alike. Every answer is checked (HTTP status, JSON-RPC
+result, the echoed text). A failed call, or a server that does not start, makes
+the exit status non-zero; the speed itself never does.
 
 How to read it. The client runs in this Python process and costs the same for
-every server, so absolute numbers include it; compare the ratios, which are
-taken within this one run on this one machine. "mcp_auth_serve is 1.8x faster
-per call" means the SDK's median call took 1.8 times as long. Throughput is
-bounded by the cores: the client threads and the server share them.
+every server, so absolute times include it; the ratios are what to compare, and
+they hold for this one run on this one machine. "1.25x faster per call" means
+the SDK's median call took 1.25 times as long as mcp_auth's; "0.80x the SDK's
+throughput" means mcp_auth answered 80 calls for every 100 the SDK answered. On
+a small machine throughput is bounded by the cores the client and the servers
+share; cpu/call shows which server does more work per call.
 
     python scripts/bench.py [--calls 2000] [--concurrency 8] [--sessions 300] [--rounds 3]
-                            [--quick] [--json results.json] [--sdk-stateless]
+                            [--warmup 100] [--quick] [--json results.json] [--sdk-stateless]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import os
@@ -322,11 +332,14 @@ class RunningServer:
     port: int = 0
     exit_status: int | None = None
 
-    def log_tail(self, limit: int = 3000) -> str:
+    def log_text(self) -> str:
         try:
-            return self.log_path.read_text(errors="replace")[-limit:]
+            return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "".join(self.log_text().splitlines(keepends=True)[-lines:])
 
 
 def _die_with_parent() -> None:
@@ -407,7 +420,7 @@ def wait_ready(server: RunningServer) -> None:
     """Wait for the readiness lines, then for a first session that works."""
     deadline = time.monotonic() + STARTUP_DEADLINE_SECONDS
     while True:
-        text = server.log_tail(limit=1 << 20)
+        text = server.log_text()
         matches = [re.search(pattern, text) for pattern in server.spec.ready]
         if all(matches):
             assert matches[0] is not None
@@ -427,10 +440,12 @@ def wait_ready(server: RunningServer) -> None:
             session.echo("ready?")
             session.close()
             return
-        except (OSError, BenchError) as exc:
+        except OSError as exc:  # not accepting connections yet; a wrong answer is final
             if server.process.poll() is not None or time.monotonic() > deadline:
                 raise BenchError(f"{server.spec.key} does not answer: {exc}\n{server.log_tail()}") from None
             time.sleep(0.1)
+        except BenchError as exc:
+            raise BenchError(f"{server.spec.key} answers wrongly: {exc}\n{server.log_tail()}") from None
 
 
 def stop(server: RunningServer) -> None:
@@ -473,22 +488,55 @@ class Tally:
     failed: int = 0
     errors: list[str] = field(default_factory=list)
     wall_seconds: float = 0.0
+    # The server's CPU time (user + system, with its child processes) while the timed calls ran; None without /proc.
+    server_cpu_seconds: float | None = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add_cpu(self, before: float | None, after: float | None) -> None:
+        if before is None or after is None or self.server_cpu_seconds is None:
+            self.server_cpu_seconds = None
+        else:
+            self.server_cpu_seconds += after - before
 
     def fail(self, exc: BaseException) -> None:
         with self.lock:
             self.failed += 1
-            if len(self.errors) < 5:
-                self.errors.append(f"{type(exc).__name__}: {exc}"[:300])
+            message = f"{type(exc).__name__}: {exc}"[:300]
+            if len(self.errors) < 5 and message not in self.errors:
+                self.errors.append(message)
+
+
+def server_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process `pid` and its children (a gunicorn worker), from /proc; else None."""
+    try:
+        tick = os.sysconf("SC_CLK_TCK")
+        entries = os.listdir("/proc")
+    except (OSError, ValueError, AttributeError):
+        return None
+    total, found = 0.0, False
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{name}/stat").read_text()
+        except OSError:
+            continue  # gone since listdir, or not ours to read
+        # After "pid (comm) ": state, ppid, ... utime and stime are fields 14 and 15 of the whole line.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if int(name) == pid or int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / tick
+            found = True
+    return total if found else None
 
 
 def _timed(tally: Tally, action: Callable[[], object]) -> bool:
+    """Time one call into `tally`; False once the phase has failed too often to go on."""
     started = time.perf_counter_ns()
     try:
         action()
     except (OSError, BenchError, ValueError) as exc:
         tally.fail(exc)
-        return False
+        return tally.failed < MAX_FAILURES_PER_PHASE
     elapsed = time.perf_counter_ns() - started
     with tally.lock:
         tally.samples_ns.append(elapsed)
@@ -512,9 +560,11 @@ def measure_latency(server: RunningServer, tally: Tally, calls: int, warmup: int
     try:
         for n in range(warmup):
             session.echo(f"warm-up {n}")
+        cpu_before = server_cpu_seconds(server.process.pid)
         for n in range(calls):
-            if not _timed(tally, lambda n=n: session.echo(f"call {n}")) and tally.failed >= MAX_FAILURES_PER_PHASE:
-                return
+            if not _timed(tally, functools.partial(session.echo, f"call {n}")):
+                break
+        tally.add_cpu(cpu_before, server_cpu_seconds(server.process.pid))
     except (OSError, BenchError, ValueError) as exc:
         tally.fail(exc)
     finally:
@@ -524,7 +574,7 @@ def measure_latency(server: RunningServer, tally: Tally, calls: int, warmup: int
 def measure_throughput(server: RunningServer, tally: Tally, calls: int, concurrency: int, warmup: int) -> None:
     """`concurrency` threads with a session each share `calls`; the wall time runs from a common start."""
     tally.requested += calls
-    shares = [calls // concurrency + (1 if n < calls % concurrency else 0) for n in range(concurrency)]
+    shares = split(calls, concurrency)
     sessions: list[McpSession] = []
     try:
         for _ in range(concurrency):
@@ -534,7 +584,15 @@ def measure_throughput(server: RunningServer, tally: Tally, calls: int, concurre
         for session in sessions:
             session.close()
         return
-    start = threading.Barrier(concurrency + 1, timeout=STARTUP_DEADLINE_SECONDS)
+    cpu_before: list[float | None] = []
+    began: list[float] = []
+
+    def go() -> None:
+        """Runs once every client has warmed up, just before they are all let go."""
+        cpu_before.append(server_cpu_seconds(server.process.pid))
+        began.append(time.perf_counter())
+
+    start = threading.Barrier(concurrency + 1, action=go, timeout=STARTUP_DEADLINE_SECONDS)
 
     def client(session: McpSession, share: int) -> None:
         with contextlib.suppress(OSError, BenchError, ValueError):
@@ -543,7 +601,7 @@ def measure_throughput(server: RunningServer, tally: Tally, calls: int, concurre
         with contextlib.suppress(threading.BrokenBarrierError):
             start.wait()
         for n in range(share):
-            if not _timed(tally, lambda n=n: session.echo(f"call {n}")) and tally.failed >= MAX_FAILURES_PER_PHASE:
+            if not _timed(tally, functools.partial(session.echo, f"call {n}")):
                 return
 
     threads = [threading.Thread(target=client, args=pair, daemon=True) for pair in zip(sessions, shares, strict=True)]
@@ -553,11 +611,11 @@ def measure_throughput(server: RunningServer, tally: Tally, calls: int, concurre
         start.wait()
     except threading.BrokenBarrierError as exc:
         tally.fail(exc)
-    began = time.perf_counter()
     deadline = time.monotonic() + max(60.0, calls * SOCKET_TIMEOUT_SECONDS / concurrency)
     for thread in threads:
         thread.join(timeout=max(0.0, deadline - time.monotonic()))
-    tally.wall_seconds += time.perf_counter() - began
+    tally.wall_seconds += time.perf_counter() - (began[0] if began else time.perf_counter())
+    tally.add_cpu(cpu_before[0] if cpu_before else None, server_cpu_seconds(server.process.pid))
     if any(thread.is_alive() for thread in threads):
         tally.fail(BenchError("client threads did not finish in time"))
     for session in sessions:
@@ -568,9 +626,10 @@ def measure_setup(server: RunningServer, tally: Tally, sessions: int) -> None:
     tally.requested += sessions
     for _ in range(sessions):
         session = McpSession(server.port, server.spec.token)
-        if not _timed(tally, session.initialize) and tally.failed >= MAX_FAILURES_PER_PHASE:
-            return
+        going_on = _timed(tally, session.initialize)
         session.close()
+        if not going_on:
+            return
 
 
 def split(total: int, parts: int) -> list[int]:
@@ -593,6 +652,8 @@ def summarize(metric: str, tally: Tally, concurrency: int) -> dict[str, Any]:
             "min_ms": samples[0] / 1e6,
             "max_ms": samples[-1] / 1e6,
         }
+    if metric != "session_setup" and tally.server_cpu_seconds is not None and tally.ok:
+        summary["server_cpu_ms_per_call"] = tally.server_cpu_seconds * 1000 / tally.ok
     if metric == "throughput":
         summary["concurrency"] = concurrency
         summary["seconds"] = tally.wall_seconds
@@ -618,6 +679,7 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, 
             ("throughput", "throughput", "calls_per_second", True),
             ("setup_median", "session_setup", "median_ms", False),
             ("setup_p95", "session_setup", "p95_ms", False),
+            ("server_cpu_per_call", "throughput", "server_cpu_ms_per_call", False),
         ):
             a, b = mine[metric].get(stat, 0.0), sdk[metric].get(stat, 0.0)
             if a > 0 and b > 0:
@@ -637,7 +699,7 @@ def print_report(results: dict[str, dict[str, Any]], ratio_table: dict[str, dict
     concurrency = results["sdk"]["throughput"]["concurrency"]
     header = (
         f"{'server':<32} {'auth':<7} {'call p50':>9} {'call p95':>9} {f'calls/s C={concurrency}':>13} "
-        f"{'setup p50':>10} {'setup p95':>10} {'failed':>7}"
+        f"{'setup p50':>10} {'setup p95':>10} {'cpu/call':>9} {'failed':>7}"
     )
     print(header)
     print("-" * len(header))
@@ -648,9 +710,12 @@ def print_report(results: dict[str, dict[str, Any]], ratio_table: dict[str, dict
         print(
             f"{LABELS[key]:<32} {result['auth']:<7} {ms(latency, 'median_ms'):>9} {ms(latency, 'p95_ms'):>9} "
             f"{throughput.get('calls_per_second', 0.0):>13.1f} {ms(setup, 'median_ms'):>10} "
-            f"{ms(setup, 'p95_ms'):>10} {failed:>7}"
+            f"{ms(setup, 'p95_ms'):>10} {ms(throughput, 'server_cpu_ms_per_call'):>9} {failed:>7}"
         )
-    print("(milliseconds; setup = initialize + notifications/initialized)")
+    print(
+        "(milliseconds; setup = initialize + notifications/initialized; "
+        "cpu/call = the server's CPU time per call in the throughput test)"
+    )
     print()
     for key, entry in ratio_table.items():
         parts = []
@@ -662,8 +727,10 @@ def print_report(results: dict[str, dict[str, Any]], ratio_table: dict[str, dict
             parts.append(f"{entry['throughput']['speedup']:.2f}x the SDK's throughput")
         if "setup_median" in entry:
             parts.append(f"{_faster(entry['setup_median']['speedup'])} to set up a session")
+        if "server_cpu_per_call" in entry:
+            parts.append(f"{entry['server_cpu_per_call']['mcp_auth_over_sdk']:.2f}x the SDK's server CPU per call")
         print(f"{LABELS[key]} vs SDK: " + ", ".join(parts) if parts else f"{LABELS[key]}: no ratios (failures)")
-    print("(the SDK runs without auth and without an access log; mcp_auth with its bearer token and audit log)")
+    print("(the SDK runs without auth or access log; mcp_auth checks its token, and under serve audits each call)")
 
 
 # --- main -----------------------------------------------------------------------------------
@@ -675,14 +742,11 @@ PRESETS = {
 
 
 def parse_options(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="mcp_auth vs the official MCP SDK: per-call latency, throughput, session setup, as ratios.",
-        epilog="The module docstring (python -c 'help(\"scripts/bench.py\")' or the file) explains the method.",
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, help="calls per server for latency, and again for throughput (2000)")
     parser.add_argument("--concurrency", type=int, help="client threads for the throughput test (8)")
     parser.add_argument("--sessions", type=int, help="sessions set up per server (300)")
-    parser.add_argument("--warmup", type=int, help="untimed calls first, per session under test (100)")
+    parser.add_argument("--warmup", type=int, help="untimed calls before the latency test (100)")
     parser.add_argument("--rounds", type=int, help="interleaved rounds the calls are spread over (3)")
     parser.add_argument("--quick", action="store_true", help="small numbers, for CI: 60 calls, 4 threads, 1 round")
     parser.add_argument("--json", type=Path, help="write every number as JSON to this path")
@@ -761,6 +825,8 @@ def main(argv: list[str] | None = None) -> int:
         report = run(options)
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
+        if options.json is not None:
+            options.json.write_text(json.dumps({"ok": False, "error": str(exc)}, indent=2) + "\n")
         return 1
     servers = report["servers"]
     failures = [

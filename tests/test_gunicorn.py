@@ -102,6 +102,8 @@ def gunicorn_server(tmp_path: Path) -> Iterator[int]:
     log = "".join(lines)
     assert TOKEN not in log
     assert "Traceback" not in log and "Error handling request" not in log, log
+    # create_app() sets up audit logging when the host has not: every test here audits something.
+    assert " audit " in log, log
 
 
 def test_pipeline_runs_under_gunicorn(gunicorn_server: int) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 
 import pytest
 
@@ -194,6 +194,66 @@ def test_parse_trusted_proxies_refuses_every_peer(entry: str, source: str) -> No
     assert repr(entry) in message
     assert "decorative" in message
     assert "proxy's own address" in message
+
+
+def _all_but(space: str, hole: str) -> list[str]:
+    """Entries covering `space` except `hole`: the largest list that is still not everything."""
+    whole, excluded = ip_network(space), ip_network(hole)
+    return [str(n) for n in whole.address_exclude(excluded)]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("values", "version"),
+    [
+        pytest.param(["0.0.0.0/1", "128.0.0.0/1"], 4, id="v4-halves"),
+        pytest.param(["128.0.0.0/1", "10.0.0.5", "0.0.0.0/1"], 4, id="v4-halves-unordered-with-a-proxy"),
+        pytest.param(["192.0.0.0/2", "0.0.0.0/2", "128.0.0.0/2", "64.0.0.0/2"], 4, id="v4-quarters"),
+        pytest.param(["0.0.0.0/1", "64.0.0.0/2", "128.0.0.0/1"], 4, id="v4-overlapping"),
+        pytest.param(["::ffff:0:0/97", "::ffff:128.0.0.0/97"], 4, id="v4-halves-written-as-mapped"),
+        pytest.param(["0.0.0.0/1", "::ffff:128.0.0.0/97"], 4, id="v4-halves-one-mapped"),
+        pytest.param(["0.0.0.0/1", "128.0.0.0/1", "fd00::/8"], 4, id="v4-halves-beside-v6"),
+        pytest.param(["::/1", "8000::/1"], 6, id="v6-halves"),
+        pytest.param(["8000::/1", "::/2", "4000::/2"], 6, id="v6-half-and-quarters"),
+        pytest.param(["::/1", "8000::/1", "10.0.0.5"], 6, id="v6-halves-beside-v4"),
+        # Client addresses in ::ffff:0:0/96 are compared as IPv4, so the rest
+        # of the IPv6 space is every IPv6 peer there can be.
+        pytest.param(_all_but("::/0", "::ffff:0:0/96"), 6, id="v6-all-but-the-mapped-range"),
+    ],
+)
+@pytest.mark.parametrize("source", ["--trusted-proxy", "MCP_AUTH_TRUSTED_PROXIES"])
+def test_parse_trusted_proxies_refuses_networks_that_together_cover_a_family(
+    values: list[str], version: int, source: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_trusted_proxies(values, source)
+    message = str(caught.value)
+    assert message.startswith(f"{source}: ")
+    assert f"together cover every IPv{version} address" in message
+    assert "decorative" in message and "proxy's own address" in message
+
+
+def test_parse_trusted_proxies_names_the_covering_entries() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_trusted_proxies(["10.0.0.5", "0.0.0.0/1", "fd00::/8", "128.0.0.0/1"], "--trusted-proxy")
+    assert "'10.0.0.5, 0.0.0.0/1, 128.0.0.0/1'" in str(caught.value)
+    assert "fd00::/8" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pytest.param(["0.0.0.0/1"], id="v4-one-half"),
+        pytest.param(["0.0.0.0/1", "128.0.0.0/2", "192.0.0.0/3"], id="v4-all-but-224/3"),
+        pytest.param(_all_but("0.0.0.0/0", "203.0.113.7/32"), id="v4-all-but-one-address"),
+        pytest.param(["0.0.0.0/1", "8000::/1"], id="halves-of-different-families"),
+        pytest.param(["::/1"], id="v6-one-half"),
+        pytest.param(_all_but("::/0", "2001:db8::/32"), id="v6-all-but-a-/32"),
+        pytest.param(_all_but("::/0", "::fffe:0:0/95"), id="v6-all-but-more-than-the-mapped-range"),
+        pytest.param(["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"], id="private-ranges"),
+    ],
+)
+def test_parse_trusted_proxies_accepts_large_lists_that_leave_addresses_out(values: list[str]) -> None:
+    assert parse_trusted_proxies(values, "--trusted-proxy") == tuple(ip_network(v) for v in values)
 
 
 @pytest.mark.parametrize(

@@ -306,7 +306,7 @@ def test_initialize_negotiates_version(fx: Fixture, requested: str, negotiated: 
     }
     assert call.session.protocol_version == negotiated
     assert call.session.client_info == {"name": "t", "version": "1"}
-    assert call.session.client_capabilities == {"roots": {}}
+    assert call.session.client_capabilities == {"roots": True}  # names kept, contents not
 
 
 def test_initialize_without_instructions_omits_them() -> None:
@@ -1266,13 +1266,23 @@ def list_names(server: McpServer, call: Call) -> dict[str, list[str]]:
         ),
         pytest.param(
             ("*",),
+            {"tools": Fixture().server.tool_names, "resources": [], "templates": [], "prompts": []},
+            id="bare-star-is-every-tool-only",
+        ),
+        pytest.param(
+            ("re*", "p*"),
+            {"tools": ["reading", "picture", "progress"], "resources": [], "templates": [], "prompts": []},
+            id="tool-globs-never-reach-resources-or-prompts",
+        ),
+        pytest.param(
+            ("*", "resource:*", "prompt:*"),
             {
                 "tools": Fixture().server.tool_names,
                 "resources": ["note://hello", "bin://logo", "bin://raw", "note://broken"],
                 "templates": ["users://{user_id}/profile", "docs://{+path}"],
                 "prompts": ["review", "dialogue", "bad_prompt"],
             },
-            id="star-matches-prefixed-names-too",
+            id="each-kind-granted-by-its-own-pattern",
         ),
         pytest.param(
             ("ECHO", "resource:NOTE://*"),

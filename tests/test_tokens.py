@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -179,6 +180,64 @@ def test_principal_may_use(patterns: tuple[str, ...] | None, tool: str, allowed:
     assert Principal("p", patterns, "0" * 64).may_use(tool) is allowed
 
 
+@pytest.mark.parametrize(
+    ("patterns", "kind", "name", "allowed"),
+    [
+        # A tool glob never reaches into the other namespaces.
+        pytest.param(("re*",), "resource", "resource://notes", False, id="tool-glob-re*-grants-no-resource"),
+        pytest.param(("re*",), "resource", "res://x", False, id="tool-glob-re*-grants-no-re-uri"),
+        pytest.param(("re*",), "tool", "read_file", True, id="tool-glob-re*-still-grants-tools"),
+        pytest.param(("p*",), "prompt", "plan", False, id="tool-glob-p*-grants-no-prompt"),
+        pytest.param(("p*",), "prompt", "prompt", False, id="tool-glob-p*-grants-no-prompt-named-prompt"),
+        pytest.param(("*",), "tool", "echo", True, id="star-grants-every-tool"),
+        pytest.param(("*",), "resource", "file:///etc/passwd", False, id="star-grants-no-resource"),
+        pytest.param(("*",), "prompt", "review", False, id="star-grants-no-prompt"),
+        pytest.param(("*",), "tool", "resource:file:///x", False, id="star-grants-no-old-style-resource-as-tool"),
+        pytest.param(("*",), "tool", "prompt:review", False, id="star-grants-no-old-style-prompt-as-tool"),
+        # Each prefix grants its own kind only, matched against the URI or name.
+        pytest.param(("resource:*",), "resource", "file:///etc/passwd", True, id="resource-star-grants-resources"),
+        pytest.param(("resource:*",), "resource", "", True, id="resource-star-grants-empty-uri"),
+        pytest.param(("resource:*",), "tool", "echo", False, id="resource-star-grants-no-tool"),
+        pytest.param(("resource:*",), "prompt", "review", False, id="resource-star-grants-no-prompt"),
+        pytest.param(("prompt:*",), "prompt", "review", True, id="prompt-star-grants-prompts"),
+        pytest.param(("prompt:*",), "tool", "echo", False, id="prompt-star-grants-no-tool"),
+        pytest.param(("prompt:*",), "resource", "file:///x", False, id="prompt-star-grants-no-resource"),
+        pytest.param(("resource:file:///docs/*",), "resource", "file:///docs/a.md", True, id="resource-glob-hit"),
+        pytest.param(("resource:file:///docs/*",), "resource", "file:///etc/passwd", False, id="resource-glob-miss"),
+        pytest.param(("resource:notes://a",), "resource", "notes://A", False, id="resource-glob-case-sensitive"),
+        pytest.param(("prompt:rev*",), "prompt", "review", True, id="prompt-glob-hit"),
+        pytest.param(("prompt:rev*",), "prompt", "plan", False, id="prompt-glob-miss"),
+        # "tool:" is the explicit spelling of a bare pattern.
+        pytest.param(("tool:echo",), "tool", "echo", True, id="tool-prefix-exact"),
+        pytest.param(("tool:echo",), "tool", "echo2", False, id="tool-prefix-no-prefix-match"),
+        pytest.param(("tool:*",), "resource", "file:///x", False, id="tool-prefix-star-grants-no-resource"),
+        pytest.param(("tool:*",), "prompt", "review", False, id="tool-prefix-star-grants-no-prompt"),
+        # Prefixes are case-sensitive; a mistyped one is a tool pattern that matches nothing.
+        pytest.param(("Resource:*",), "resource", "file:///x", False, id="prefix-case-Resource"),
+        pytest.param(("PROMPT:*",), "prompt", "review", False, id="prefix-case-PROMPT"),
+        pytest.param(("Tool:echo",), "tool", "echo", False, id="prefix-case-Tool"),
+        pytest.param(("resources:*",), "resource", "file:///x", False, id="unknown-prefix"),
+        # Mixed scopes and the unscoped principal.
+        pytest.param(("echo", "resource:notes://*", "prompt:plan"), "resource", "notes://1", True, id="mixed-resource"),
+        pytest.param(("echo", "resource:notes://*", "prompt:plan"), "prompt", "plan", True, id="mixed-prompt"),
+        pytest.param(("echo", "resource:notes://*", "prompt:plan"), "tool", "echo", True, id="mixed-tool"),
+        pytest.param(("echo", "resource:notes://*", "prompt:plan"), "tool", "plan", False, id="mixed-prompt-not-tool"),
+        pytest.param((), "resource", "file:///x", False, id="empty-scope-resource"),
+        pytest.param(None, "tool", "echo", True, id="unscoped-tool"),
+        pytest.param(None, "resource", "file:///etc/passwd", True, id="unscoped-resource"),
+        pytest.param(None, "prompt", "review", True, id="unscoped-prompt"),
+    ],
+)
+def test_principal_may_use_by_kind(patterns: tuple[str, ...] | None, kind: str, name: str, allowed: bool) -> None:
+    assert Principal("p", patterns, "0" * 64).may_use(name, kind) is allowed
+
+
+@pytest.mark.parametrize("kind", ["tools", "Tool", "", "resource_template"])
+def test_principal_may_use_refuses_unknown_kind(kind: str) -> None:
+    with pytest.raises(ValueError, match="kind"):
+        Principal("p", None, "0" * 64).may_use("echo", kind)
+
+
 def test_principal_repr_hides_credential_id_and_anonymous_is_unscoped() -> None:
     principal = Principal("ci", ("echo",), sha256_hex(TOKEN))
     assert sha256_hex(TOKEN) not in repr(principal)
@@ -186,6 +245,7 @@ def test_principal_repr_hides_credential_id_and_anonymous_is_unscoped() -> None:
     assert ANONYMOUS.name == "anonymous"
     assert ANONYMOUS.tool_patterns is None
     assert ANONYMOUS.may_use("whatever")
+    assert ANONYMOUS.may_use("file:///etc/passwd", "resource") and ANONYMOUS.may_use("review", "prompt")
 
 
 # --- sources: authentication ------------------------------------------------
@@ -270,6 +330,20 @@ def test_is_current_refuses_foreign_principals(
     tmp_path: Path, make_source: Callable[[Path], TokenSource], principal: Principal
 ) -> None:
     assert make_source(tmp_path).is_current(principal) is False
+
+
+@pytest.mark.parametrize("make_source", SOURCES)
+@pytest.mark.parametrize(
+    "scope",
+    [pytest.param(("echo",), id="narrower"), pytest.param((), id="empty"), pytest.param(("*",), id="star")],
+)
+def test_is_current_refuses_the_right_credential_with_another_scope(
+    tmp_path: Path, make_source: Callable[[Path], TokenSource], scope: tuple[str, ...]
+) -> None:
+    source = make_source(tmp_path)
+    principal = source.authenticate(TOKEN.encode())
+    assert principal is not None and source.is_current(principal)
+    assert source.is_current(replace(principal, tool_patterns=scope)) is False
 
 
 @pytest.mark.parametrize("make_source", SOURCES)
@@ -424,6 +498,80 @@ def test_token_file_modes(tmp_path: Path, mode: int, accepted: bool) -> None:
         assert_no_secret(str(info.value), TOKEN)
 
 
+def readable_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "mcp_auth.tokens" and r.levelno == logging.WARNING and "can read the token" in r.getMessage()
+    ]
+
+
+@posix_only
+@pytest.mark.parametrize(
+    ("mode", "warned"),
+    [
+        pytest.param(0o600, False, id="0600"),
+        pytest.param(0o400, False, id="0400"),
+        pytest.param(0o700, False, id="0700"),
+        pytest.param(0o640, True, id="0640-group-readable"),
+        pytest.param(0o604, True, id="0604-other-readable"),
+        pytest.param(0o644, True, id="0644"),
+        pytest.param(0o444, True, id="0444-docker-secret"),
+    ],
+)
+def test_token_file_readable_by_others_is_accepted_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, mode: int, warned: bool
+) -> None:
+    path = write_private(tmp_path / "token", TOKEN + "\n", mode)
+    with caplog.at_level(logging.WARNING, logger="mcp_auth.tokens"):
+        source = TokenFile(path, "--token-file")
+        for _ in range(3):  # fresh file: re-read at every call, still said once
+            assert source.authenticate(TOKEN.encode()) is not None
+    warnings = readable_warnings(caplog)
+    assert len(warnings) == (1 if warned else 0)
+    if warned:
+        assert str(path) in warnings[0] and f"chmod 600 {path}" in warnings[0]
+        assert f"{mode:04o}" in warnings[0]
+    assert_no_secret(caplog.text, TOKEN, sha256_hex(TOKEN))
+
+
+@posix_only
+def test_token_file_readable_warning_once_per_change_of_mode(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = write_private(tmp_path / "token", TOKEN + "\n")
+    with caplog.at_level(logging.WARNING, logger="mcp_auth.tokens"):
+        source = TokenFile(path, "--token-file")
+        assert source.authenticate(TOKEN.encode()) is not None
+        assert readable_warnings(caplog) == []
+
+        os.chmod(path, 0o644)  # loosened while running: said at the re-read
+        for _ in range(3):
+            assert source.authenticate(TOKEN.encode()) is not None
+        assert len(readable_warnings(caplog)) == 1
+
+        replace_atomically(path, OTHER_TOKEN + "\n")  # rotated: 0600 again, quiet
+        assert source.authenticate(OTHER_TOKEN.encode()) is not None
+        assert len(readable_warnings(caplog)) == 1
+        os.chmod(path, 0o444)  # and loosened again: said again
+        for _ in range(3):
+            assert source.authenticate(OTHER_TOKEN.encode()) is not None
+        os.chmod(path, 0o440)  # still readable by others: no new warning
+        assert source.authenticate(OTHER_TOKEN.encode()) is not None
+    warnings = readable_warnings(caplog)
+    assert len(warnings) == 2 and all(f"chmod 600 {path}" in w for w in warnings)
+    assert_no_secret(caplog.text, TOKEN, OTHER_TOKEN)
+
+
+@posix_only
+def test_readable_tokens_file_and_token_show_are_quiet(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # The tokens file holds only hashes; `token show` reads but serves nothing.
+    tokens_path = write_private(tmp_path / "tokens.json", tokens_doc(entry("ci", TOKEN)), 0o644)
+    token_path = write_private(tmp_path / "token", TOKEN + "\n", 0o644)
+    with caplog.at_level(logging.WARNING, logger="mcp_auth.tokens"):
+        assert TokensFile(tokens_path, "--tokens-file").authenticate(TOKEN.encode()) is not None
+        assert read_token_file(token_path) == TOKEN.encode()
+    assert readable_warnings(caplog) == []
+
+
 def wrong_owner_setup(path: Path) -> dict[str, int]:
     """Make `path` belong to someone else; keyword arguments to pass to the loader.
 
@@ -551,6 +699,41 @@ def test_tokens_file_revoke_reaches_running_source(tmp_path: Path) -> None:
     revoke_token(path, "admin")
     assert source.authenticate(admin_token.encode()) is None
     assert source.is_current(admin) is False
+
+
+@pytest.mark.parametrize(
+    "rewrite",
+    [pytest.param(rewrite_in_place, id="in-place"), pytest.param(replace_atomically, id="atomic-replace")],
+)
+@pytest.mark.parametrize(
+    ("new_tools", "still_current"),
+    [
+        pytest.param(["echo"], False, id="narrowed"),
+        pytest.param(["echo", "read_*", "write_*"], False, id="widened"),
+        pytest.param([], False, id="emptied"),
+        pytest.param(None, False, id="made-unscoped"),
+        pytest.param(["echo", "read_*"], True, id="unchanged"),
+    ],
+)
+def test_tokens_file_scope_change_reaches_running_source(
+    tmp_path: Path, rewrite: Callable[[Path, str], None], new_tools: list[str] | None, still_current: bool
+) -> None:
+    path = write_private(
+        tmp_path / "tokens.json", tokens_doc(entry("ci", TOKEN, ["echo", "read_*"]), entry("admin", OTHER_TOKEN))
+    )
+    source = TokensFile(path, "--tokens-file")
+    ci = source.authenticate(TOKEN.encode())
+    admin = source.authenticate(OTHER_TOKEN.encode())
+    assert ci is not None and admin is not None and source.is_current(ci)
+
+    # Same name, same hash: only the "tools" list is edited.
+    rewrite(path, tokens_doc(entry("ci", TOKEN, new_tools), entry("admin", OTHER_TOKEN)))
+    assert source.is_current(ci) is still_current
+    assert source.is_current(admin)  # the untouched entry stays current
+    fresh = source.authenticate(TOKEN.encode())
+    assert fresh is not None and source.is_current(fresh)
+    assert fresh.tool_patterns == (None if new_tools is None else tuple(new_tools))
+    assert (fresh == ci) is still_current
 
 
 @pytest.mark.parametrize(

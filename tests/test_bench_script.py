@@ -1,0 +1,71 @@
+"""scripts/bench.py runs end to end: three real servers, every call answered, every number in its JSON.
+
+It asserts behaviour, never speed: which server is faster is the benchmark's
+output, not a test outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "scripts" / "bench.py"
+# --quick takes a few seconds on 2 cores; this only stops a hung run.
+DEADLINE_SECONDS = 120
+
+SERVERS = ("mcp_auth_serve", "mcp_auth_gunicorn", "sdk")
+TIMINGS = ("median_ms", "p95_ms", "mean_ms", "min_ms", "max_ms")
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
+def test_quick_run_measures_every_server(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    run = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--json", str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_SECONDS,
+        stdin=subprocess.DEVNULL,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = json.loads(out.read_text())
+
+    assert report["ok"] is True
+    assert "json_response=True" in report["sdk_mode"]
+    settings = report["settings"]
+    assert settings["quick"] is True
+    assert set(report["servers"]) == set(SERVERS)
+    for key in SERVERS:
+        server = report["servers"][key]
+        assert server["auth"] == ("none" if key == "sdk" else "bearer")
+        latency, throughput, setup = server["latency"], server["throughput"], server["session_setup"]
+        assert latency["requested"] == throughput["requested"] == settings["calls"], key
+        assert setup["requested"] == settings["sessions"], key
+        for name, metric in (("latency", latency), ("throughput", throughput), ("session_setup", setup)):
+            assert metric["failed"] == 0, (key, name, metric)
+            assert metric["ok"] == metric["requested"], (key, name, metric)
+            assert "errors" not in metric, (key, name, metric)
+            for timing in TIMINGS:
+                assert _positive(metric[timing]), (key, name, timing, metric)
+            assert metric["min_ms"] <= metric["median_ms"] <= metric["p95_ms"] <= metric["max_ms"], (key, name)
+            # CPU time comes from /proc in 10 ms ticks: present on Linux, possibly 0 in a run this short.
+            assert metric.get("server_cpu_ms_per_call", 0) >= 0, (key, name)
+        assert throughput["concurrency"] == settings["concurrency"]
+        assert _positive(throughput["seconds"]) and _positive(throughput["calls_per_second"]), key
+        assert server["exit_status"] is not None, f"{key} was not stopped"
+
+    for key in ("mcp_auth_serve", "mcp_auth_gunicorn"):
+        ratios = report["ratios"][key]
+        for name in ("call_median", "call_p95", "throughput", "setup_median", "setup_p95"):
+            assert _positive(ratios[name]["mcp_auth_over_sdk"]), (key, name)
+            assert _positive(ratios[name]["speedup"]), (key, name)
+        assert "vs SDK:" in run.stdout and "per call (median)" in run.stdout
+    assert "sdk" not in report["ratios"]

@@ -1,0 +1,305 @@
+"""Bounds and refusals added after review: each test fails without the rule it names."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import select
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import TOKEN, initialize_body, live_server, open_session, request, rpc
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+from ws_client import ws_url
+
+from mcp_auth import Config, ConfigError, Context, McpServer
+from mcp_auth.config import AuthSetup
+from mcp_auth.guard import Guard
+from mcp_auth.jsonrpc import INVALID_PARAMS, Request
+from mcp_auth.refusals import IpNotAllowed
+from mcp_auth.server import MAX_URI_LENGTH, Call
+from mcp_auth.sessions import Session, SessionStore
+from mcp_auth.tokens import ANONYMOUS, Principal, StaticToken, add_token, revoke_token
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _blocking_server(release: threading.Event, entered: threading.Semaphore | None = None) -> McpServer:
+    server = McpServer("blocking")
+
+    @server.tool()
+    def wait(ctx: Context) -> str:
+        """Waits until released."""
+        if entered is not None:
+            entered.release()
+        release.wait(30)
+        return "released"
+
+    @server.tool()
+    def exits(ctx: Context) -> str:
+        """Raises SystemExit from the handler thread."""
+        raise SystemExit(3)
+
+    @server.tool()
+    def detach(ctx: Context) -> str:
+        """Asks for the stream to be closed; older clients cannot resume, so it must not be."""
+        ctx.close_stream()
+        return "still delivered"
+
+    @server.resource("files://{name}.{ext}")
+    def file(name: str, ext: str) -> str:
+        return f"{name}.{ext}"
+
+    return server
+
+
+def _call(server: McpServer, principal: Principal = ANONYMOUS) -> Call:
+    class Sink:
+        def send(self, message: dict[str, Any]) -> None:
+            pass
+
+    call = Call(Session(principal=principal), principal, Sink(), "127.0.0.1", lambda p: True)
+    server.dispatch(Request(0, "initialize", {"protocolVersion": "2025-11-25"}), call)
+    return call
+
+
+# --- dispatch ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("level", [[], {}, 3, None, "loud"])
+def test_set_level_with_a_bad_value_is_invalid_params(level: Any) -> None:
+    server = McpServer("x")
+    with pytest.raises(Exception) as info:
+        server.dispatch(Request(1, "logging/setLevel", {"level": level}), _call(server))
+    assert getattr(info.value, "code", None) == INVALID_PARAMS
+
+
+def test_over_long_uris_are_refused_before_template_matching() -> None:
+    server = _blocking_server(threading.Event())
+    call = _call(server)
+    started = time.monotonic()
+    with pytest.raises(Exception) as info:
+        server.dispatch(Request(1, "resources/read", {"uri": "files://" + "a" * 60_000 + ".txt"}), call)
+    assert getattr(info.value, "code", None) == INVALID_PARAMS
+    assert str(MAX_URI_LENGTH) in str(info.value)
+    assert time.monotonic() - started < 5  # an upper bound, not a benchmark: backtracking took 15 s
+    ok = server.dispatch(Request(2, "resources/read", {"uri": "files://notes.txt"}), call)
+    assert ok["contents"][0]["text"] == "notes.txt"
+
+
+def test_a_session_keeps_only_bounded_client_strings() -> None:
+    server = McpServer("x")
+    call = _call(server)
+    call.session.protocol_version = None
+    huge = "x" * 100_000
+    params = {
+        "protocolVersion": "2025-11-25",
+        "clientInfo": {"name": huge, "version": "1", "extra": {"nested": huge}},
+        "capabilities": {f"cap{n}": {"data": huge} for n in range(100)},
+    }
+    server.dispatch(Request(1, "initialize", params), call)
+    assert len(call.session.client_info["name"]) == 256 and "extra" not in call.session.client_info
+    assert len(call.session.client_capabilities) == 32
+    assert all(value is True for value in call.session.client_capabilities.values())
+
+
+def test_subscriptions_are_bounded_per_session() -> None:
+    server = McpServer("x")
+    call = _call(server)
+    for n in range(100):
+        server.dispatch(Request(n, "resources/subscribe", {"uri": f"x://{n}"}), call)
+    with pytest.raises(Exception) as info:
+        server.dispatch(Request(101, "resources/subscribe", {"uri": "x://one-too-many"}), call)
+    assert "at most 100" in str(info.value)
+
+
+# --- sessions --------------------------------------------------------------------------------
+
+
+def test_one_principal_cannot_crowd_out_the_others() -> None:
+    store = SessionStore(max_sessions=10, max_per_principal=3)
+    greedy = Principal("greedy", None, "a" * 64)
+    modest = Principal("modest", None, "b" * 64)
+    greedy_sessions = [store.create(greedy) for _ in range(50)]
+    assert all(s is not None for s in greedy_sessions)
+    assert len(store) == 3  # its own oldest went first
+    first_id = greedy_sessions[0].session_id  # type: ignore[union-attr]
+    assert store.get(first_id or "", greedy) is None
+    assert store.create(modest) is not None
+
+
+# --- guard --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "peer", "allowed"),
+    [
+        pytest.param({"no_auth": True}, "10.0.0.5", False, id="no-auth-remote-peer"),
+        pytest.param({"no_auth": True}, "127.0.0.1", True, id="no-auth-loopback"),
+        pytest.param({"no_auth": True}, "::1", True, id="no-auth-v6-loopback"),
+        pytest.param({}, "10.0.0.5", False, id="implicit-token-remote-peer"),
+        pytest.param({"token": TOKEN}, "10.0.0.5", True, id="explicit-token-remote-peer"),
+    ],
+)
+def test_without_an_explicit_token_only_loopback_peers_are_served(
+    settings: dict[str, Any], peer: str, allowed: bool
+) -> None:
+    """Under gunicorn or embedding the bind is not ours to check; the peer is, on every request."""
+    config = Config(**settings)
+    source = StaticToken(TOKEN, "test") if not config.no_auth else None
+    guard = Guard(config, AuthSetup(source))
+    environ = {"REMOTE_ADDR": peer, "HTTP_HOST": "127.0.0.1", "HTTP_AUTHORIZATION": f"Bearer {TOKEN}"}
+    if allowed:
+        assert guard.admit(environ).client_address.compressed == peer
+    else:
+        with pytest.raises(IpNotAllowed) as info:
+            guard.admit(environ)
+        assert "loopback" in info.value.message
+
+
+# --- configuration ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["rate_limit_window", "websocket_idle_timeout", "websocket_ping_interval"])
+@pytest.mark.parametrize("value", [math.inf, math.nan, -math.inf])
+def test_durations_must_be_finite(name: str, value: float) -> None:
+    with pytest.raises(ConfigError) as info:
+        Config(token=TOKEN, **{name: value})
+    assert name in str(info.value)
+
+
+@pytest.mark.parametrize("variable", ["MCP_AUTH_RATE_LIMIT_WINDOW", "MCP_AUTH_WEBSOCKET_IDLE_TIMEOUT"])
+def test_durations_from_the_environment_must_be_finite(variable: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Config.from_sources({}, {variable: "inf", "MCP_AUTH_TOKEN": TOKEN})
+    assert variable in str(info.value)
+
+
+# --- HTTP transport -------------------------------------------------------------------------------
+
+
+def test_transport_rules_answer_before_the_protocol_version(live: Any) -> None:
+    bad_version = {"MCP-Protocol-Version": "1999-01-01"}
+    assert request(live.port, "PUT", headers=bad_version).status == 405
+    assert (
+        request(live.port, body=initialize_body(), headers={**bad_version, "Content-Type": "text/plain"}).status == 415
+    )
+    assert request(live.port, body=initialize_body(), headers={**bad_version, "Accept": "text/plain"}).status == 406
+    assert request(live.port, body=initialize_body(), headers=bad_version).status == 400
+
+
+def test_past_the_stream_bound_a_streaming_call_is_503_not_lost() -> None:
+    release = threading.Event()
+    entered = threading.Semaphore(0)
+    with live_server(_blocking_server(release, entered), max_streams=1) as live:
+        session_id = open_session(live.port)
+        first: dict[str, Any] = {}
+        worker = threading.Thread(
+            target=lambda: first.update(reply=rpc(live.port, session_id, "tools/call", {"name": "wait"}))
+        )
+        worker.start()
+        assert entered.acquire(timeout=30)
+        busy = rpc(live.port, session_id, "tools/call", {"name": "wait"}, request_id=8)
+        assert busy.status == 503 and busy.header("Retry-After")
+        # Plain answers need no slot and still flow.
+        assert rpc(live.port, session_id, "tools/list").status == 200
+        release.set()
+        worker.join(timeout=30)
+        assert first["reply"].json()["result"]["content"][0]["text"] == "released"
+        # The slot came back.
+        assert rpc(live.port, session_id, "tools/call", {"name": "wait"}, request_id=9).status == 200
+
+
+def test_a_body_that_trickles_in_is_refused() -> None:
+    with live_server() as live:
+        live.app.http.body_deadline_seconds = 0.5
+        body = json.dumps(initialize_body()).encode()
+        head = (
+            f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+            "Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        with socket.create_connection(("127.0.0.1", live.port)) as sock:
+            sock.sendall(head)
+            for byte in body:  # one byte every 0.1 s: the whole body would take many seconds
+                if select.select([sock], [], [], 0.1)[0]:
+                    break  # the server answered
+                try:
+                    sock.sendall(bytes([byte]))
+                except OSError:
+                    break
+            sock.settimeout(30)
+            answer = b""
+            try:
+                while chunk := sock.recv(4096):
+                    answer += chunk
+            except OSError:
+                pass
+        assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+        assert b"not sent within" in answer
+
+
+def test_a_tool_raising_system_exit_answers_instead_of_hanging() -> None:
+    with live_server(_blocking_server(threading.Event())) as live:
+        session_id = open_session(live.port)
+        reply = rpc(live.port, session_id, "tools/call", {"name": "exits"})
+        assert reply.status == 200
+        assert reply.json()["error"]["code"] == -32603
+
+
+def test_close_stream_is_ignored_for_clients_that_cannot_resume() -> None:
+    with live_server(_blocking_server(threading.Event())) as live:
+        session_id = open_session(live.port, version="2025-06-18")
+        reply = rpc(live.port, session_id, "tools/call", {"name": "detach"})
+        assert reply.json()["result"]["content"][0]["text"] == "still delivered"
+
+
+# --- WebSocket -------------------------------------------------------------------------------------
+
+
+def test_a_full_socket_refuses_requests_instead_of_blocking_its_reader() -> None:
+    release = threading.Event()
+
+    async def main(url: str) -> tuple[list[int], list[str]]:
+        async with connect(url, subprotocols=["mcp"], additional_headers=AUTH) as ws:  # type: ignore[list-item]
+            await ws.send(json.dumps(initialize_body()))
+            await ws.recv()
+            for n in range(17):
+                await ws.send(
+                    json.dumps({"jsonrpc": "2.0", "id": 100 + n, "method": "tools/call", "params": {"name": "wait"}})
+                )
+            refused = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            # The reader still reads: a ping is answered while 16 calls wait.
+            await ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping"}))
+            pong = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            release.set()
+            done = [json.loads(await asyncio.wait_for(ws.recv(), 30)) for _ in range(16)]
+            return [refused["error"]["code"], pong["id"]], sorted({d["result"]["content"][0]["text"] for d in done})
+
+    with live_server(_blocking_server(release)) as live:
+        codes, texts = asyncio.run(main(ws_url(live.url)))
+    assert codes == [-32000, 1]
+    assert texts == ["released"]
+
+
+def test_a_revoked_socket_is_closed_without_sending_anything(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.json"
+    token = add_token(path, "full", None)
+
+    async def main(url: str) -> int | None:
+        async with connect(url, subprotocols=["mcp"], additional_headers={"Authorization": f"Bearer {token}"}) as ws:  # type: ignore[list-item]
+            await ws.send(json.dumps(initialize_body()))
+            await ws.recv()
+            revoke_token(path, "full")
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 30)
+            return ws.close_code
+
+    with live_server(tokens_file=str(path)) as live:
+        assert asyncio.run(main(ws_url(live.url))) == 4401
