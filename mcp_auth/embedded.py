@@ -1,9 +1,10 @@
 """The built-in HTTP server: Werkzeug's threaded WSGI server with mcp_auth's limits.
 
-A thread per connection, pure Python, so it runs the same on Linux, macOS and
-Windows. Werkzeug closes each connection after one response. What this module
-adds is bounded patience and bounded concurrency, all of it before the app has
-authenticated anyone, so it trusts nothing about the peer:
+A thread per connection (pooled: reused, not started anew each time), pure
+Python, so it runs the same on Linux, macOS and Windows. Werkzeug closes each
+connection after one response. What this module adds is bounded patience and
+bounded concurrency, all of it before the app has authenticated anyone, so it
+trusts nothing about the peer:
 
 - at most `MAX_CONNECTIONS` connections hold a thread; past that a new
   connection is answered 503 by the accepting thread and closed at once;
@@ -18,6 +19,7 @@ Per-request access logs are left to the audit log.
 
 from __future__ import annotations
 
+import queue
 import socket
 import threading
 import time
@@ -48,6 +50,8 @@ HEAD_DEADLINE_SECONDS = 20.0
 # The watchdog wakes this often (or four times per deadline, if that is shorter),
 # so a deadline is enforced at most this late; one wake-up scans every connection.
 HEAD_WATCH_TICK_SECONDS = 1.0
+# A pooled thread with nothing to do for this long ends; the next burst starts new ones.
+IDLE_THREAD_SECONDS = 60.0
 # Connections turn over in well under a second when the server is healthy.
 OVER_CAPACITY_RETRY_AFTER_SECONDS = 5
 
@@ -187,6 +191,40 @@ class _RequestHandler(WSGIRequestHandler):
         """Quiet on client misbehaviour (timeouts, bad request lines): not server errors."""
 
 
+class _ThreadPool:
+    """Threads that serve one connection after another, started on demand.
+
+    Starting a thread per connection costs more than the request itself on a
+    small machine; these threads are reused, and one that stays idle for
+    `IDLE_THREAD_SECONDS` ends, so the pool shrinks back after a burst. The
+    connection cap bounds how many can exist at once.
+    """
+
+    def __init__(self, work: Any, name: str) -> None:
+        self._work = work
+        self._name = name
+        self._jobs: queue.SimpleQueue[tuple[Any, Any]] = queue.SimpleQueue()
+        # One token per idle thread: taking one reserves that thread for the next job.
+        self._idle = threading.Semaphore(0)
+
+    def submit(self, request: Any, client_address: Any) -> None:
+        reserved = self._idle.acquire(blocking=False)
+        self._jobs.put((request, client_address))
+        if not reserved:
+            threading.Thread(target=self._serve, name=self._name, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                request, client_address = self._jobs.get(timeout=IDLE_THREAD_SECONDS)
+            except queue.Empty:
+                if self._idle.acquire(blocking=False):
+                    return  # idle too long and nobody reserved a thread: end one
+                continue  # a job was reserved for an idle thread and is on its way
+            self._work(request, client_address)
+            self._idle.release()
+
+
 class _Server(ThreadingMixIn, BaseWSGIServer):
     """Werkzeug's threaded server with a cap on connections and a watchdog on request heads."""
 
@@ -205,6 +243,7 @@ class _Server(ThreadingMixIn, BaseWSGIServer):
         self._holding: set[socket.socket] = set()
         self._holding_lock = threading.Lock()
         super().__init__(host, port, app, handler=_RequestHandler)
+        self._pool = _ThreadPool(self.process_request_thread, f"mcp-auth-http:{self.server_address[1]}")
 
     @property
     def open_connections(self) -> int:
@@ -219,7 +258,8 @@ class _Server(ThreadingMixIn, BaseWSGIServer):
         if not admitted:
             self._refuse_over_capacity(request)
             return
-        super().process_request(request, client_address)
+        # ThreadingMixIn's per-connection body (finish, handle errors, shut down), on a pooled thread.
+        self._pool.submit(request, client_address)
 
     def shutdown_request(self, request: Any) -> None:
         try:

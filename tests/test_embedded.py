@@ -473,3 +473,22 @@ def test_close_without_serving_leaves_no_thread() -> None:
     port = embedded.port
     embedded.close()
     assert watchdogs(port) == []
+
+
+def test_connection_threads_are_reused() -> None:
+    """A thread per connection, but pooled: sequential connections do not each start one."""
+    with serving() as served:
+        for _ in range(50):
+            assert healthz(served.port) == 200
+        wait_until(lambda: served.embedded.open_connections == 0, "every connection to be released")
+        workers = [t for t in threading.enumerate() if t.name == f"mcp-auth-http:{served.port}"]
+        assert 1 <= len(workers) <= 3, [t.name for t in workers]
+
+
+def test_concurrent_connections_get_their_own_threads() -> None:
+    """Reuse never makes a connection wait for another: two open streams and a request at once."""
+    with serving() as served:
+        first, second = connected(served.port), connected(served.port)
+        with first, second:
+            wait_until(lambda: served.embedded.open_connections == 2, "both connections to be held")
+            assert healthz(served.port) == 200
