@@ -85,6 +85,16 @@ class RawResponse:
         return messages
 
 
+def ipv6_loopback_available() -> bool:
+    """Whether ::1 can be bound here (some CI machines have no IPv6 at all)."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
 def _dechunk(body: bytes) -> bytes:
     out = bytearray()
     while body:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from support import TOKEN, initialize_body, open_session, raw_exchange, request, rpc
+from support import TOKEN, initialize_body, ipv6_loopback_available, open_session, raw_exchange, request, rpc
 from websockets.asyncio.client import connect
 
 from mcp_auth import McpServer
@@ -156,16 +156,7 @@ def test_without_an_app_the_answer_is_503_until_one_is_set() -> None:
         thread.join(timeout=PATIENCE_SECONDS)
 
 
-def _ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback here")
+@pytest.mark.skipif(not ipv6_loopback_available(), reason="no IPv6 loopback here")
 def test_an_ipv6_host_is_served() -> None:
     with serving(host="::1") as served:
         response = request(served.port, "GET", path="/healthz", token=None, host="::1", host_header="[::1]")

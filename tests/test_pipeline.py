@@ -15,7 +15,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import socket
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -24,7 +23,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import TOKEN, Live, RawResponse, initialize_body, live_server, open_session, request, rpc
+from support import (
+    TOKEN,
+    Live,
+    RawResponse,
+    initialize_body,
+    ipv6_loopback_available,
+    live_server,
+    open_session,
+    request,
+    rpc,
+)
 
 from mcp_auth.app import McpAuthApp
 from mcp_auth.config import AuthSetup, Config
@@ -536,16 +545,7 @@ def test_healthz_needs_no_token_but_goes_through_step_1() -> None:
         assert (refused.status, refused.json()["error"]) == (403, "ip_not_allowed")
 
 
-def _ipv6_loopback_available() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-needs_ipv6 = pytest.mark.skipif(not _ipv6_loopback_available(), reason="this machine has no IPv6 loopback")
+needs_ipv6 = pytest.mark.skipif(not ipv6_loopback_available(), reason="this machine has no IPv6 loopback")
 
 
 @needs_ipv6
