@@ -29,6 +29,7 @@ from typing import Any
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler
 
 from .errors import ConfigError
+from .http import DEADLINE_ENVIRON_KEY
 from .refusals import Refusal
 from .websocket import WebSocketDone
 
@@ -147,6 +148,19 @@ class _RequestHandler(WSGIRequestHandler):
     # answer in JSON like the app's, not HTML.
     error_content_type = "application/json"
     error_message_format = '{"error": "bad_request", "message": "%(message)s: %(explain)s"}'
+
+    def make_environ(self) -> dict[str, Any]:
+        environ = super().make_environ()
+        # The app may bound how long this connection may take from here on
+        # (reading a body, draining after the answer); None lifts the bound.
+        environ[DEADLINE_ENVIRON_KEY] = self._set_deadline
+        return environ
+
+    def _set_deadline(self, seconds: float | None) -> None:
+        if seconds is None:
+            self.server.head_watch.disarm(self.connection)
+        else:
+            self.server.head_watch.arm(self.connection, time.monotonic() + seconds)
 
     def handle_one_request(self) -> None:
         # Armed before the request line is read, so the deadline also covers a

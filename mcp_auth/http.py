@@ -48,12 +48,19 @@ from .refusals import (
 from .server import RESUMABLE_SINCE, SUPPORTED_PROTOCOL_VERSIONS, Call, McpServer, PrincipalRevoked, ScopeDenied
 from .sessions import Session, SessionStore
 from .streams import EventStream, encode_event, parse_event_id, priming_event
+from .tokens import Principal
 
 logger = logging.getLogger("mcp_auth.http")
 
 SESSION_HEADER = "Mcp-Session-Id"
 # A request body that trickles in slower than this is refused (a thread is held while it reads).
 BODY_DEADLINE_SECONDS = 60.0
+# After the answer is written, a client has this long to stop sending (the server
+# drains what it sent before closing): a client that trickles bytes cannot hold it.
+DRAIN_DEADLINE_SECONDS = 2.0
+# Where a server that can enforce connection deadlines (the built-in one) puts a
+# setter in the WSGI environ: seconds from now, or None to lift the deadline.
+DEADLINE_ENVIRON_KEY = "mcp_auth.set_deadline"
 # A comment line this often keeps proxies from timing out an idle stream and
 # lets the server notice a client that went away, or a token that was revoked.
 KEEPALIVE_SECONDS = 15.0
@@ -115,7 +122,10 @@ class HttpTransport:
         self.principal_is_current = principal_is_current
         self.max_body_bytes = max_body_bytes
         self.shutdown = shutdown
-        self._event_streams = threading.BoundedSemaphore(max_streams)
+        # Separate budgets, so idle GET streams cannot starve tool calls, and a
+        # per-token share of each, so one token cannot starve the others.
+        self._calls = _Budget(max_streams)
+        self._get_streams = _Budget(max_streams)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse, admission: Admission) -> Any:
         method = environ.get("REQUEST_METHOD", "")
@@ -143,6 +153,18 @@ class HttpTransport:
             )
 
     def _read_body(self, environ: dict[str, Any]) -> bytes:
+        set_deadline = environ.get(DEADLINE_ENVIRON_KEY)
+        if set_deadline is None:
+            return self._read_body_within(environ)
+        # The server shuts the connection down at the deadline, however the body
+        # trickles in (a chunked body cannot be read a packet at a time).
+        set_deadline(self.body_deadline_seconds)
+        try:
+            return self._read_body_within(environ)
+        finally:
+            set_deadline(None)
+
+    def _read_body_within(self, environ: dict[str, Any]) -> bytes:
         raw_length = (environ.get("CONTENT_LENGTH") or "").strip()
         stream = environ["wsgi.input"]
         if raw_length:
@@ -170,7 +192,12 @@ class HttpTransport:
         while remaining > 0:
             if time.monotonic() > deadline:
                 raise BadRequest(f"The request body was not sent within {deadline_seconds:g} seconds")
-            chunk = read(min(remaining, 65536))
+            try:
+                chunk = read(min(remaining, 65536))
+            except (OSError, ValueError):  # a broken chunked encoding, or the deadline shut the socket
+                raise BadRequest(
+                    "The request body could not be read (bad chunked encoding, or sent too slowly)"
+                ) from None
             if not chunk:
                 break
             chunks.append(chunk)
@@ -249,12 +276,16 @@ class HttpTransport:
         # A handler may send progress, log messages or requests to the client before its
         # answer, so it runs on its own thread and writes to a resumable event stream;
         # this thread answers JSON if the answer is all there is, SSE otherwise.
-        slot = self._take_slot()
+        slot = self._calls.take(admission.principal, "tool calls that may stream")
         try:
             stream = session.new_stream()
             call = self._call(session, admission, stream)
+            slot.hold()  # the handler thread holds the slot too, for as long as it runs
             threading.Thread(
-                target=self._run_handler, args=(request, call, stream), name=f"mcp-call-{request.method}", daemon=True
+                target=self._run_handler,
+                args=(request, call, stream, slot),
+                name=f"mcp-call-{request.method}",
+                daemon=True,
             ).start()
             stream.wait_started()
             if stream.refusal is not None:
@@ -275,14 +306,6 @@ class HttpTransport:
             raise
         return _SlotBody(body, slot)
 
-    def _take_slot(self) -> _Slot:
-        """A place among the handler calls and event streams running at once, or 503."""
-        if not self._event_streams.acquire(blocking=False):
-            raise ServiceUnavailable(
-                "Too many calls and event streams are open; try again later", headers=[("Retry-After", "5")]
-            )
-        return _Slot(self._event_streams)
-
     def _dispatch_inline(self, request: Request, session: Session, admission: Admission) -> dict[str, Any]:
         try:
             return Response(
@@ -297,8 +320,14 @@ class HttpTransport:
                 self.sessions.delete(session.session_id, admission.principal)
             raise Unauthorized("revoked") from None
 
-    def _run_handler(self, request: Request, call: Call, stream: EventStream) -> None:
+    def _run_handler(self, request: Request, call: Call, stream: EventStream, slot: _Slot) -> None:
         """The handler's thread: every outcome ends the stream, so the answering thread never waits forever."""
+        try:
+            self._handle(request, call, stream)
+        finally:
+            slot.release()
+
+    def _handle(self, request: Request, call: Call, stream: EventStream) -> None:
         try:
             reply = Response(request.id, self.server.dispatch(request, call)).to_dict()
         except JsonRpcError as exc:
@@ -344,6 +373,7 @@ class HttpTransport:
                 session.touch()
                 yield b": keepalive\n\n"
             else:
+                session.touch()  # a session that is being sent events is in use
                 yield encode_event(stream.stream_id, *item)
                 sent = item[0]
         if stream is not session.standalone and stream.fully_sent(sent):
@@ -367,19 +397,21 @@ class HttpTransport:
             after, prime = parsed[1], False
         else:
             stream, after, prime = session.standalone, session.standalone.delivered, True
-        slot = self._take_slot()
+        slot = self._get_streams.take(admission.principal, "event streams")
         if stream is session.standalone:
             # One reader at a time, and the newest wins: a client reconnecting after a
-            # network drop must not be locked out by its own dead connection.
+            # network drop must not be locked out by its own dead connection. The new
+            # reader's detach baseline is taken with the old one's detach, under one lock.
             with session.lock:
-                replacing = stream.readers > 0
+                if stream.readers > 0:
+                    stream.detach()
                 stream.readers += 1
-            if replacing:
-                stream.detach()
+                detachments = stream.attach()
             slot.also(lambda: _leave(session, stream))
+        else:
+            detachments = stream.attach()
         start_response("200 OK", list(_SSE_HEADERS))
-        # The detach baseline is taken now, not when the body starts: a later GET's detach must reach this reader.
-        body = self._event_body(stream, session, admission, after=after, prime=prime, detachments=stream.attach())
+        body = self._event_body(stream, session, admission, after=after, prime=prime, detachments=detachments)
         return _SlotBody(body, slot)
 
     # --- DELETE: end the session -------------------------------------------------------
@@ -398,43 +430,94 @@ def _leave(session: Session, stream: EventStream) -> None:
         stream.readers -= 1
 
 
-class _Slot:
-    """A taken place among the open calls and streams; released exactly once, with any extra duties."""
+class _Budget:
+    """Places for things that hold a thread (streaming calls, event streams), in total and per token.
 
-    def __init__(self, semaphore: threading.BoundedSemaphore) -> None:
-        self._semaphore = semaphore
+    A token may take at most half of them, so one client, however busy, leaves
+    room for the others.
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.per_principal = max(1, total // 2)
+        self._used = 0
+        self._by_principal: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+
+    def take(self, principal: Principal, what: str) -> _Slot:
+        key = (principal.name, principal.credential_id)
+        with self._lock:
+            mine = self._by_principal.get(key, 0)
+            if self._used >= self.total or mine >= self.per_principal:
+                raise ServiceUnavailable(f"Too many {what} are open; try again later", headers=[("Retry-After", "5")])
+            self._used += 1
+            self._by_principal[key] = mine + 1
+        return _Slot(lambda: self._give_back(key))
+
+    def _give_back(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._used -= 1
+            self._by_principal[key] -= 1
+            if not self._by_principal[key]:
+                del self._by_principal[key]
+
+
+class _Slot:
+    """A taken place; given back once every holder released it, with any extra duties."""
+
+    def __init__(self, give_back: Callable[[], None]) -> None:
+        self._give_back = give_back
         self._duties: list[Callable[[], None]] = []
         self._lock = threading.Lock()
-        self._held = True
+        self._holders = 1
+
+    def hold(self) -> None:
+        with self._lock:
+            self._holders += 1
 
     def also(self, duty: Callable[[], None]) -> None:
         self._duties.append(duty)
 
     def release(self) -> None:
         with self._lock:
-            if not self._held:
+            if self._holders == 0:
                 return
-            self._held = False
+            self._holders -= 1
+            if self._holders:
+                return
         for duty in self._duties:
             duty()
-        self._semaphore.release()
+        self._give_back()
 
 
 class _SlotBody:
-    """A response body that gives its slot back when the server closes it, even if never iterated."""
+    """A response body that releases its slot when it ends or is closed, even if never iterated.
+
+    Released at the end of the iteration too: a WSGI server may fail after the
+    body was sent (Werkzeug drains the socket before it calls close).
+    """
 
     def __init__(self, body: Iterator[bytes], slot: _Slot) -> None:
         self._body = body
         self._slot = slot
+        self._released = False
 
     def __iter__(self) -> Iterator[bytes]:
-        return self._body
+        try:
+            yield from self._body
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._slot.release()
 
     def close(self) -> None:
         try:
             self._body.close()  # type: ignore[attr-defined]
         finally:
-            self._slot.release()
+            self._release()
 
 
 def json_response(start_response: StartResponse, status: str, payload: dict[str, Any]) -> list[bytes]:

@@ -36,8 +36,12 @@ SESSION_IDLE_SECONDS = 3600.0
 SESSION_ID_BYTES = 32
 # Notifications kept for a GET stream that nobody is reading; the oldest go first.
 MAX_QUEUED_NOTIFICATIONS = 1000
-# Answer streams of one session kept for resumption (Last-Event-ID); the oldest go first.
+# Finished answer streams of one session kept for resumption (Last-Event-ID): at most
+# this many, the oldest first, and none longer than STREAM_RETENTION_SECONDS.
 MAX_RESUMABLE_STREAMS = 32
+STREAM_RETENTION_SECONDS = 300.0
+# Idle sessions are swept at most this often (and whenever the store is full).
+SWEEP_INTERVAL_SECONDS = 60.0
 STANDALONE_STREAM_ID = "g"
 # Server-to-client requests a session may have waiting at once (sampling,
 # elicitation, roots): each holds a handler thread, so the number is bounded.
@@ -83,12 +87,23 @@ class Session:
     _stream_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     def new_stream(self) -> EventStream:
-        """A resumable answer stream for one request."""
+        """A resumable answer stream for one request.
+
+        Finished streams are kept for a client to resume, within a count and a
+        time; a stream whose handler still runs is never dropped (those are
+        bounded by the transport's budget of streaming calls).
+        """
         with self.lock:
             stream = EventStream(f"p{next(self._stream_ids)}")
             self.streams[stream.stream_id] = stream
-            while len(self.streams) > MAX_RESUMABLE_STREAMS:
-                self.streams.popitem(last=False)
+            now = time.monotonic()
+            finished = [s for s in self.streams.values() if s.finished_at is not None]
+            excess = len(self.streams) - MAX_RESUMABLE_STREAMS
+            for old in finished:
+                expired = now - (old.finished_at or now) > STREAM_RETENTION_SECONDS
+                if expired or excess > 0:
+                    del self.streams[old.stream_id]
+                    excess -= 1
         return stream
 
     def drop_stream(self, stream: EventStream) -> None:
@@ -170,6 +185,7 @@ class SessionStore:
         self.max_sessions = max_sessions
         self.idle_seconds = idle_seconds
         self.max_per_principal = max_per_principal
+        self._last_sweep = time.monotonic()
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -181,6 +197,8 @@ class SessionStore:
         instead: one token in a loop cannot crowd out the others.
         """
         with self._lock:
+            if time.monotonic() - self._last_sweep > SWEEP_INTERVAL_SECONDS:
+                self._expire_locked()
             if self._per_principal.get(_key(principal), 0) >= self.max_per_principal:
                 own = [s for s in self._sessions.values() if same_principal(s.principal, principal)]
                 oldest = min(own, key=lambda s: s.last_used)
@@ -201,7 +219,7 @@ class SessionStore:
             session = self._sessions.get(session_id)
             if session is None:
                 return None
-            if time.monotonic() - session.last_used > self.idle_seconds:
+            if self._idle(session, time.monotonic()):
                 self._drop_locked(session_id)
                 return None
         if not same_principal(session.principal, principal):
@@ -230,8 +248,13 @@ class SessionStore:
             del self._per_principal[key]
         session.close()
 
+    def _idle(self, session: Session, now: float) -> bool:
+        # A session with a call running is in use, however long the call takes.
+        return now - session.last_used > self.idle_seconds and not session.in_flight
+
     def _expire_locked(self) -> None:
         now = time.monotonic()
+        self._last_sweep = now
         for session_id, session in list(self._sessions.items()):
-            if now - session.last_used > self.idle_seconds:
+            if self._idle(session, now):
                 self._drop_locked(session_id)

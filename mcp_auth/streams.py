@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -24,6 +25,8 @@ from .jsonrpc import dumps
 # Messages kept per stream for resumption. A POST stream carries a few
 # notifications and one answer; the standalone stream is bounded here too.
 MAX_EVENTS_PER_STREAM = 1000
+# Detachments remembered per stream (each reconnect of a standalone GET adds one).
+MAX_DETACH_POINTS = 16
 # How long a client waits before reconnecting after the server closes a stream
 # early, sent as the SSE `retry` field (milliseconds).
 RETRY_MILLISECONDS = 1000
@@ -60,7 +63,9 @@ class EventStream:
         # For each detach, the last sequence written before it: the connection
         # reading at that time ends after that event, whatever came later.
         self._detach_points: list[int] = []
+        self._detach_base = 0  # detachments dropped from the front of _detach_points
         self.finished = False
+        self.finished_at: float | None = None  # monotonic time of the final response
         self.refusal: BaseException | None = None
         # The highest sequence a reader has taken; a new reader without Last-Event-ID starts after it.
         self.delivered = 0
@@ -82,6 +87,7 @@ class EventStream:
             self._events.append((self._next_sequence, message))
             self._next_sequence += 1
             self.finished = True
+            self.finished_at = time.monotonic()
             self._condition.notify_all()
 
     def refuse(self, refusal: BaseException) -> None:
@@ -89,6 +95,7 @@ class EventStream:
         with self._condition:
             self.refusal = refusal
             self.finished = True
+            self.finished_at = time.monotonic()
             self._condition.notify_all()
 
     def detach(self) -> None:
@@ -96,6 +103,10 @@ class EventStream:
         keep accumulating for a resuming client."""
         with self._condition:
             self._detach_points.append(self._next_sequence - 1)
+            # Only the latest few matter: a reader older than those has been detached anyway.
+            while len(self._detach_points) > MAX_DETACH_POINTS:
+                self._detach_points.pop(0)
+                self._detach_base += 1
             self._condition.notify_all()
 
     # --- reading ----------------------------------------------------------------
@@ -103,12 +114,12 @@ class EventStream:
     def wait_started(self) -> None:
         """Block until the stream has an event, a refusal, is finished, or was detached."""
         with self._condition:
-            self._condition.wait_for(lambda: bool(self._events) or self.finished or bool(self._detach_points))
+            self._condition.wait_for(lambda: bool(self._events) or self.finished or self._detachments() > 0)
 
     def only_final(self) -> dict[str, Any] | None:
         """The final response when it is all the stream ever carried (so it can be sent as plain JSON)."""
         with self._condition:
-            if self.finished and not self._detach_points and len(self._events) == 1 and self._next_sequence == 2:
+            if self.finished and self._detachments() == 0 and len(self._events) == 1 and self._next_sequence == 2:
                 return self._events[0][1]
         return None
 
@@ -120,11 +131,19 @@ class EventStream:
     def attach(self) -> int:
         """For a reader that joins now: the detachments so far, which do not concern it."""
         with self._condition:
-            return len(self._detach_points)
+            return self._detachments()
+
+    def _detachments(self) -> int:
+        return self._detach_base + len(self._detach_points)
 
     def _pending(self, position: int, detachments: int) -> tuple[list[tuple[int, dict[str, Any]]], bool]:
         """Events after `position` this reader may still send, and whether it ends after them."""
-        limit = self._detach_points[detachments] if len(self._detach_points) > detachments else None
+        if detachments < self._detach_base:
+            limit: int | None = position  # detached long ago (its point was trimmed): send nothing more
+        elif detachments - self._detach_base < len(self._detach_points):
+            limit = self._detach_points[detachments - self._detach_base]
+        else:
+            limit = None
         batch = [event for event in self._events if event[0] > position and (limit is None or event[0] <= limit)]
         return batch, self.finished or limit is not None
 

@@ -66,6 +66,10 @@ RECEIVE_POLL_SECONDS = 1.0
 # SERVER_BUSY. Enough for a client that pipelines, and it bounds threads per socket.
 MAX_CONCURRENT_REQUESTS = 16
 SERVER_BUSY = -32000
+# Request threads of all sockets together: a socket that closes leaves its calls
+# running (until they end or notice the session closed), so the per-socket bound
+# alone does not bound threads.
+MAX_CALLS_ALL_SOCKETS = 256
 
 
 class WebSocketDone(ConnectionError):
@@ -145,6 +149,7 @@ class WebSocketTransport:
         self.idle_timeout = idle_timeout
         self.shutdown = shutdown
         self._slots = threading.BoundedSemaphore(max_sockets)
+        self._calls = threading.BoundedSemaphore(MAX_CALLS_ALL_SOCKETS)
         self._open: set[_SocketChannel] = set()
         self._open_lock = threading.Lock()
 
@@ -246,14 +251,15 @@ class WebSocketTransport:
         elif isinstance(message, Request):
             if message.method == "initialize":
                 return self._run_request(message, call, channel)  # in order: later requests depend on it
-            if not in_flight.acquire(blocking=False):
+            if not self._take_call(in_flight):
                 # Refuse rather than wait: this thread must keep reading, since the
                 # requests in flight may be waiting for the client's answers.
                 channel.send(
                     ErrorResponse(
                         message.id,
                         SERVER_BUSY,
-                        f"More than {MAX_CONCURRENT_REQUESTS} requests in flight on this socket",
+                        f"Too many requests in flight (at most {MAX_CONCURRENT_REQUESTS} on this socket); "
+                        "wait for an answer",
                     ).to_dict()
                 )
                 return True
@@ -266,12 +272,21 @@ class WebSocketTransport:
             call.session.deliver(message)
         return True
 
+    def _take_call(self, in_flight: threading.Semaphore) -> bool:
+        if not in_flight.acquire(blocking=False):
+            return False
+        if not self._calls.acquire(blocking=False):
+            in_flight.release()
+            return False
+        return True
+
     def _run_counted(
         self, request: Request, call: Call, channel: _SocketChannel, in_flight: threading.Semaphore
     ) -> None:
         try:
             self._run_request(request, call, channel)
         finally:
+            self._calls.release()
             in_flight.release()
 
     def _run_request(self, request: Request, call: Call, channel: _SocketChannel) -> bool:

@@ -303,3 +303,168 @@ def test_a_revoked_socket_is_closed_without_sending_anything(tmp_path: Path) -> 
 
     with live_server(tokens_file=str(path)) as live:
         assert asyncio.run(main(ws_url(live.url))) == 4401
+
+
+# --- second review: slots, drains, streams ------------------------------------------------------
+
+
+def _streaming_server(release: threading.Event) -> McpServer:
+    server = McpServer("streams")
+
+    @server.tool()
+    def chatty(ctx: Context) -> str:
+        """Logs, then answers: an SSE answer."""
+        ctx.info("working")
+        return "done"
+
+    @server.tool()
+    def detach_and_wait(ctx: Context) -> str:
+        """Closes its stream at once, then keeps running until released."""
+        ctx.close_stream()
+        release.wait(30)
+        return "late answer"
+
+    @server.tool()
+    def tick(count: int, ctx: Context) -> str:
+        """Sends a log message every 0.2 s."""
+        for n in range(count):
+            ctx.info(f"tick {n}")
+            time.sleep(0.2)
+        return "ticked"
+
+    return server
+
+
+def test_streaming_calls_give_their_slot_back_with_the_real_client() -> None:
+    import httpx2
+    from mcp.client.client import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    async def main(url: str) -> list[str]:
+        async with httpx2.AsyncClient(headers=AUTH, timeout=30) as http:
+            async with Client(streamable_http_client(url, http_client=http), mode="legacy") as client:
+                return [(await client.call_tool("chatty", {})).content[0].text for _ in range(40)]  # type: ignore[union-attr]
+
+    with live_server(_streaming_server(threading.Event()), max_streams=2) as live:
+        assert asyncio.run(main(live.url)) == ["done"] * 40
+        # Every slot came back: a streaming call still gets through.
+        session_id = open_session(live.port)
+        assert rpc(live.port, session_id, "tools/call", {"name": "chatty"}).status == 200
+
+
+def test_a_handler_that_outlives_its_stream_keeps_its_slot() -> None:
+    release = threading.Event()
+    with live_server(_streaming_server(release), max_streams=4) as live:  # 2 per token
+        session_id = open_session(live.port)
+        for request_id in (1, 2):
+            first = rpc(live.port, session_id, "tools/call", {"name": "detach_and_wait"}, request_id=request_id)
+            assert first.status == 200  # the stream was closed at once; the handler runs on
+        assert rpc(live.port, session_id, "tools/call", {"name": "detach_and_wait"}, request_id=3).status == 503
+        release.set()
+        for _ in range(300):  # bounded wait for the handlers to end
+            if rpc(live.port, session_id, "tools/call", {"name": "chatty"}, request_id=4).status == 200:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the handlers' slots never came back")
+
+
+def test_a_running_stream_is_never_evicted_for_newer_ones() -> None:
+    release = threading.Event()
+    with live_server(_streaming_server(release), max_streams=200) as live:
+        session_id = open_session(live.port)
+        first = rpc(live.port, session_id, "tools/call", {"name": "detach_and_wait"}, request_id=1)
+        first_id = [line[4:] for line in first.body.decode().splitlines() if line.startswith("id: ")][-1]
+        for request_id in range(2, 40):  # more than the 32 finished streams a session keeps
+            rpc(live.port, session_id, "tools/call", {"name": "detach_and_wait"}, request_id=request_id)
+        release.set()
+        resumed = request(
+            live.port,
+            "GET",
+            headers={"Mcp-Session-Id": session_id, "Accept": "text/event-stream", "Last-Event-ID": first_id},
+        )
+        assert resumed.status == 200
+        assert resumed.sse_messages()[-1]["result"]["content"][0]["text"] == "late answer"
+
+
+def test_get_streams_cannot_starve_tool_calls_and_tokens_share(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.json"
+    token_a, token_b = add_token(path, "a", None), add_token(path, "b", None)
+    with live_server(_streaming_server(threading.Event()), tokens_file=str(path), max_streams=4) as live:
+        held = []
+        for _ in range(2):  # token a takes its share of GET streams (half of 4)
+            session_id = open_session(live.port, token=token_a)
+            sock = socket.create_connection(("127.0.0.1", live.port))
+            sock.sendall(
+                (
+                    f"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token_a}\r\n"
+                    f"Accept: text/event-stream\r\nMcp-Session-Id: {session_id}\r\n\r\n"
+                ).encode()
+            )
+            sock.settimeout(10)
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+            held.append(sock)
+        try:
+            third = open_session(live.port, token=token_a)
+            over = request(
+                live.port, "GET", headers={"Mcp-Session-Id": third, "Accept": "text/event-stream"}, token=token_a
+            )
+            assert over.status == 503
+            # Tool calls have their own budget, and token b its own share.
+            assert rpc(live.port, third, "tools/call", {"name": "chatty"}, token=token_a).status == 200
+            other = open_session(live.port, token=token_b)
+            assert rpc(live.port, other, "tools/call", {"name": "chatty"}, token=token_b).status == 200
+        finally:
+            for sock in held:
+                sock.close()
+
+
+def test_after_the_answer_a_trickling_client_is_cut_off() -> None:
+    """An unauthenticated client with a huge Content-Length gets its 401, then cannot hold the thread."""
+    with live_server() as live, socket.create_connection(("127.0.0.1", live.port)) as sock:
+        sock.sendall(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000000\r\n\r\nxx")
+        sock.settimeout(10)
+        answer = sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 401")
+        closed = False
+        for _ in range(100):  # up to 20 s of trickling, one byte every 0.2 s
+            try:
+                sock.sendall(b"x")
+                if select.select([sock], [], [], 0.2)[0] and sock.recv(4096) == b"":
+                    closed = True
+                    break
+            except OSError:
+                closed = True
+                break
+        assert closed, "the server kept reading a trickle after its answer"
+
+
+def test_a_trickled_chunked_body_is_cut_off() -> None:
+    with live_server() as live, socket.create_connection(("127.0.0.1", live.port)) as sock:
+        live.app.http.body_deadline_seconds = 0.5
+        sock.sendall(
+            (
+                f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+                "Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
+                "Transfer-Encoding: chunked\r\n\r\n"
+            ).encode()
+        )
+        sent = 0
+        for _ in range(150):  # one 1-byte chunk every 0.1 s: 15 s for the lot
+            if select.select([sock], [], [], 0.1)[0]:
+                break
+            try:
+                sock.sendall(b"1\r\n{\r\n")
+            except OSError:
+                break
+            sent += 1
+        assert sent < 150, "the server waited for the whole trickled body"
+
+
+def test_a_session_that_is_being_sent_events_is_not_idle() -> None:
+    with live_server(_streaming_server(threading.Event())) as live:
+        live.app.sessions.idle_seconds = 0.5
+        session_id = open_session(live.port)
+        reply = rpc(live.port, session_id, "tools/call", {"name": "tick", "arguments": {"count": 6}})
+        assert reply.sse_messages()[-1]["result"]["content"][0]["text"] == "ticked"
+        assert rpc(live.port, session_id, "ping").status == 200
