@@ -321,27 +321,34 @@ class HttpTransport:
             raise Unauthorized("revoked") from None
 
     def _run_handler(self, request: Request, call: Call, stream: EventStream, slot: _Slot) -> None:
-        """The handler's thread: every outcome ends the stream, so the answering thread never waits forever."""
+        """The handler's thread: every outcome ends the stream, so the answering thread never waits forever.
+
+        The thread gives its hold on the slot back before it publishes the
+        outcome: a client that sends its next call the moment it has the answer
+        must not find the slot still taken by a thread that is only returning.
+        """
         try:
-            self._handle(request, call, stream)
+            outcome = self._handle(request, call)
         finally:
             slot.release()
+        if isinstance(outcome, BaseException):
+            stream.refuse(outcome)
+        else:
+            stream.finish(outcome)
 
-    def _handle(self, request: Request, call: Call, stream: EventStream) -> None:
+    def _handle(self, request: Request, call: Call) -> dict[str, Any] | BaseException:
+        """The answer to send, or the refusal to answer with instead."""
         try:
-            reply = Response(request.id, self.server.dispatch(request, call)).to_dict()
+            return Response(request.id, self.server.dispatch(request, call)).to_dict()
         except JsonRpcError as exc:
-            reply = exc.to_message().to_dict()
+            return exc.to_message().to_dict()
         except ScopeDenied as exc:
-            stream.refuse(InsufficientScope(exc.message, request.id))
-            return
+            return InsufficientScope(exc.message, request.id)
         except PrincipalRevoked:
-            stream.refuse(Unauthorized("revoked"))
-            return
+            return Unauthorized("revoked")
         except BaseException:  # even SystemExit from a tool: the answering thread must not wait forever
             logger.exception("unexpected error handling %s", request.method)
-            reply = ErrorResponse(request.id, INTERNAL_ERROR, "Internal error").to_dict()
-        stream.finish(reply)
+            return ErrorResponse(request.id, INTERNAL_ERROR, "Internal error").to_dict()
 
     @staticmethod
     def _json_reply(

@@ -345,7 +345,7 @@ def test_streaming_calls_give_their_slot_back_with_the_real_client() -> None:
             async with Client(streamable_http_client(url, http_client=http), mode="legacy") as client:
                 return [(await client.call_tool("chatty", {})).content[0].text for _ in range(40)]  # type: ignore[union-attr]
 
-    with live_server(_streaming_server(threading.Event()), max_streams=2) as live:
+    with live_server(_streaming_server(threading.Event()), max_streams=4) as live:  # 2 per token
         assert asyncio.run(main(live.url)) == ["done"] * 40
         # Every slot came back: a streaming call still gets through.
         session_id = open_session(live.port)
