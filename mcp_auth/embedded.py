@@ -19,6 +19,7 @@ Per-request access logs are left to the audit log.
 
 from __future__ import annotations
 
+import logging
 import queue
 import socket
 import threading
@@ -32,6 +33,8 @@ from .errors import ConfigError
 from .http import DEADLINE_ENVIRON_KEY
 from .refusals import Refusal
 from .websocket import WebSocketDone
+
+logger = logging.getLogger("mcp_auth.embedded")
 
 # How long a connection may sit without sending or accepting a byte: long
 # enough for a slow network, short enough that an idle client cannot hold
@@ -299,6 +302,12 @@ class _Server(ThreadingMixIn, BaseWSGIServer):
             pass  # the client is gone, or sent more than it should: it is closed either way
         finally:
             self.shutdown_request(request)
+
+    def log(self, type: str, message: str, *args: Any) -> None:
+        # Werkzeug reports here what went wrong on a connection after the app was
+        # done with it (a client that timed out while the server drained what it
+        # sent, say): the client's doing, so a debug line, never a traceback on stderr.
+        logger.debug("werkzeug %s: %s", type, message.splitlines()[0] if message else "")
 
     def server_close(self) -> None:
         self.head_watch.stop()
