@@ -72,6 +72,7 @@ class McpAuthApp:
             ping_interval=config.websocket_ping_interval,
             idle_timeout=config.websocket_idle_timeout,
             shutdown=self.shutdown_event,
+            max_calls=config.max_streams,
         )
 
     def close(self) -> None:

@@ -54,7 +54,9 @@ DEFAULT_RATE_LIMIT_WINDOW_SECONDS = 60.0
 # Each open WebSocket holds two threads (its request's and simple-websocket's
 # reader); 256 sockets is ~512 threads, comfortable on a small machine.
 DEFAULT_MAX_WEBSOCKETS = 256
-# Tool calls that may stream and open event streams at once, each a thread (503 past it).
+# Handler threads (HTTP tool calls that may stream, WebSocket requests) and open
+# event streams at once, each a thread: 256 is comfortable on a small machine.
+# Each kind is counted apart, a token may hold half of each (503 / -32000 past it).
 DEFAULT_MAX_STREAMS = 256
 # One WebSocket message, like one HTTP body (close 1009 past it).
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from .capacity import Capacity, Slot, principal_key
 from .config import DEFAULT_MAX_STREAMS
 from .guard import Admission
 from .jsonrpc import (
@@ -48,7 +49,6 @@ from .refusals import (
 from .server import RESUMABLE_SINCE, SUPPORTED_PROTOCOL_VERSIONS, Call, McpServer, PrincipalRevoked, ScopeDenied
 from .sessions import Session, SessionStore
 from .streams import EventStream, encode_event, parse_event_id, priming_event
-from .tokens import Principal
 
 logger = logging.getLogger("mcp_auth.http")
 
@@ -66,6 +66,11 @@ DEADLINE_ENVIRON_KEY = "mcp_auth.set_deadline"
 KEEPALIVE_SECONDS = 15.0
 # Content-Length values longer than this many digits are nonsense, not big bodies.
 MAX_CONTENT_LENGTH_DIGITS = 19
+# Retry-After for a client refused a streaming call or an event stream: calls
+# usually end within seconds, so a short wait is likely to find a place.
+STREAM_RETRY_AFTER_SECONDS = 5
+# Retry-After when the process cannot start another thread (the OS limit, not ours).
+THREAD_RETRY_AFTER_SECONDS = 5
 
 StartResponse = Callable[..., Callable[[bytes], Any]]
 
@@ -122,10 +127,12 @@ class HttpTransport:
         self.principal_is_current = principal_is_current
         self.max_body_bytes = max_body_bytes
         self.shutdown = shutdown
-        # Separate budgets, so idle GET streams cannot starve tool calls, and a
-        # per-token share of each, so one token cannot starve the others.
-        self._calls = _Budget(max_streams)
-        self._get_streams = _Budget(max_streams)
+        # Separate capacities, so idle GET streams cannot starve tool calls, and a
+        # per-token share of each (half), so one token cannot starve the others.
+        # A streaming call's place is held by its handler thread as well as its
+        # response, so this also bounds the handler threads a token can start.
+        self.calls = Capacity("streaming tool calls", max_streams, retry_after=STREAM_RETRY_AFTER_SECONDS)
+        self.event_streams = Capacity("open event streams", max_streams, retry_after=STREAM_RETRY_AFTER_SECONDS)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse, admission: Admission) -> Any:
         method = environ.get("REQUEST_METHOD", "")
@@ -276,17 +283,11 @@ class HttpTransport:
         # A handler may send progress, log messages or requests to the client before its
         # answer, so it runs on its own thread and writes to a resumable event stream;
         # this thread answers JSON if the answer is all there is, SSE otherwise.
-        slot = self._calls.take(admission.principal, "tool calls that may stream")
+        slot = self.calls.acquire(principal_key(admission.principal))
         try:
             stream = session.new_stream()
             call = self._call(session, admission, stream)
-            slot.hold()  # the handler thread holds the slot too, for as long as it runs
-            threading.Thread(
-                target=self._run_handler,
-                args=(request, call, stream, slot),
-                name=f"mcp-call-{request.method}",
-                daemon=True,
-            ).start()
+            self._start_handler(request, call, stream, session, slot.share())
             stream.wait_started()
             if stream.refusal is not None:
                 slot.release()
@@ -320,7 +321,26 @@ class HttpTransport:
                 self.sessions.delete(session.session_id, admission.principal)
             raise Unauthorized("revoked") from None
 
-    def _run_handler(self, request: Request, call: Call, stream: EventStream, slot: _Slot) -> None:
+    def _start_handler(
+        self, request: Request, call: Call, stream: EventStream, session: Session, handler_slot: Slot
+    ) -> None:
+        """Run the handler on its own thread, which holds `handler_slot` for as long as it runs."""
+        try:
+            threading.Thread(
+                target=self._run_handler,
+                args=(request, call, stream, handler_slot),
+                name=f"mcp-call-{request.method}",
+                daemon=True,
+            ).start()
+        except RuntimeError:  # the OS refused a thread: no handler will ever give the place back
+            handler_slot.release()
+            session.drop_stream(stream)
+            raise ServiceUnavailable(
+                "The server cannot start another thread now; try again later",
+                headers=[("Retry-After", str(THREAD_RETRY_AFTER_SECONDS))],
+            ) from None
+
+    def _run_handler(self, request: Request, call: Call, stream: EventStream, slot: Slot) -> None:
         """The handler's thread: every outcome ends the stream, so the answering thread never waits forever.
 
         The thread gives its hold on the slot back before it publishes the
@@ -404,21 +424,25 @@ class HttpTransport:
             after, prime = parsed[1], False
         else:
             stream, after, prime = session.standalone, session.standalone.delivered, True
-        slot = self._get_streams.take(admission.principal, "event streams")
-        if stream is session.standalone:
-            # One reader at a time, and the newest wins: a client reconnecting after a
-            # network drop must not be locked out by its own dead connection. The new
-            # reader's detach baseline is taken with the old one's detach, under one lock.
-            with session.lock:
-                if stream.readers > 0:
-                    stream.detach()
-                stream.readers += 1
+        slot = self.event_streams.acquire(principal_key(admission.principal))
+        try:
+            if stream is session.standalone:
+                # One reader at a time, and the newest wins: a client reconnecting after a
+                # network drop must not be locked out by its own dead connection. The new
+                # reader's detach baseline is taken with the old one's detach, under one lock.
+                with session.lock:
+                    if stream.readers > 0:
+                        stream.detach()
+                    stream.readers += 1
+                    detachments = stream.attach()
+                slot.also(lambda: _leave(session, stream))
+            else:
                 detachments = stream.attach()
-            slot.also(lambda: _leave(session, stream))
-        else:
-            detachments = stream.attach()
-        start_response("200 OK", list(_SSE_HEADERS))
-        body = self._event_body(stream, session, admission, after=after, prime=prime, detachments=detachments)
+            start_response("200 OK", list(_SSE_HEADERS))
+            body = self._event_body(stream, session, admission, after=after, prime=prime, detachments=detachments)
+        except BaseException:
+            slot.release()  # e.g. the WSGI server refused the headers: the place must not stay taken
+            raise
         return _SlotBody(body, slot)
 
     # --- DELETE: end the session -------------------------------------------------------
@@ -437,66 +461,6 @@ def _leave(session: Session, stream: EventStream) -> None:
         stream.readers -= 1
 
 
-class _Budget:
-    """Places for things that hold a thread (streaming calls, event streams), in total and per token.
-
-    A token may take at most half of them, so one client, however busy, leaves
-    room for the others.
-    """
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.per_principal = max(1, total // 2)
-        self._used = 0
-        self._by_principal: dict[tuple[str, str], int] = {}
-        self._lock = threading.Lock()
-
-    def take(self, principal: Principal, what: str) -> _Slot:
-        key = (principal.name, principal.credential_id)
-        with self._lock:
-            mine = self._by_principal.get(key, 0)
-            if self._used >= self.total or mine >= self.per_principal:
-                raise ServiceUnavailable(f"Too many {what} are open; try again later", headers=[("Retry-After", "5")])
-            self._used += 1
-            self._by_principal[key] = mine + 1
-        return _Slot(lambda: self._give_back(key))
-
-    def _give_back(self, key: tuple[str, str]) -> None:
-        with self._lock:
-            self._used -= 1
-            self._by_principal[key] -= 1
-            if not self._by_principal[key]:
-                del self._by_principal[key]
-
-
-class _Slot:
-    """A taken place; given back once every holder released it, with any extra duties."""
-
-    def __init__(self, give_back: Callable[[], None]) -> None:
-        self._give_back = give_back
-        self._duties: list[Callable[[], None]] = []
-        self._lock = threading.Lock()
-        self._holders = 1
-
-    def hold(self) -> None:
-        with self._lock:
-            self._holders += 1
-
-    def also(self, duty: Callable[[], None]) -> None:
-        self._duties.append(duty)
-
-    def release(self) -> None:
-        with self._lock:
-            if self._holders == 0:
-                return
-            self._holders -= 1
-            if self._holders:
-                return
-        for duty in self._duties:
-            duty()
-        self._give_back()
-
-
 class _SlotBody:
     """A response body that releases its slot when it ends or is closed, even if never iterated.
 
@@ -504,7 +468,7 @@ class _SlotBody:
     body was sent (Werkzeug drains the socket before it calls close).
     """
 
-    def __init__(self, body: Iterator[bytes], slot: _Slot) -> None:
+    def __init__(self, body: Iterator[bytes], slot: Slot) -> None:
         self._body = body
         self._slot = slot
         self._released = False

@@ -30,6 +30,8 @@ from typing import Any
 from simple_websocket import ConnectionClosed, Server
 
 from . import audit
+from .capacity import Capacity, CapacityExhausted, Slot, principal_key
+from .config import DEFAULT_MAX_STREAMS
 from .guard import Admission
 from .jsonrpc import (
     FORBIDDEN,
@@ -43,7 +45,7 @@ from .jsonrpc import (
     dumps,
     parse_message,
 )
-from .refusals import BadRequest, ServiceUnavailable
+from .refusals import BadRequest
 from .server import Call, McpServer, PrincipalRevoked, ScopeDenied
 from .sessions import Session
 
@@ -66,10 +68,9 @@ RECEIVE_POLL_SECONDS = 1.0
 # SERVER_BUSY. Enough for a client that pipelines, and it bounds threads per socket.
 MAX_CONCURRENT_REQUESTS = 16
 SERVER_BUSY = -32000
-# Request threads of all sockets together: a socket that closes leaves its calls
-# running (until they end or notice the session closed), so the per-socket bound
-# alone does not bound threads.
-MAX_CALLS_ALL_SOCKETS = 256
+# Retry-After on a refused handshake: a socket is long-lived, so places free up
+# slowly; retrying sooner would mostly be refused again.
+SOCKET_RETRY_AFTER_SECONDS = 30
 
 
 class WebSocketDone(ConnectionError):
@@ -141,6 +142,7 @@ class WebSocketTransport:
         ping_interval: float,
         idle_timeout: float,
         shutdown: threading.Event,
+        max_calls: int = DEFAULT_MAX_STREAMS,
     ) -> None:
         self.server = server
         self.principal_is_current = principal_is_current
@@ -148,18 +150,21 @@ class WebSocketTransport:
         self.ping_interval = ping_interval
         self.idle_timeout = idle_timeout
         self.shutdown = shutdown
-        self._slots = threading.BoundedSemaphore(max_sockets)
-        self._calls = threading.BoundedSemaphore(MAX_CALLS_ALL_SOCKETS)
+        # Open sockets, and the threads running their requests, each with a per-token
+        # share (half), so one token cannot take every socket or every thread. Request
+        # threads of all sockets are counted together: a socket that closes leaves its
+        # calls running (until they end or notice the session closed), so the
+        # per-socket bound alone does not bound threads.
+        self.sockets = Capacity("open WebSocket connections", max_sockets, retry_after=SOCKET_RETRY_AFTER_SECONDS)
+        self.calls = Capacity("WebSocket requests in flight", max_calls)
         self._open: set[_SocketChannel] = set()
         self._open_lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any], admission: Admission) -> Any:
         self._check_handshake(environ)
-        if not self._slots.acquire(blocking=False):
-            raise ServiceUnavailable(
-                "Too many open WebSocket connections; try again later", headers=[("Retry-After", "30")]
-            )
-        try:
+        # Before the handshake: a client past the total or its token's share gets a
+        # plain 503 (CapacityExhausted is one) and never an open socket.
+        with self.sockets.acquire(principal_key(admission.principal)):
             ws = _McpSocketServer.accept(
                 environ,
                 subprotocols=[SUBPROTOCOL],
@@ -174,8 +179,6 @@ class WebSocketTransport:
             finally:
                 with self._open_lock:
                     self._open.discard(channel)
-        finally:
-            self._slots.release()
         return finish_upgraded_request(environ)
 
     def close_all(self) -> None:
@@ -203,7 +206,10 @@ class WebSocketTransport:
     def _serve(self, ws: Server, channel: _SocketChannel, admission: Admission) -> None:
         session = Session(principal=admission.principal, outbound=channel)
         call = Call(session, admission.principal, channel, str(admission.client_address), self.principal_is_current)
-        in_flight = threading.Semaphore(MAX_CONCURRENT_REQUESTS)
+        # One key for the whole socket: the bound is per socket, not per token.
+        in_flight = Capacity(
+            "requests in flight", MAX_CONCURRENT_REQUESTS, MAX_CONCURRENT_REQUESTS, scope="on this socket"
+        )
         last_activity = time.monotonic()
         try:
             while not self.shutdown.is_set():
@@ -239,7 +245,7 @@ class WebSocketTransport:
             session.close()  # handlers waiting on the client give up; notifications stop
             channel.close(CLOSE_NORMAL, "")
 
-    def _handle_frame(self, data: str, call: Call, channel: _SocketChannel, in_flight: threading.Semaphore) -> bool:
+    def _handle_frame(self, data: str, call: Call, channel: _SocketChannel, in_flight: Capacity) -> bool:
         """Handle one text frame; False when the socket must close."""
         try:
             message: Message = parse_message(data)
@@ -251,45 +257,44 @@ class WebSocketTransport:
         elif isinstance(message, Request):
             if message.method == "initialize":
                 return self._run_request(message, call, channel)  # in order: later requests depend on it
-            if not self._take_call(in_flight):
+            try:
+                slot = self._take_call(in_flight, call)
+            except CapacityExhausted as busy:
                 # Refuse rather than wait: this thread must keep reading, since the
                 # requests in flight may be waiting for the client's answers.
-                channel.send(
-                    ErrorResponse(
-                        message.id,
-                        SERVER_BUSY,
-                        f"Too many requests in flight (at most {MAX_CONCURRENT_REQUESTS} on this socket); "
-                        "wait for an answer",
-                    ).to_dict()
-                )
+                reply = ErrorResponse(message.id, SERVER_BUSY, busy.message, {"retryAfter": busy.retry_after})
+                channel.send(reply.to_dict())
                 return True
-            # Daemon threads: a handler stuck in user code cannot hold up the process's exit.
-            threading.Thread(
-                target=self._run_counted, args=(message, call, channel, in_flight), name="mcp-ws-call", daemon=True
-            ).start()
+            try:
+                # Daemon threads: a handler stuck in user code cannot hold up the process's exit.
+                threading.Thread(
+                    target=self._run_counted, args=(message, call, channel, slot), name="mcp-ws-call", daemon=True
+                ).start()
+            except RuntimeError:  # the OS refused a thread: nothing would give the places back
+                slot.release()
+                reply = ErrorResponse(message.id, SERVER_BUSY, "The server cannot start another thread now; try again")
+                channel.send(reply.to_dict())
         else:
             # The client's answer to a sampling/elicitation/roots request: wake the waiting handler.
             call.session.deliver(message)
         return True
 
-    def _take_call(self, in_flight: threading.Semaphore) -> bool:
-        if not in_flight.acquire(blocking=False):
-            return False
-        if not self._calls.acquire(blocking=False):
-            in_flight.release()
-            return False
-        return True
-
-    def _run_counted(
-        self, request: Request, call: Call, channel: _SocketChannel, in_flight: threading.Semaphore
-    ) -> None:
+    def _take_call(self, in_flight: Capacity, call: Call) -> Slot:
+        """A place on this socket and in the token's share of request threads, or CapacityExhausted."""
+        on_socket = in_flight.acquire(None)
         try:
-            self._run_request(request, call, channel)
-        finally:
-            self._calls.release()
-            in_flight.release()
+            slot = self.calls.acquire(principal_key(call.principal))
+        except CapacityExhausted:
+            on_socket.release()
+            raise
+        slot.also(on_socket.release)
+        return slot
 
-    def _run_request(self, request: Request, call: Call, channel: _SocketChannel) -> bool:
+    def _run_counted(self, request: Request, call: Call, channel: _SocketChannel, slot: Slot) -> None:
+        with slot:  # given back on every path, once
+            self._run_request(request, call, channel, slot)
+
+    def _run_request(self, request: Request, call: Call, channel: _SocketChannel, slot: Slot | None = None) -> bool:
         try:
             reply: Response | ErrorResponse = Response(request.id, self.server.dispatch(request, call))
         except JsonRpcError as exc:
@@ -303,6 +308,10 @@ class WebSocketTransport:
         except BaseException:  # a bug in dispatch, or SystemExit from a tool, must not kill the socket
             logger.exception("unexpected error handling %s on a WebSocket", request.method)
             reply = ErrorResponse(request.id, INTERNAL_ERROR, "Internal error")
+        if slot is not None:
+            # Before the answer goes out: a client that sends its next request the
+            # moment it has this answer must find the place free.
+            slot.release()
         channel.send(reply.to_dict())
         return True
 
