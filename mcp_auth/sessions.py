@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .capacity import Capacity, CapacityExhausted, Slot, principal_key
 from .jsonrpc import ErrorResponse, Response
 from .streams import EventStream
 from .tokens import Principal
@@ -162,16 +163,13 @@ class Session:
             self.standalone.send(message)
 
 
-def _key(principal: Principal) -> tuple[str, str]:
-    return principal.name, principal.credential_id
-
-
 def same_principal(a: Principal, b: Principal) -> bool:
     return a.name == b.name and hmac.compare_digest(a.credential_id.encode(), b.credential_id.encode())
 
 
 class SessionStore:
-    """Session ids to sessions, bounded in number and idle time. Thread-safe."""
+    """Session ids to sessions, bounded in number (a `Capacity`: a total and a
+    per-principal share) and in idle time. Thread-safe."""
 
     def __init__(
         self,
@@ -180,7 +178,10 @@ class SessionStore:
         max_per_principal: int = MAX_SESSIONS_PER_PRINCIPAL,
     ) -> None:
         self._sessions: dict[str, Session] = {}
-        self._per_principal: dict[tuple[str, str], int] = {}
+        # The places sessions take, counted by the same mechanism as sockets and
+        # streams; a session gives its place back when it is dropped.
+        self._capacity = Capacity("sessions", max_sessions, min(max_per_principal, max_sessions))
+        self._places: dict[str, Slot] = {}
         self._lock = threading.Lock()
         self.max_sessions = max_sessions
         self.idle_seconds = idle_seconds
@@ -199,20 +200,33 @@ class SessionStore:
         with self._lock:
             if time.monotonic() - self._last_sweep > SWEEP_INTERVAL_SECONDS:
                 self._expire_locked()
-            if self._per_principal.get(_key(principal), 0) >= self.max_per_principal:
+            place = self._take_place_locked(principal)
+            if place is None:
+                return None
+            session_id = secrets.token_urlsafe(SESSION_ID_BYTES)
+            session = Session(principal=principal, session_id=session_id)
+            self._sessions[session_id] = session
+            self._places[session_id] = place
+            return session
+
+    def _take_place_locked(self, principal: Principal) -> Slot | None:
+        """A place for one more session: past the principal's share its own least
+        recently used session goes; past the total, idle sessions are swept first."""
+        key = principal_key(principal)
+        try:
+            return self._capacity.acquire(key)
+        except CapacityExhausted:
+            if self._capacity.in_use(key) >= self._capacity.share:
                 own = [s for s in self._sessions.values() if same_principal(s.principal, principal)]
                 oldest = min(own, key=lambda s: s.last_used)
                 assert oldest.session_id is not None
                 self._drop_locked(oldest.session_id)
-            if len(self._sessions) >= self.max_sessions:
+            else:
                 self._expire_locked()
-                if len(self._sessions) >= self.max_sessions:
-                    return None
-            session_id = secrets.token_urlsafe(SESSION_ID_BYTES)
-            session = Session(principal=principal, session_id=session_id)
-            self._sessions[session_id] = session
-            self._per_principal[_key(principal)] = self._per_principal.get(_key(principal), 0) + 1
-            return session
+        try:
+            return self._capacity.acquire(key)
+        except CapacityExhausted:
+            return None
 
     def get(self, session_id: str, principal: Principal) -> Session | None:
         with self._lock:
@@ -242,10 +256,7 @@ class SessionStore:
 
     def _drop_locked(self, session_id: str) -> None:
         session = self._sessions.pop(session_id)
-        key = _key(session.principal)
-        self._per_principal[key] -= 1
-        if not self._per_principal[key]:
-            del self._per_principal[key]
+        self._places.pop(session_id).release()
         session.close()
 
     def _idle(self, session: Session, now: float) -> bool:

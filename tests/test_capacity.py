@@ -1,4 +1,7 @@
-"""The capacity object on its own: totals, per-token shares, slots that come back exactly once (no sockets)."""
+"""The capacity object on its own: totals, per-token shares, slots that come back exactly once (no sockets).
+
+And the session store, which counts its sessions with one.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import pytest
 
 from mcp_auth.capacity import DEFAULT_SHARE_DIVISOR, Capacity, CapacityExhausted, default_share, principal_key
 from mcp_auth.refusals import ServiceUnavailable
+from mcp_auth.sessions import SessionStore
 from mcp_auth.tokens import Principal
 
 
@@ -196,3 +200,31 @@ def test_concurrent_takers_never_exceed_the_total_or_a_share() -> None:
     for thread in releasers:
         thread.join(timeout=30)
     assert capacity.in_use() == 0
+
+
+# --- sessions take places from a capacity too ----------------------------------------------------
+
+
+def test_sessions_past_the_total_are_refused_and_deleted_ones_give_their_place_back() -> None:
+    store = SessionStore(max_sessions=4, max_per_principal=2)
+    a, b, c = (Principal(name, None, name * 64) for name in "abc")
+    held = [store.create(p) for p in (a, a, b, b)]
+    assert all(s is not None for s in held)
+    assert store.create(c) is None  # every place is held by others, none idle: refused
+    first = held[0]
+    assert first is not None and first.session_id is not None
+    assert store.delete(first.session_id, a)
+    assert store.create(c) is not None  # the deleted session's place came back
+    store.close_all()
+    assert len(store) == 0 and store._capacity.in_use() == 0
+
+
+def test_a_principal_at_its_share_of_sessions_replaces_its_own_oldest() -> None:
+    store = SessionStore(max_sessions=4, max_per_principal=2)
+    a, b = Principal("a", None, "a" * 64), Principal("b", None, "b" * 64)
+    first, second, third = (store.create(a) for _ in range(3))
+    assert first is not None and second is not None and third is not None
+    assert first.closed.is_set() and not second.closed.is_set()
+    assert store.get(first.session_id or "", a) is None
+    assert store._capacity.in_use(principal_key(a)) == 2
+    assert store.create(b) is not None and store.create(b) is not None  # a left b its share
