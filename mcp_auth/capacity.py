@@ -91,6 +91,8 @@ class _Place:
 
     def add_duty(self, duty: Callable[[], None]) -> None:
         with self._lock:
+            if self._handles == 0:
+                raise RuntimeError("this place was already given back")
             self._duties.append(duty)
 
     def drop_handle(self) -> None:

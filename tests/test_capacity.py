@@ -142,6 +142,8 @@ def test_duties_run_once_when_the_place_is_given_back_even_if_one_fails() -> Non
     extra.release()
     assert ran == ["first", "failing"]
     assert capacity.in_use() == 0  # the place came back although a duty raised
+    with pytest.raises(RuntimeError, match="given back"):
+        slot.also(lambda: None)  # a duty added too late would never run
 
 
 def test_keys_are_forgotten_when_they_hold_nothing() -> None:
