@@ -59,6 +59,7 @@ TOKEN_SUBPROTOCOL_PREFIX = "mcp.auth."
 # Close codes: 1000 normal, 1001 going away, 1003 unsupported data, 1009 too big
 # (simple-websocket sends it); 4401 is ours (4000-4999 are private): the token was revoked.
 CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
 CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_REVOKED = 4401
 # How often the socket's thread wakes to notice a dead peer, shutdown or idleness:
@@ -186,7 +187,7 @@ class WebSocketTransport:
         with self._open_lock:
             channels = list(self._open)
         for channel in channels:
-            channel.close(1001, "server shutting down")
+            channel.close(CLOSE_GOING_AWAY, "server shutting down")
 
     @staticmethod
     def _check_handshake(environ: dict[str, Any]) -> None:
@@ -243,7 +244,11 @@ class WebSocketTransport:
                     return
         finally:
             session.close()  # handlers waiting on the client give up; notifications stop
-            channel.close(CLOSE_NORMAL, "")
+            # The loop may notice shutdown before close_all() reaches this socket: it is still 1001.
+            if self.shutdown.is_set():
+                channel.close(CLOSE_GOING_AWAY, "server shutting down")
+            else:
+                channel.close(CLOSE_NORMAL, "")
 
     def _handle_frame(self, data: str, call: Call, channel: _SocketChannel, in_flight: Capacity) -> bool:
         """Handle one text frame; False when the socket must close."""
