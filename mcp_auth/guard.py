@@ -99,18 +99,19 @@ class Guard:
         """
         client = self.client_address(environ)
         self.check_browser_headers(environ)
-        # step 4
-        wait = self.rate_limiter.retry_after(client)
+        if self.token_source is None:
+            return Admission(ANONYMOUS, client)  # no credential is judged, so nothing can be guessed
+        header = environ.get("HTTP_AUTHORIZATION")
+        presented = parse_bearer(header) if header is not None or carried_token is None else carried_token
+        # step 4: checked, and a new credential counted, in one step before step 5 judges it
+        credential = _credential_material(header, presented)
+        credential_key = None if credential is None else self.rate_limiter.credential_key(credential)
+        wait = self.rate_limiter.check_and_record(client, credential_key)
         if wait:
             raise RateLimited(wait)
         # step 5
-        if self.token_source is None:
-            return Admission(ANONYMOUS, client)
-        header = environ.get("HTTP_AUTHORIZATION")
-        presented = parse_bearer(header) if header is not None or carried_token is None else carried_token
         principal = self.token_source.authenticate(presented) if presented is not None else None
         if principal is None:
-            self.rate_limiter.record_failure(client)
             if header is None and carried_token is None:
                 reason = "missing"
             elif presented is None:
@@ -118,6 +119,8 @@ class Guard:
             else:
                 reason = "invalid_token"
             raise Unauthorized(reason)
+        if credential_key is not None:
+            self.rate_limiter.accepted(client, credential_key)
         return Admission(principal, client)
 
     def principal_is_current(self, principal: Principal) -> bool:
@@ -125,3 +128,18 @@ class Guard:
         if self.token_source is None:
             return principal is ANONYMOUS
         return self.token_source.is_current(principal)
+
+
+def _credential_material(header: str | None, presented: bytes | None) -> bytes | None:
+    """What step 4 counts as one guess: None when nothing was presented.
+
+    A bearer token is counted by its bytes, however it was spelled or carried,
+    so the same token sent again is the same guess. A header that is not a
+    bearer token counts by its whole value: the 401 cannot tell malformed from
+    wrong, and neither may the limit, or the point where 429 starts would tell.
+    """
+    if presented is not None:
+        return b"token\x00" + presented
+    if header is not None:
+        return b"header\x00" + header.encode("utf-8", "surrogatepass")
+    return None
