@@ -44,7 +44,7 @@ def client_error(url: str, token: str | None) -> str:
 
     try:
         asyncio.run(main())
-    except BaseException as exc:  # noqa: BLE001 - the client wraps its error in exception groups
+    except BaseException as exc:  # the client wraps its error in exception groups
         pending: list[BaseException] = [exc]
         while pending:
             current = pending.pop()
