@@ -16,11 +16,11 @@ The public API is what this module exports; everything else may change.
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
 from ._version import __version__
+from .audit import configure_logging
 from .config import Config
 from .content import (
     ToolResult,
@@ -44,6 +44,7 @@ __all__ = [
     "ToolResult",
     "__version__",
     "audio_content",
+    "configure_logging",
     "create_app",
     "embedded_resource",
     "image_content",
@@ -62,13 +63,13 @@ def create_app(target: str | None = None) -> Any:
         gunicorn -k gthread --threads 16 'mcp_auth:create_app()'
     """
     from .app import McpAuthApp
-    from .audit import configure_logging
+    from .audit import configure_logging, logging_configured
     from .cli import announce, load_target
     from .diagnostics import build_diagnostics
 
     config = Config.from_sources({}, os.environ)
-    if not logging.getLogger("mcp_auth").handlers:  # the host has not set up our logging: audit to stderr
-        configure_logging(config.log_format)
+    if not logging_configured():  # the host has not set up logging: audit (and tools' logs) to stderr
+        configure_logging(config.log_format, config.log_level)
     target = target or os.environ.get("MCP_AUTH_TARGET")
     server = load_target(target) if target else build_diagnostics()
     app = McpAuthApp(server, config)

@@ -19,7 +19,7 @@ from . import audit
 from .config import AuthSetup, Config, open_token_source
 from .guard import ENVIRON_CLIENT_KEY, Admission, Guard
 from .http import DEADLINE_ENVIRON_KEY, DRAIN_DEADLINE_SECONDS, HttpTransport, json_response
-from .refusals import NotFound, Refusal, Unauthorized
+from .refusals import SUBPROTOCOL_CARRIER_OFF_HINT, NotFound, Refusal, Unauthorized
 from .server import McpServer
 from .sessions import SessionStore
 from .websocket import WebSocketDone, WebSocketTransport, is_upgrade, subprotocol_token
@@ -32,6 +32,15 @@ HEALTH_PATH = "/healthz"
 _EXPOSED_HEADERS = "Mcp-Session-Id, Mcp-Protocol-Version, WWW-Authenticate, Retry-After"
 _ALLOWED_REQUEST_HEADERS = "Authorization, Content-Type, Accept, Mcp-Session-Id, Mcp-Protocol-Version, Last-Event-ID"
 _PREFLIGHT_MAX_AGE = "600"
+# Where OAuth clients look after a 401 (RFC 9728 and RFC 8414 discovery, then the
+# 2025-03-26 default endpoints). The MCP Inspector does this on any 401. mcp_auth
+# serves no OAuth metadata (the spec would want an authorization server in it),
+# so these stay 404s, but with a message the client shows its user.
+_OAUTH_PATHS = ("/.well-known/oauth-", "/.well-known/openid-configuration", "/register", "/authorize", "/token")
+NOT_OAUTH_MESSAGE = (
+    "This server does not use OAuth: it takes a static bearer token in the header "
+    "'Authorization: Bearer <token>', and a client refused with 401 sent a wrong token or none."
+)
 
 StartResponse = Callable[..., Any]
 
@@ -96,16 +105,30 @@ class McpAuthApp:
                     return self._preflight(environ, start_response)
                 if is_upgrade(environ):
                     # The whole pipeline runs before the handshake: a refusal is plain HTTP, never a 101.
-                    carried = subprotocol_token(environ) if self.config.websocket_token_subprotocol else None
-                    admission = self.guard.admit(environ, carried)
+                    carried = subprotocol_token(environ)
+                    if self.config.websocket_token_subprotocol:
+                        admission = self.guard.admit(environ, carried)
+                    else:
+                        try:
+                            admission = self.guard.admit(environ)
+                        except Unauthorized as refused:
+                            if carried is None:
+                                raise
+                            # The carried token was never looked at: the hint says only that the carrier is off.
+                            raise Unauthorized(refused.audit_reason, SUBPROTOCOL_CARRIER_OFF_HINT) from None
                     return self.websocket(environ, start_response, admission)
                 admission = self.guard.admit(environ)
                 return self.http(environ, start_response, admission)
             self.guard.client_address(environ)
             if path == HEALTH_PATH and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
                 return json_response(start_response, "200 OK", {"status": "ok"})
+            if path.startswith(_OAUTH_PATHS):
+                raise NotFound(f"{NOT_OAUTH_MESSAGE} {self.guard.unauthorized_hint}")
             raise NotFound(f"Nothing is served at {path[:100]!r}; the MCP endpoint is {MCP_PATH}")
         except Refusal as refusal:
+            if isinstance(refusal, Unauthorized) and refusal.hint is None:
+                # A transport's 401 (a token revoked mid-session) reads exactly like the guard's.
+                refusal = Unauthorized(refusal.audit_reason, self.guard.unauthorized_hint)
             # Past step 5 the token's name is known, and DESIGN.md wants it in the event.
             self._audit(environ, refusal, admission.principal.name if admission is not None else None)
             return refusal(environ, start_response)

@@ -71,11 +71,31 @@ class TextFormatter(logging.Formatter):
         return text
 
 
-def configure_logging(log_format: str = "text", level: int = logging.INFO) -> None:
-    """Send mcp_auth's logs to stderr in `log_format` ("text" or "json")."""
+_HANDLER_MARK = "_mcp_auth_handler"
+
+
+def configure_logging(log_format: str = "text", level: int | str = logging.INFO) -> None:
+    """Send logs at `level` and above to stderr in `log_format` ("text" or "json").
+
+    The handler sits on the root logger, so a tool author's own
+    `logging.getLogger(__name__).info(...)` lines appear beside mcp_auth's
+    audit events without any setup of their own. Calling it again replaces
+    the handler it installed; other handlers on the root logger stay.
+    """
+    if isinstance(level, str):
+        level = logging.getLevelNamesMapping()[level.upper()]
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
-    root = logging.getLogger("mcp_auth")
-    root.handlers[:] = [handler]
+    setattr(handler, _HANDLER_MARK, True)
+    root = logging.getLogger()
+    root.handlers[:] = [h for h in root.handlers if not getattr(h, _HANDLER_MARK, False)] + [handler]
     root.setLevel(level)
-    root.propagate = False
+    ours = logging.getLogger("mcp_auth")
+    ours.handlers[:] = [h for h in ours.handlers if not getattr(h, _HANDLER_MARK, False)]
+    ours.setLevel(logging.NOTSET)
+    ours.propagate = True
+
+
+def logging_configured() -> bool:
+    """Whether anyone (configure_logging, the host application) has set up logging."""
+    return bool(logging.getLogger().handlers or logging.getLogger("mcp_auth").handlers)

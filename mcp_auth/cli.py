@@ -1,13 +1,17 @@
 """`python -m mcp_auth`: serve (the default) and token management.
 
     python -m mcp_auth [serve] [TARGET] [options]
-    python -m mcp_auth token show
+    python -m mcp_auth token show [--config [literal]] [--url URL]
     python -m mcp_auth token add NAME [--tools PATTERN ...] --tokens-file PATH
+    python -m mcp_auth token rotate NAME --tokens-file PATH
     python -m mcp_auth token list|revoke NAME --tokens-file PATH
 
 Exit status 2 for a configuration the server refuses (the message says how to
 fix it), 0 after a clean shutdown on SIGINT or SIGTERM. The token is printed
-only on the first run that generates it, and by `token show` / `token add`.
+only on the first run that generates it, and by `token show` / `token add` /
+`token rotate`. The printed client configurations read the token from the
+environment (or prompt for it) unless the literal form is asked for, so that
+project files such as `.mcp.json` can be committed without it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import inspect
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -28,20 +33,44 @@ from typing import Any, TextIO
 from ._version import __version__
 from .app import MCP_PATH, McpAuthApp
 from .audit import configure_logging
-from .config import AuthSetup, Config, open_token_source
+from .config import LOG_LEVELS, AuthSetup, Config, open_token_source
 from .errors import ConfigError
 from .network import format_url_host
 from .server import McpServer
-from .tokens import add_token, default_token_path, list_tokens, read_token_file, revoke_token
+from .tokens import add_token, default_token_path, list_tokens, read_token_file, revoke_token, rotate_token
 
 logger = logging.getLogger("mcp_auth.cli")
 
 EXIT_CONFIG = 2
+DEFAULT_URL = "http://127.0.0.1:8765/mcp"
+# The variable the printed client configurations read the token from. Not
+# MCP_AUTH_TOKEN: a server started from the same shell would take that as its own.
+CLIENT_TOKEN_VARIABLE = "MCP_AUTH_CLIENT_TOKEN"
+CONFIG_FORMS = ("env", "literal")
+USAGE = """python -m mcp_auth [serve] [TARGET] [options]
+       python -m mcp_auth token {show,add,rotate,list,revoke} ...   (python -m mcp_auth token --help)"""
+# Options that take a value: a value that starts with '-' (a token, say) is
+# joined to its option so argparse does not read it as another option.
+_VALUE_OPTIONS = frozenset(
+    {
+        "--token",
+        "--token-file",
+        "--tokens-file",
+        "--config",
+        "--host",
+        "--allowed-ip",
+        "--allowed-host",
+        "--allowed-origin",
+        "--trusted-proxy",
+        "--url",
+    }
+)
 
 
 def _serve_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m mcp_auth",
+        usage=USAGE,
         description="Serve MCP over Streamable HTTP behind bearer-token auth, IP allowlists and Host/Origin checks.",
         epilog="Subcommand 'token' manages tokens: python -m mcp_auth token --help",
     )
@@ -95,6 +124,20 @@ def _serve_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-format", choices=("text", "json"), help="log format (default text) [MCP_AUTH_LOG_FORMAT]"
     )
+    parser.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=LOG_LEVELS,
+        help="least severe log record shown (default info: audit events and your tools' logging.info) "
+        "[MCP_AUTH_LOG_LEVEL]",
+    )
+    parser.add_argument(
+        "--print-config",
+        choices=CONFIG_FORMS,
+        default="env",
+        help=f"how the first run prints client configurations: 'env' (default) reads the token from "
+        f"${CLIENT_TOKEN_VARIABLE}, 'literal' writes the token into them",
+    )
     parser.add_argument("--version", action="version", version=f"mcp_auth {__version__}")
     return parser
 
@@ -102,17 +145,27 @@ def _serve_parser() -> argparse.ArgumentParser:
 def _token_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mcp_auth token", description="Manage bearer tokens.")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("show", help="print the default token file's token")
+    show = commands.add_parser(
+        "show", help="print the default token file's token (with --config: client configurations for it)"
+    )
+    _config_options(show)
     add = commands.add_parser("add", help="add a named token to a tokens file; prints it once, on the last line")
-    add.add_argument("name")
+    add.add_argument("name", nargs="?", help="the token's name (letters, digits, '.', '_', '-')")
     add.add_argument(
         "--tools",
         nargs="+",
         metavar="PATTERN",
         help="what this token may use (default: everything): tool name globs, 'resource:<uri glob>', "
-        "'prompt:<name glob>'",
+        "'prompt:<name glob>'. Give NAME before --tools (or end the patterns with --)",
     )
     add.add_argument("--tokens-file", help="[MCP_AUTH_TOKENS_FILE]")
+    _config_options(add)
+    rotate = commands.add_parser(
+        "rotate", help="replace a named token with a new one of the same scope; prints it once, on the last line"
+    )
+    rotate.add_argument("name")
+    rotate.add_argument("--tokens-file", help="[MCP_AUTH_TOKENS_FILE]")
+    _config_options(rotate)
     listing = commands.add_parser("list", help="list the tokens in a tokens file (names and scopes, never tokens)")
     listing.add_argument("--tokens-file", help="[MCP_AUTH_TOKENS_FILE]")
     revoke = commands.add_parser("revoke", help="remove a named token; running servers refuse it at the next request")
@@ -121,8 +174,42 @@ def _token_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        dest="print_config",
+        nargs="?",
+        const="env",
+        choices=CONFIG_FORMS,
+        help=f"also print client configurations (Claude Code, VS Code, Cursor, curl); 'env' (default) reads the "
+        f"token from ${CLIENT_TOKEN_VARIABLE}, 'literal' writes it into them",
+    )
+    parser.add_argument("--url", default=DEFAULT_URL, help=f"the server's MCP URL (default {DEFAULT_URL})")
+
+
+def _join_dash_values(args: list[str]) -> list[str]:
+    """`--token -abc` as `--token=-abc`: a value may start with '-' (argparse would take it for an option)."""
+    joined: list[str] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--":
+            joined.extend(args[index:])
+            break
+        following = args[index + 1] if index + 1 < len(args) else None
+        if arg in _VALUE_OPTIONS and following is not None and following.startswith("-") and following != "--":
+            option = following.split("=", 1)[0]
+            if option not in _VALUE_OPTIONS and not option.startswith("--"):
+                joined.append(f"{arg}={following}")
+                index += 2
+                continue
+        joined.append(arg)
+        index += 1
+    return joined
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = _join_dash_values(list(sys.argv[1:] if argv is None else argv))
     try:
         if args[:1] == ["token"]:
             return _token_command(_token_parser().parse_args(args[1:]))
@@ -149,13 +236,33 @@ def _token_command(args: argparse.Namespace) -> int:
         path = default_token_path(os.environ)
         if not path.exists():
             raise ConfigError(f"there is no default token yet at {path}; run 'python -m mcp_auth' once to create it")
-        print(read_token_file(path, default_file=True).decode())
+        token = read_token_file(path, default_file=True).decode()
+        if args.print_config:
+            print_client_configs(args.url, token, args.print_config, sys.stdout, from_default_file=True)
+        print(token)
         return 0
     path = _tokens_path(args)
     if args.command == "add":
+        if args.name is None and args.tools and len(args.tools) > 1:
+            # `token add --tools echo NAME`: --tools took every word after it, NAME too.
+            args.name = args.tools.pop()
+        if args.name is None:
+            raise ConfigError("token add needs a NAME: python -m mcp_auth token add NAME [--tools PATTERN ...]")
         token = add_token(path, args.name, args.tools)
         scope = ", ".join(args.tools) if args.tools else "all tools"
+        if args.print_config:
+            print_client_configs(args.url, token, args.print_config, sys.stdout)
         print(f"Added token '{args.name}' ({scope}) to {path}. It is shown once; store it now:", file=sys.stderr)
+        print(token)
+    elif args.command == "rotate":
+        token = rotate_token(path, args.name)
+        if args.print_config:
+            print_client_configs(args.url, token, args.print_config, sys.stdout)
+        print(
+            f"Rotated token '{args.name}' in {path} (same scope); running servers refuse the old one from the next "
+            "request. The new token is shown once; store it now:",
+            file=sys.stderr,
+        )
         print(token)
     elif args.command == "list":
         entries = list_tokens(path)
@@ -195,8 +302,12 @@ def load_target(target: str) -> McpServer:
         try:
             inspect.signature(value).bind()
         except TypeError:
+            servers = [name for name, item in vars(module).items() if isinstance(item, McpServer)]
+            hint = f"; did you mean {module_name}:{servers[0]}?" if servers else ""
             raise ConfigError(
-                f"TARGET {target!r} needs arguments; point it at an McpServer or a function that takes none"
+                f"TARGET {target!r} is a function that takes arguments (a tool?), not an mcp_auth.McpServer: "
+                f"point TARGET at the McpServer object, or at a function that takes no arguments and returns one"
+                f"{hint}"
             ) from None
         except ValueError:
             pass  # no signature to check (some builtins): calling it reports any problem
@@ -219,6 +330,7 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
         "allowed_origins",
         "trusted_proxies",
         "log_format",
+        "log_level",
         "max_websockets",
         "websocket_token_subprotocol",
     )
@@ -229,7 +341,7 @@ def serve(args: argparse.Namespace) -> int:
     from .embedded import EmbeddedServer
 
     config = Config.from_sources(_flags(args), os.environ, args.config)
-    configure_logging(config.log_format)
+    configure_logging(config.log_format, config.log_level)
     if args.token:
         logger.warning(
             "--token puts the token in your shell history and in 'ps' output for every local user; "
@@ -254,7 +366,7 @@ def serve(args: argparse.Namespace) -> int:
     app = McpAuthApp(server, config, auth)
     embedded.app = app  # before serve_forever: no request can arrive earlier
     url = f"http://{format_url_host(config.host)}:{embedded.port}{MCP_PATH}"
-    announce(config, auth, server, url)
+    announce(config, auth, server, url, args.print_config)
 
     stop = threading.Event()
 
@@ -273,7 +385,7 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def announce(config: Config, auth: AuthSetup, server: McpServer, url: str | None) -> None:
+def announce(config: Config, auth: AuthSetup, server: McpServer, url: str | None, config_form: str = "env") -> None:
     """Everything a start says: warnings, the summary (stderr), first-run guidance (stdout)."""
     if config.no_auth:
         logger.warning(
@@ -284,7 +396,7 @@ def announce(config: Config, auth: AuthSetup, server: McpServer, url: str | None
     )
     print_summary(config, auth, server, shown_url, sys.stderr)
     if auth.generated_token is not None:
-        print_first_run(auth.generated_token, auth.description, url or shown_url.split(" ")[0], sys.stdout)
+        print_first_run(auth.generated_token, auth.description, url or shown_url.split(" ")[0], sys.stdout, config_form)
 
 
 def print_summary(config: Config, auth: AuthSetup, server: McpServer, url: str, out: TextIO) -> None:
@@ -308,34 +420,80 @@ def print_summary(config: Config, auth: AuthSetup, server: McpServer, url: str, 
     print("\n".join(lines), file=out, flush=True)
 
 
-def print_first_run(token: str, where: str, url: str, out: TextIO) -> None:
+def print_first_run(token: str, where: str, url: str, out: TextIO, config_form: str = "env") -> None:
     """First run only: the new token and ready-to-paste client configurations."""
-    header = {"Authorization": f"Bearer {token}"}
-    claude = {"mcpServers": {"mcp-auth": {"type": "http", "url": url, "headers": header}}}
-    vscode = {"servers": {"mcp-auth": {"type": "http", "url": url, "headers": header}}}
-    cursor = {"mcpServers": {"mcp-auth": {"url": url, "headers": header}}}
+    print(
+        f"""
+First run: generated a bearer token and saved it (mode 0600) in the {where}.
+It is printed this once; 'python -m mcp_auth token show' prints it again
+('token show --config' with these client configurations).
+
+    {token}
+""",
+        file=out,
+        flush=True,
+    )
+    print_client_configs(url, token, config_form, out, from_default_file=True)
+
+
+def _invocation() -> str:
+    """How to run this mcp_auth again from any shell: this interpreter, by absolute path."""
+    return f"{shlex.quote(sys.executable)} -m mcp_auth"
+
+
+def print_client_configs(url: str, token: str, form: str, out: TextIO, *, from_default_file: bool = False) -> None:
+    """Claude Code, VS Code, Cursor and curl configurations for `url`.
+
+    form "env": the configurations read the token from $MCP_AUTH_CLIENT_TOKEN
+    (VS Code prompts for it once and keeps it in its secret storage), so the
+    files can be committed; the export line to set it comes first. form
+    "literal": the token is written into each configuration.
+    """
+    variable = CLIENT_TOKEN_VARIABLE
+    if form == "literal":
+        claude_value = vscode_value = cursor_value = f"Bearer {token}"
+        curl_header = shlex.quote(f"Authorization: Bearer {token}")
+        preface = "Client configurations (the token is written into them: keep these files out of version control):"
+        vscode_inputs: list[dict[str, Any]] = []
+    else:
+        claude_value = f"Bearer ${{{variable}}}"  # Claude Code expands ${VAR} in headers
+        cursor_value = f"Bearer ${{env:{variable}}}"  # Cursor's spelling
+        vscode_value = "Bearer ${input:mcp-auth-token}"  # VS Code prompts once, keeps it in secret storage
+        curl_header = f'"Authorization: Bearer ${variable}"'
+        source = f'"$({_invocation()} token show)"' if from_default_file else shlex.quote(token)
+        preface = (
+            f"Client configurations: they read the token from ${variable}, so they can be committed.\n"
+            f"Set it in the shell that starts your client:\n\n"
+            f"    export {variable}={source}"
+        )
+        vscode_inputs = [
+            {"type": "promptString", "id": "mcp-auth-token", "description": "mcp_auth bearer token", "password": True}
+        ]
+    claude = {"mcpServers": {"mcp-auth": {"type": "http", "url": url, "headers": {"Authorization": claude_value}}}}
+    vscode: dict[str, Any] = {
+        "servers": {"mcp-auth": {"type": "http", "url": url, "headers": {"Authorization": vscode_value}}}
+    }
+    if vscode_inputs:
+        vscode = {"inputs": vscode_inputs, **vscode}
+    cursor = {"mcpServers": {"mcp-auth": {"url": url, "headers": {"Authorization": cursor_value}}}}
     curl = (
-        f"curl -sS {url} -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' "
+        f"curl -sS {url} -H {curl_header} -H 'Content-Type: application/json' "
         "-H 'Accept: application/json, text/event-stream' "
         '-d \'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25",'
         '"capabilities":{},"clientInfo":{"name":"curl","version":"1"}}}\''
     )
-    text = f"""
-First run: generated a bearer token and saved it (mode 0600) in the {where}.
-It is printed this once; 'python -m mcp_auth token show' prints it again.
+    text = f"""{preface}
 
-    {token}
-
-Claude Code (.mcp.json):
+Claude Code (.mcp.json; Claude Code asks once to approve a project's server):
 {json.dumps(claude, indent=2)}
 
-VS Code (.vscode/mcp.json):
+VS Code (.vscode/mcp.json{"" if form == "literal" else "; asks for the token once"}):
 {json.dumps(vscode, indent=2)}
 
 Cursor (.cursor/mcp.json):
 {json.dumps(cursor, indent=2)}
 
-curl:
+The initialize request with curl (its answer's Mcp-Session-Id header names the session):
 {curl}
 """
     print(text, file=out, flush=True)

@@ -31,6 +31,7 @@ from .network import (
     parse_networks,
     parse_trusted_proxies,
 )
+from .refusals import UNAUTHORIZED_HINT
 from .tokens import (
     StaticToken,
     TokenFile,
@@ -65,6 +66,9 @@ DEFAULT_WEBSOCKET_IDLE_SECONDS = 300.0
 # Ping this often; a peer that has not answered the previous ping by the next is closed.
 DEFAULT_WEBSOCKET_PING_SECONDS = 25.0
 
+DEFAULT_LOG_LEVEL = "info"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
 # setting -> (environment variable, kind); kind drives parsing from env and TOML.
 _SETTINGS: dict[str, tuple[str, str]] = {
     "host": ("MCP_AUTH_HOST", "str"),
@@ -78,6 +82,7 @@ _SETTINGS: dict[str, tuple[str, str]] = {
     "allowed_origins": ("MCP_AUTH_ALLOWED_ORIGINS", "list"),
     "trusted_proxies": ("MCP_AUTH_TRUSTED_PROXIES", "list"),
     "log_format": ("MCP_AUTH_LOG_FORMAT", "str"),
+    "log_level": ("MCP_AUTH_LOG_LEVEL", "str"),
     "max_body_bytes": ("MCP_AUTH_MAX_BODY_BYTES", "int"),
     "rate_limit_failures": ("MCP_AUTH_RATE_LIMIT_FAILURES", "int"),
     "rate_limit_window": ("MCP_AUTH_RATE_LIMIT_WINDOW", "float"),
@@ -115,6 +120,8 @@ class Config:
     allowed_origins: tuple[str, ...] = ()
     trusted_proxies: tuple[str, ...] = ()
     log_format: str = "text"
+    # INFO by default: audit events, and a tool author's own logging.info lines.
+    log_level: str = DEFAULT_LOG_LEVEL
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     rate_limit_failures: int = DEFAULT_RATE_LIMIT_FAILURES
     rate_limit_window: float = DEFAULT_RATE_LIMIT_WINDOW_SECONDS
@@ -176,6 +183,12 @@ class Config:
             raise ConfigError(
                 f"log_format must be 'text' or 'json', got {self.log_format!r} (from {self.source_of('log_format')})"
             )
+        if not isinstance(self.log_level, str) or self.log_level.lower() not in LOG_LEVELS:
+            raise ConfigError(
+                f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r} "
+                f"(from {self.source_of('log_level')})"
+            )
+        object.__setattr__(self, "log_level", self.log_level.lower())
         if not self.host:
             raise ConfigError(f"host is empty (from {self.source_of('host')}); use 127.0.0.1 for local use")
         set_ = object.__setattr__
@@ -323,6 +336,23 @@ class AuthSetup:
     @property
     def description(self) -> str:
         return self.source.description if self.source is not None else "disabled (--no-auth)"
+
+    @property
+    def unauthorized_hint(self) -> str:
+        """Where an honest client finds the right token, for the 401 (never a token, nor part of one)."""
+        source = self.source
+        if isinstance(source, TokenFile) and source.default_file:
+            return "On the server, 'python -m mcp_auth token show' prints the token."
+        if isinstance(source, TokenFile):
+            return f"This server accepts the token in the file {source.path} on the server."
+        if isinstance(source, TokensFile):
+            return (
+                f"This server accepts the tokens in the tokens file {source.path} "
+                f"('python -m mcp_auth token list --tokens-file {source.path}' shows their names)."
+            )
+        if isinstance(source, StaticToken):
+            return f"Use the token this server was started with ({source.description})."
+        return UNAUTHORIZED_HINT
 
 
 def open_token_source(config: Config, environ: Mapping[str, str] | None = None) -> tuple[AuthSetup, list[str]]:

@@ -61,7 +61,7 @@ OVER_CAPACITY_RETRY_AFTER_SECONDS = 5
 
 
 class _TooManyConnections(Refusal):
-    """Past the connection cap, before any request is read: not an MCP message, so the plain JSON body."""
+    """Past the connection cap, before any request is read (the body is a refusal's, JSON-RPC with no id)."""
 
     status, reason_phrase, error, step = 503, "Service Unavailable", "unavailable", "connection"
     ws_close_code = 1013  # try again later

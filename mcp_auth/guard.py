@@ -39,6 +39,7 @@ class Guard:
     def __init__(self, config: Config, auth: AuthSetup) -> None:
         self.config = config
         self.token_source = auth.source
+        self.unauthorized_hint = auth.unauthorized_hint
         if self.token_source is None and not config.no_auth:
             raise ValueError("a token source is required unless no_auth is set")
         self.rate_limiter = FailureRateLimiter(config.rate_limit_failures, config.rate_limit_window)
@@ -118,7 +119,7 @@ class Guard:
                 reason = "malformed_or_not_bearer"
             else:
                 reason = "invalid_token"
-            raise Unauthorized(reason)
+            raise Unauthorized(reason, self.unauthorized_hint)
         if credential_key is not None:
             self.rate_limiter.accepted(client, credential_key)
         return Admission(principal, client)

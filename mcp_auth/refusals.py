@@ -8,6 +8,15 @@ refusal can never be half-written. Each refusal also carries the audit facts
 
 The message is for an honest client: it says what to fix. It never contains
 anything the client sent that could be secret.
+
+Every body is a JSON-RPC error response, because that is the only non-2xx body
+MCP clients show their users (the Python `mcp` client reads a non-2xx body
+only when it parses as one; otherwise it says "Server returned an error
+response"). The machine-readable refusal code (`ip_not_allowed`,
+`unauthorized`, ...) is `error.data.reason`:
+
+    {"jsonrpc": "2.0", "id": null,
+     "error": {"code": -32001, "message": "...", "data": {"reason": "unauthorized"}}}
 """
 
 from __future__ import annotations
@@ -20,6 +29,13 @@ from .jsonrpc import FORBIDDEN, INVALID_REQUEST, JsonRpcError, RequestId
 
 StartResponse = Any  # the WSGI start_response callable
 
+# JSON-RPC error codes of the pipeline's refusals. -32000..-32099 are the
+# implementation-defined server errors; -32001 is the code MCP servers in the
+# wild use for "authentication required", -32003 (FORBIDDEN) is already ours
+# for step 7, so a client sees the same code for every "not allowed".
+UNAUTHORIZED_CODE = -32001
+RATE_LIMITED_CODE = -32029
+
 
 class Refusal(Exception):
     """A refused request; the instance is a WSGI response."""
@@ -29,6 +45,7 @@ class Refusal(Exception):
     error = "bad_request"
     step = "transport"
     ws_close_code = 1008  # policy violation
+    jsonrpc_code = INVALID_REQUEST
 
     def __init__(self, message: str, *, headers: Iterable[tuple[str, str]] = ()) -> None:
         super().__init__(message)
@@ -36,7 +53,8 @@ class Refusal(Exception):
         self.extra_headers = list(headers)
 
     def body(self) -> bytes:
-        return json.dumps({"error": self.error, "message": self.message}).encode()
+        error = {"code": self.jsonrpc_code, "message": self.message, "data": {"reason": self.error}}
+        return json.dumps({"jsonrpc": "2.0", "id": None, "error": error}).encode()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
         body = self.body()
@@ -55,6 +73,7 @@ class Refusal(Exception):
 
 class IpNotAllowed(Refusal):
     status, reason_phrase, error, step = 403, "Forbidden", "ip_not_allowed", "client_address"
+    jsonrpc_code = FORBIDDEN
 
 
 class HostInvalid(Refusal):
@@ -63,15 +82,18 @@ class HostInvalid(Refusal):
 
 class HostNotAllowed(Refusal):
     status, reason_phrase, error, step = 403, "Forbidden", "host_not_allowed", "host"
+    jsonrpc_code = FORBIDDEN
 
 
 class OriginNotAllowed(Refusal):
     status, reason_phrase, error, step = 403, "Forbidden", "origin_not_allowed", "origin"
+    jsonrpc_code = FORBIDDEN
 
 
 class RateLimited(Refusal):
     status, reason_phrase, error, step = 429, "Too Many Requests", "rate_limited", "rate_limit"
     ws_close_code = 1013  # try again later
+    jsonrpc_code = RATE_LIMITED_CODE
 
     def __init__(self, retry_after: int) -> None:
         super().__init__(
@@ -80,9 +102,16 @@ class RateLimited(Refusal):
         )
 
 
-UNAUTHORIZED_MESSAGE = (
-    "A valid bearer token is required: send the header 'Authorization: Bearer <token>'. "
-    "On the server, 'python -m mcp_auth token show' prints the default token."
+UNAUTHORIZED_MESSAGE = "A valid bearer token is required: send the header 'Authorization: Bearer <token>'."
+# Where to find the right token; the server's token source picks one (config.AuthSetup).
+# None of them names or hints at a token, and each is fixed per server, so the
+# 401 stays byte-identical for missing, malformed, non-Bearer and wrong tokens.
+UNAUTHORIZED_HINT = "Ask the server's operator for a token."
+# A browser-style WebSocket that carried the token as a subprotocol while that
+# carrier is off: the token was not looked at, so this says nothing about it.
+SUBPROTOCOL_CARRIER_OFF_HINT = (
+    "This server does not read a token from the 'mcp.auth.<token>' WebSocket subprotocol: send the "
+    "Authorization header, or ask the operator to start the server with --websocket-token-subprotocol."
 )
 
 
@@ -91,12 +120,18 @@ class Unauthorized(Refusal):
 
     status, reason_phrase, error, step = 401, "Unauthorized", "unauthorized", "bearer_token"
     ws_close_code = 4401
+    jsonrpc_code = UNAUTHORIZED_CODE
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, hint: str | None = None) -> None:
         # `reason` is for the audit log only (missing / malformed / wrong); it
         # never reaches the client, so the answer cannot tell which it was.
-        super().__init__(UNAUTHORIZED_MESSAGE, headers=[("WWW-Authenticate", 'Bearer realm="mcp-auth"')])
+        # `hint` depends on the server's token source only (None: filled in by the app).
+        super().__init__(
+            f"{UNAUTHORIZED_MESSAGE} {hint or UNAUTHORIZED_HINT}",
+            headers=[("WWW-Authenticate", 'Bearer realm="mcp-auth"')],
+        )
         self.audit_reason = reason
+        self.hint = hint
 
 
 class InsufficientScope(Refusal):

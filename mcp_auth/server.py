@@ -364,10 +364,10 @@ def _bounded_strings(value: Any) -> dict[str, str]:
 
 
 def _handler_failed(kind: str, name: str, exc: Exception) -> None:
-    # A handler's failure is answered to the client; the operator sees one line,
-    # and the traceback only with debug logging (a client can trigger this at will).
-    logger.warning("%s %s raised %s", kind, name, type(exc).__name__)
-    logger.debug("%s %s raised", kind, name, exc_info=exc)
+    # A handler's failure is answered to the client; its author needs the traceback
+    # to fix it, so it is one WARNING record with the handler's name and traceback
+    # (a client's doing as often as the tool's; never a token: handlers get none).
+    logger.warning("%s %s raised %s", kind, name, type(exc).__name__, exc_info=exc)
 
 
 def _encode_cursor(offset: int) -> str:

@@ -185,8 +185,15 @@ def _effective_uid(expected_uid: int | None) -> int | None:
 
 
 def generate_token() -> str:
-    """A new random token: 32 bytes from `secrets`, URL-safe base64 (43 chars)."""
-    return secrets.token_urlsafe(32)
+    """A new random token: 32 bytes from `secrets`, URL-safe base64 (43 chars).
+
+    Never one that starts with '-': pasted after `--token` it would read as an
+    option. Drawing again (1 time in 64) costs about 0.02 bits of 256.
+    """
+    while True:
+        token = secrets.token_urlsafe(32)
+        if not token.startswith("-"):
+            return token
 
 
 def parse_bearer(header: str | None) -> bytes | None:
@@ -541,6 +548,7 @@ class TokenFile(TokenSource):
     ) -> None:
         self.description = description
         self.path = Path(path)
+        self.default_file = default_file
         where = _where(description, self.path)
         rules, empty_fix = _token_file_rules(self.path, default_file)
 
@@ -840,6 +848,29 @@ def add_token(path: Path, name: str, tool_patterns: list[str] | None, *, expecte
         token = generate_token()
         created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         tokens.append(_NamedToken(name, hashlib.sha256(token.encode("ascii")).hexdigest(), tools, created))
+        _write_tokens(path, tokens)
+    return token
+
+
+def rotate_token(path: Path, name: str, *, expected_uid: int | None = None) -> str:
+    """Replace the named token with a new one of the same scope in one edit; return its plaintext.
+
+    The old token stops working at the next request of a running server, as
+    after `revoke`; there is no moment when the name is missing from the file.
+    """
+    path = Path(path)
+    with _edit_lock(path):
+        tokens = _load_for_edit(path, expected_uid, missing_ok=False)
+        index = next((i for i, entry in enumerate(tokens) if entry.name == name), None)
+        if index is None:
+            shown = repr(name) if isinstance(name, str) and _NAME_RE.fullmatch(name) else "given"
+            raise ConfigError(
+                f"tokens file {path}: no token named {shown}; see: python -m mcp_auth token list --tokens-file {path}"
+            )
+        token = generate_token()
+        created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        digest = hashlib.sha256(token.encode("ascii")).hexdigest()
+        tokens[index] = _NamedToken(name, digest, tokens[index].tools, created)
         _write_tokens(path, tokens)
     return token
 

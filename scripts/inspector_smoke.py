@@ -3,10 +3,16 @@
 Starts the server as a subprocess on 127.0.0.1 with a fresh random token (in
 the environment, never on a command line) and a temporary HOME, then drives it
 with the Inspector CLI: tools/list and tools/call with the token must succeed,
-and without it the Inspector must get nothing. Stops the server with SIGTERM
-and requires exit status 0. Exits non-zero on any failure.
+without it the Inspector must get nothing, and with a wrong token (and
+--stored-auth-only, so it does not start OAuth) it must show the server's
+401 message. Stops the server with SIGTERM and requires exit status 0. Exits
+non-zero on any failure.
 
     python scripts/inspector_smoke.py [--inspector-version 2.12.0]
+
+The Inspector is pinned: an unpinned `npx @modelcontextprotocol/inspector`
+resolves 0.15.0 on Node 20, whose CLI refuses `--header`. 2.12.0 runs on
+Node 20 (tested with 20.20) and 22 through `npx -y`.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 STARTUP_DEADLINE_SECONDS = 30
 INSPECTOR_DEADLINE_SECONDS = 300  # the first npx run downloads the package
+# The version the README names; see the module docstring for why it is pinned.
+INSPECTOR_VERSION = "2.12.0"
 
 
 def start_server(
@@ -92,7 +100,7 @@ def last_json(output: str) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--inspector-version", default="2.12.0")
+    parser.add_argument("--inspector-version", default=INSPECTOR_VERSION)
     options = parser.parse_args()
 
     token = secrets.token_urlsafe(32)
@@ -140,6 +148,12 @@ def main() -> int:
             print(f"tools/list without a token -> rc={refused.returncode}")
             if refused.returncode == 0 or '"echo"' in refused.stdout:
                 failures.append(f"without a token the Inspector got an answer: {refused.stdout!r}")
+            wrong = inspector(
+                options.inspector_version, url, "--stored-auth-only", "--method", "tools/list", token="wrong-" + token
+            )
+            print(f"tools/list with a wrong token -> rc={wrong.returncode}")
+            if wrong.returncode == 0 or "A valid bearer token is required" not in wrong.stdout + wrong.stderr:
+                failures.append(f"with a wrong token the Inspector did not show the 401 message: {wrong.stdout!r}")
             if token in "".join(log):
                 failures.append("the token appeared in the server's log")
         finally:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support import Live, live_server
+
+ENV_PREFIX = "MCP_AUTH_"
 
 
 @pytest.fixture(autouse=True)
@@ -15,20 +18,8 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
-    for name in (
-        "MCP_AUTH_TOKEN",
-        "MCP_AUTH_TOKEN_FILE",
-        "MCP_AUTH_TOKENS_FILE",
-        "MCP_AUTH_CONFIG",
-        "MCP_AUTH_NO_AUTH",
-        "MCP_AUTH_HOST",
-        "MCP_AUTH_PORT",
-        "MCP_AUTH_ALLOWED_IPS",
-        "MCP_AUTH_ALLOWED_HOSTS",
-        "MCP_AUTH_ALLOWED_ORIGINS",
-        "MCP_AUTH_TRUSTED_PROXIES",
-        "MCP_AUTH_TARGET",
-    ):
+    # The whole prefix, not a list: a variable added later must not leak in from the developer's shell.
+    for name in [name for name in os.environ if name.startswith(ENV_PREFIX)]:
         monkeypatch.delenv(name, raising=False)
     return home
 

@@ -241,7 +241,61 @@ def add_named_token(tokens_file: Path, name: str, *tools: str, env: dict[str, st
     return token
 
 
+def assert_env_configs(out: str, url: str) -> None:
+    """Every printed configuration reads the token from the environment or a prompt, as each client spells it."""
+    claude = json_after(out, "Claude Code")["mcpServers"]["mcp-auth"]
+    assert claude == {"type": "http", "url": url, "headers": {"Authorization": "Bearer ${MCP_AUTH_CLIENT_TOKEN}"}}
+    vscode = json_after(out, "VS Code")
+    assert vscode["servers"]["mcp-auth"] == {
+        "type": "http",
+        "url": url,
+        "headers": {"Authorization": "Bearer ${input:mcp-auth-token}"},
+    }
+    assert vscode["inputs"] == [
+        {"type": "promptString", "id": "mcp-auth-token", "description": "mcp_auth bearer token", "password": True}
+    ]
+    cursor = json_after(out, "Cursor")["mcpServers"]["mcp-auth"]
+    assert cursor == {"url": url, "headers": {"Authorization": "Bearer ${env:MCP_AUTH_CLIENT_TOKEN}"}}
+    curl = next(line for line in out.splitlines() if line.startswith("curl "))
+    assert url in curl and '"Authorization: Bearer $MCP_AUTH_CLIENT_TOKEN"' in curl
+    assert "approve" in out  # Claude Code asks once before it uses a project's server
+
+
+def assert_literal_configs(out: str, url: str, token: str) -> None:
+    header = {"Authorization": f"Bearer {token}"}
+    assert json_after(out, "Claude Code")["mcpServers"]["mcp-auth"] == {"type": "http", "url": url, "headers": header}
+    assert json_after(out, "VS Code")["servers"]["mcp-auth"] == {"type": "http", "url": url, "headers": header}
+    assert json_after(out, "Cursor")["mcpServers"]["mcp-auth"] == {"url": url, "headers": header}
+    curl = next(line for line in out.splitlines() if line.startswith("curl "))
+    assert f"Authorization: Bearer {token}" in curl
+
+
 # --- first run and the default token file -------------------------------------------
+
+
+def test_first_run_prints_literal_configs_when_asked(start: Start, isolated_home: Path) -> None:
+    cli = start("--port", "0", "--print-config", "literal")
+    token = default_token_file(isolated_home).read_text().strip()
+    assert cli.stop() == 0
+    assert_literal_configs(cli.stdout, f"http://127.0.0.1:{cli.port}/mcp", token)
+    assert "export " not in cli.stdout
+
+
+def test_token_show_config_prints_the_configurations_again(start: Start, isolated_home: Path) -> None:
+    cli = start("--port", "0")
+    assert cli.stop() == 0
+    token = default_token_file(isolated_home).read_text().strip()
+    url = "http://127.0.0.1:9999/mcp"
+
+    shown = run_cli("token", "show", "--config", "--url", url)
+    assert shown.returncode == 0, shown.stderr
+    assert_env_configs(shown.stdout, url)
+    assert shown.stdout.splitlines()[-1] == token and shown.stdout.count(token) == 1
+
+    literal = run_cli("token", "show", "--config=literal", "--url", url)
+    assert literal.returncode == 0, literal.stderr
+    assert_literal_configs(literal.stdout, url, token)
+    assert literal.stdout.splitlines()[-1] == token
 
 
 def test_first_run_creates_prints_and_reuses_the_default_token(start: Start, isolated_home: Path) -> None:
@@ -260,13 +314,11 @@ def test_first_run_creates_prints_and_reuses_the_default_token(start: Start, iso
 
     out = first.stdout
     assert "    " + token in out.splitlines()
-    header = {"Authorization": f"Bearer {token}"}
-    assert json_after(out, "Claude Code")["mcpServers"]["mcp-auth"] == {"type": "http", "url": url, "headers": header}
-    assert json_after(out, "VS Code")["servers"]["mcp-auth"] == {"type": "http", "url": url, "headers": header}
-    cursor = json_after(out, "Cursor")["mcpServers"]["mcp-auth"]
-    assert cursor["url"] == url and cursor["headers"] == header
-    curl = next(line for line in out.splitlines() if line.startswith("curl "))
-    assert url in curl and f"Authorization: Bearer {token}" in curl
+    assert_env_configs(out, url)
+    # The export line reads the token from the default token file: no token in shell history either.
+    export = next(line.strip() for line in out.splitlines() if line.strip().startswith("export "))
+    assert export == f'export MCP_AUTH_CLIENT_TOKEN="$({sys.executable} -m mcp_auth token show)"'
+    assert out.count(token) == 1  # the token itself, once; never inside a configuration
     assert token not in first.stderr  # the summary never shows it
 
     before = path.stat()
@@ -751,7 +803,7 @@ def test_allowed_ips_precedence(
     response = request(cli.port, body=initialize_body(), token=TOKEN)
     assert response.status == status
     if status == 403:
-        assert response.json()["error"] == "ip_not_allowed"
+        assert response.json()["error"]["data"]["reason"] == "ip_not_allowed"
     assert cli.stop() == 0
 
 
@@ -962,3 +1014,198 @@ def test_json_log_format_one_object_per_refusal(start: Start, args: list[str], e
     warnings = [r for r in records if r.get("level") == "warning" and r.get("event") != "denied"]
     assert any("shell history" in r["message"] for r in warnings)
     assert TOKEN not in cli.output and WRONG_TOKEN not in cli.output
+
+
+# --- the first hour: traps, rotation, logging -------------------------------------------
+
+TOOL_MODULE = """
+import logging
+
+from mcp_auth import McpServer
+
+log = logging.getLogger(__name__)
+server = McpServer("notes")
+
+
+@server.tool()
+def add_note(title: str) -> str:
+    '''Store a note.'''
+    log.info("storing note %s", title)
+    return title
+
+
+@server.tool()
+def broken() -> str:
+    '''Always fails.'''
+    raise ValueError("the tool's own bug")
+"""
+
+
+def write_tool_module(directory: Path) -> None:
+    (directory / "mytools.py").write_text(textwrap.dedent(TOOL_MODULE))
+
+
+def call_tool(port: int, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    session_id = open_session(port)
+    response = rpc(port, session_id, "tools/call", {"name": name, "arguments": arguments})
+    assert response.status == 200, response
+    return messages(response)[-1]
+
+
+def wait_for_text(cli: Cli, text: str) -> None:
+    """The child logs asynchronously to our reader threads: wait (bounded) for a line to arrive."""
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while text not in cli.stderr:
+        assert time.monotonic() < deadline, f"{text!r} never reached stderr:\n{cli.stderr}"
+        time.sleep(0.02)
+
+
+def test_tool_authors_see_their_logging_and_their_tracebacks(start: Start, tmp_path: Path) -> None:
+    write_tool_module(tmp_path)
+    cli = start("serve", "mytools:server", "--port", "0", cwd=tmp_path, env=cli_env(MCP_AUTH_TOKEN=TOKEN))
+    assert call_tool(cli.port, "add_note", {"title": "groceries"})["result"].get("isError", False) is False
+    assert call_tool(cli.port, "broken", {})["result"]["isError"] is True
+    wait_for_text(cli, "ValueError: the tool's own bug")
+    assert cli.stop() == 0
+    lines = cli.stderr.splitlines()
+    assert any(" info mytools: storing note groceries" in line for line in lines), cli.stderr
+    failure = next(i for i, line in enumerate(lines) if "tool broken raised ValueError" in line)
+    assert " warning " in lines[failure]
+    assert "Traceback (most recent call last):" in lines[failure + 1]
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "toml"),
+    [
+        pytest.param(["--log-level", "warning"], {}, None, id="flag"),
+        pytest.param(["--log-level", "WARNING"], {}, None, id="flag-upper-case"),
+        pytest.param([], {"MCP_AUTH_LOG_LEVEL": "warning"}, None, id="environment"),
+        pytest.param([], {}, 'log_level = "warning"\n', id="toml"),
+    ],
+)
+def test_log_level_setting(
+    start: Start, tmp_path: Path, args: list[str], env: dict[str, str], toml: str | None
+) -> None:
+    write_tool_module(tmp_path)
+    if toml is not None:
+        args = [*args, "--config", str(write_toml(tmp_path, toml))]
+    cli = start("serve", "mytools:server", "--port", "0", *args, cwd=tmp_path, env=cli_env(MCP_AUTH_TOKEN=TOKEN, **env))
+    call_tool(cli.port, "add_note", {"title": "groceries"})
+    call_tool(cli.port, "broken", {})
+    wait_for_text(cli, "tool broken raised ValueError")  # warnings still show
+    assert cli.stop() == 0
+    assert "storing note" not in cli.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        pytest.param(["--log-level", "loud"], {}, id="flag"),
+        pytest.param([], {"MCP_AUTH_LOG_LEVEL": "loud"}, id="environment"),
+    ],
+)
+def test_bad_log_level_exits_2(args: list[str], env: dict[str, str]) -> None:
+    result = run_cli("--port", "0", *args, env=cli_env(**env))
+    assert result.returncode == 2, result.stderr
+    assert "loud" in result.stderr and "warning" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_token_add_with_tools_before_the_name(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.json"
+    added = run_cli("token", "add", "--tools", "echo", "ci", "--tokens-file", str(path))
+    assert added.returncode == 0, added.stderr
+    assert GENERATED_TOKEN.fullmatch(added.stdout.splitlines()[-1])
+    listed = run_cli("token", "list", "--tokens-file", str(path))
+    assert [line.split("\t")[:2] for line in listed.stdout.splitlines()] == [["ci", "echo"]]
+    # The usual order, and patterns ended with --, still mean what they say.
+    both = run_cli("token", "add", "--tools", "echo", "who*", "--tokens-file", str(path), "--", "ops")
+    assert both.returncode == 0, both.stderr
+    listed = run_cli("token", "list", "--tokens-file", str(path))
+    assert [line.split("\t")[:2] for line in listed.stdout.splitlines()][1] == ["ops", "echo, who*"]
+    nameless = run_cli("token", "add", "--tools", "echo", "--tokens-file", str(path))
+    assert nameless.returncode == 2 and "NAME" in nameless.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["--token", "-abcdefghijklmnop0123456789"], id="separate-value"),
+        pytest.param(["--token=-abcdefghijklmnop0123456789"], id="equals-form"),
+    ],
+)
+def test_a_token_that_starts_with_a_dash(start: Start, args: list[str]) -> None:
+    cli = start("--port", "0", *args)
+    assert initialize_status(cli.port, "-abcdefghijklmnop0123456789") == 200
+    assert cli.stop() == 0
+
+
+def test_token_file_value_that_starts_with_a_dash(start: Start, tmp_path: Path) -> None:
+    path = write_private(tmp_path / "-token", TOKEN + "\n")
+    cli = start("--port", "0", "--token-file", "-token", cwd=path.parent)
+    assert initialize_status(cli.port, TOKEN) == 200
+    assert cli.stop() == 0
+
+
+def test_generated_tokens_never_start_with_a_dash() -> None:
+    from mcp_auth.tokens import generate_token
+
+    # 1 in 64 of secrets.token_urlsafe(32) starts with '-': 10,000 draws without a check would hit one.
+    tokens = [generate_token() for _ in range(10_000)]
+    assert not [token for token in tokens if token.startswith("-")]
+    assert all(GENERATED_TOKEN.fullmatch(token) for token in tokens)
+
+
+def test_serving_a_tool_function_says_it_is_not_a_server(tmp_path: Path) -> None:
+    write_tool_module(tmp_path)
+    result = run_cli("serve", "mytools:add_note", "--port", "0", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "not an mcp_auth.McpServer" in result.stderr
+    assert "mytools:server" in result.stderr  # the server the module does have
+    assert "Traceback" not in result.stderr
+
+
+def test_usage_mentions_serve_and_token() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    usage = result.stdout.split("\n\n", 1)[0]
+    assert "[serve] [TARGET]" in usage and "token {" in usage and "rotate" in usage
+    bad = run_cli("--no-such-option")
+    assert bad.returncode == 2 and "[serve]" in bad.stderr
+
+
+def test_token_rotate_replaces_a_named_token_in_one_step(start: Start, tmp_path: Path) -> None:
+    path = tmp_path / "tokens.json"
+    old = add_named_token(path, "ci", "echo")
+    before = run_cli("token", "list", "--tokens-file", str(path)).stdout.split("\t")
+    cli = start("--port", "0", "--tokens-file", str(path))
+    assert tool_names(cli.port, old) == ["echo"]
+
+    rotated = run_cli("token", "rotate", "ci", "--tokens-file", str(path))
+    assert rotated.returncode == 0, rotated.stderr
+    new = rotated.stdout.splitlines()[-1]
+    assert GENERATED_TOKEN.fullmatch(new) and new != old
+    assert rotated.stdout == new + "\n"  # the new token alone
+    assert old not in rotated.stdout + rotated.stderr
+
+    assert initialize_status(cli.port, old) == 401
+    assert tool_names(cli.port, new) == ["echo"]  # the same scope
+    assert cli.stop() == 0
+    after = run_cli("token", "list", "--tokens-file", str(path)).stdout.split("\t")
+    assert after[:2] == before[:2] == ["ci", "echo"]
+
+    missing = run_cli("token", "rotate", "nobody", "--tokens-file", str(path))
+    assert missing.returncode == 2 and "no token named 'nobody'" in missing.stderr
+
+
+def test_token_add_and_rotate_print_configurations_with_the_token_alone_last(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.json"
+    url = "http://127.0.0.1:9999/mcp"
+    added = run_cli("token", "add", "ci", "--tokens-file", str(path), "--config", "--url", url)
+    assert added.returncode == 0, added.stderr
+    token = added.stdout.splitlines()[-1]
+    assert_env_configs(added.stdout, url)
+    assert f"export MCP_AUTH_CLIENT_TOKEN={token}" in added.stdout
+    rotated = run_cli("token", "rotate", "ci", "--tokens-file", str(path), "--config", "literal", "--url", url)
+    assert rotated.returncode == 0, rotated.stderr
+    assert_literal_configs(rotated.stdout, url, rotated.stdout.splitlines()[-1])

@@ -205,7 +205,11 @@ def test_past_the_cap_a_new_connection_is_answered_503_at_once(sends: bytes) -> 
             assert headers["connection"] == "close"
             assert headers["content-type"] == "application/json"
             assert int(headers["content-length"]) == len(body)
-            assert json.loads(body) == {"error": "unavailable", "message": "Too many open connections; try again later"}
+            error = json.loads(body)["error"]
+            assert (error["message"], error["data"]) == (
+                "Too many open connections; try again later",
+                {"reason": "unavailable"},
+            )
             assert served.embedded.open_connections == 3
         assert served.paths == []  # nothing refused ever reached the app
         # A slot freed: served again.

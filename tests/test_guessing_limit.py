@@ -172,7 +172,7 @@ def test_the_guess_after_the_budget_is_429_with_retry_after(repeats: int) -> Non
         limited = request(live.port, body=initialize_body(), token=wrong(BUDGET))
         assert limited.status == 429
         assert limited.header("Retry-After") == str(ONE_GUESS_SECONDS)
-        assert limited.json()["error"] == "rate_limited"
+        assert limited.json()["error"]["data"]["reason"] == "rate_limited"
         # Blocked means blocked: no token is judged while the address waits (see SECURITY.md).
         assert initialize(live, wrong(0)) == 429
         assert initialize(live, token=None) == 429

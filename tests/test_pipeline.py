@@ -182,10 +182,11 @@ def assert_refusal(response: RawResponse, expect: Expect) -> None:
     body = response.json()
     if expect.error is None:  # step 6: a JSON-RPC error object that MCP clients surface
         assert body["jsonrpc"] == "2.0" and isinstance(body["error"]["code"], int)
-    else:
-        assert body["error"] == expect.error
-        assert isinstance(body["message"], str) and body["message"]
-        assert set(body) == {"error", "message"}
+    else:  # steps 1-5: a JSON-RPC error too (what MCP clients show), the refusal code in error.data.reason
+        assert set(body) == {"jsonrpc", "id", "error"} and body["id"] is None
+        assert body["error"]["data"] == {"reason": expect.error}
+        assert isinstance(body["error"]["code"], int)
+        assert isinstance(body["error"]["message"], str) and body["error"]["message"]
         assert response.header("Cache-Control") == "no-store"
     assert response.header("WWW-Authenticate") == (WWW_AUTHENTICATE_401 if expect.status == 401 else None)
     retry_after = response.header("Retry-After")
@@ -543,7 +544,7 @@ def test_healthz_needs_no_token_but_goes_through_step_1() -> None:
         health = request(live.port, "GET", path="/healthz", token=None, headers={XFF: "203.0.113.7"})
         assert (health.status, health.json()) == (200, {"status": "ok"})
         refused = request(live.port, "GET", path="/healthz", token=None, headers={XFF: "198.51.100.7"})
-        assert (refused.status, refused.json()["error"]) == (403, "ip_not_allowed")
+        assert (refused.status, refused.json()["error"]["data"]["reason"]) == (403, "ip_not_allowed")
 
 
 needs_ipv6 = pytest.mark.skipif(not ipv6_loopback_available(), reason="this machine has no IPv6 loopback")
@@ -905,7 +906,7 @@ def test_step_7_refuses_a_principal_revoked_after_step_5(logs: LogWatch) -> None
         assert calls == []
         assert refused.status == 401
         assert refused.header("WWW-Authenticate") == WWW_AUTHENTICATE_401
-        assert refused.json()["error"] == "unauthorized"
+        assert refused.json()["error"]["data"]["reason"] == "unauthorized"
         denials = logs.denials(since)
         assert len(denials) == 1, denials
         assert (denials[0]["step"], denials[0]["reason"], denials[0]["token"]) == ("bearer_token", "revoked", "full")
