@@ -53,12 +53,17 @@ def escape_controls(value: str) -> str:
     return _CONTROLS.sub(_escape_one, value)
 
 
+# A text-format value is written bare only when none of these is in it; else it is quoted.
+_NEEDS_QUOTES = re.compile(r'[\s"=\\]|' + _CONTROLS.pattern)
+
+
 def _text_field(value: Any) -> str:
-    text = escape_controls(str(value))
-    if text == "" or " " in text or '"' in text or "=" in text:
-        # Quoted, so a value cannot pose as `key=value` pairs of its own.
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return text
+    text = str(value)
+    if text and not _NEEDS_QUOTES.search(text):
+        return text
+    # Quoted as JSON would be ('\\' and '"' escaped, then controls), so a value cannot
+    # pose as `key=value` pairs of its own, nor end its quotes early.
+    return '"' + escape_controls(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'
 
 
 def _emit(event: str, level: int = logging.INFO, **fields: Any) -> None:

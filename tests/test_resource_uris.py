@@ -327,3 +327,77 @@ def test_a_uri_with_a_forged_audit_line_is_logged_as_one_line(text_log: io.Strin
     # Only a record's first line starts at column 0; a traceback's lines (debug level here) are indented.
     assert all(RECORD_START.match(line) or line.startswith("    ") for line in lines), lines
     assert not any(ch in text_log.getvalue() for ch in "\r\x0b\x1b\x85\u2028\u2029")
+
+
+def _record(message: str, *args: Any, audit: dict[str, Any] | None = None) -> logging.LogRecord:
+    record = logging.LogRecord("mcp_auth.server", logging.WARNING, __file__, 1, message, args, None)
+    if audit is not None:
+        record.audit = audit
+    return record
+
+
+@pytest.mark.parametrize(
+    ("record", "expected_tail"),
+    [
+        pytest.param(
+            _record("%s %s raised %s", "resource", "notes://x\n" + FORGED, "ValueError"),
+            "mcp_auth.server: resource notes://x\\n" + FORGED + " raised ValueError",
+            id="message-value-with-newline",
+        ),
+        pytest.param(
+            _record("tab\there", audit={"time": "t", "event": "tool_call", "tool": "a\tb", "outcome": "ok"}),
+            'audit tool_call tool="a\\tb" outcome=ok',
+            id="audit-field-tab",
+        ),
+        pytest.param(
+            _record("x", audit={"time": "t", "event": "denied", "reason": "bad\r\nstep=ok", "client": "1.2.3.4"}),
+            'audit denied reason="bad\\r\\nstep=ok" client=1.2.3.4',
+            id="audit-field-posing-as-a-pair-is-quoted",
+        ),
+        pytest.param(
+            _record("x", audit={"time": "t", "event": "denied", "reason": 'say "hi" \x1b[31m\x7f\x85\u2028\u2029'}),
+            'audit denied reason="say \\"hi\\" \\x1b[31m\\x7f\\x85\\u2028\\u2029"',
+            id="audit-field-quotes-escape-del-c1-separators",
+        ),
+        pytest.param(
+            _record("x", audit={"time": "t", "event": "denied", "reason": 'ends in \\" step=ok'}),
+            'audit denied reason="ends in \\\\\\" step=ok"',
+            id="audit-field-backslash-cannot-end-the-quotes",
+        ),
+        pytest.param(
+            _record("x", audit={"time": "t", "event": "denied", "reason": ""}),
+            'audit denied reason=""',
+            id="audit-field-empty-is-visible",
+        ),
+    ],
+)
+def test_the_text_format_writes_one_line_per_record(record: logging.LogRecord, expected_tail: str) -> None:
+    line = TextFormatter().format(record)
+    assert len(line.splitlines()) == 1
+    assert line.endswith(expected_tail), line
+
+
+def test_escaping_is_idempotent() -> None:
+    from mcp_auth.audit import escape_controls
+
+    once = escape_controls("a\nb\x00c\u2028d\\ne")
+    assert once == "a\\nb\\x00c\\u2028d\\ne"
+    assert escape_controls(once) == once
+
+
+@pytest.mark.parametrize(
+    ("template", "fragment"),
+    [
+        pytest.param("x://{a}{b}", "nothing between them", id="adjacent-variables"),
+        pytest.param("x://{a}{+b}", "nothing between them", id="adjacent-reserved"),
+        pytest.param("x://{a}/{a}", "twice", id="same-name-twice"),
+    ],
+)
+def test_an_ambiguous_template_is_refused_at_registration(template: str, fragment: str) -> None:
+    server = McpServer("ambiguous")
+
+    def handler(a: str, b: str = "") -> str:
+        return a + b
+
+    with pytest.raises(ValueError, match=fragment):
+        server.resource(template)(handler)
