@@ -43,7 +43,7 @@ from .jsonrpc import (
 from .schema import JsonSchema, Signature, function_schema, return_schema, validate
 from .sessions import Session
 from .tokens import Principal
-from .uritemplate import RefusedValue, TemplateError, UriTemplate
+from .uritemplate import RefusedValue, UriTemplate
 
 logger = logging.getLogger("mcp_auth.server")
 
@@ -343,9 +343,6 @@ class _Registry:
     completions: dict[tuple[str, str], Callable[..., Any]] = field(default_factory=dict)
 
 
-_TEMPLATE_VARIABLE = re.compile(r"\{(\+?)([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
 # What a session keeps of the client's initialize: a few short strings, not
 # whatever a client chooses to send (a session must stay small).
 MAX_CLIENT_FIELDS = 32
@@ -539,7 +536,8 @@ class McpServer:
 
         def register(fn: Callable[..., Any]) -> Callable[..., Any]:
             signature = function_schema(fn, Context)
-            is_template = bool(_TEMPLATE_VARIABLE.search(uri))
+            parsed = UriTemplate.parse(uri)  # TemplateError (a ValueError) for an ambiguous template
+            is_template = bool(parsed.variables)
             table = self._registry.templates if is_template else self._registry.resources
             if uri in table:
                 raise ValueError(f"resource {uri!r} is already registered")
@@ -552,10 +550,7 @@ class McpServer:
                 definition["mimeType"] = mime_type
             template = None
             if is_template:
-                try:
-                    template = UriTemplate.parse(uri)
-                except TemplateError as exc:
-                    raise ValueError(str(exc)) from None
+                template = parsed
                 variables = set(template.names)
                 if variables != set(signature.parameters):
                     raise TypeError(

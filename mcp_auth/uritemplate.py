@@ -237,8 +237,12 @@ def uri_glob_match(pattern: str, uri: str) -> bool:
     tokens = _compile_glob(pattern)
     if all(kind == _LITERAL for kind, _ in tokens):
         return pattern == uri
-    if tokens[-1][0] == _ANY_RUN and all(kind == _LITERAL for kind, _ in tokens[:-1]):
-        return uri.startswith(pattern.rstrip("*"))
+    # The usual shapes, "prefix/**" and "prefix/*", without the general loop.
+    if tokens[-1][0] in _RUNS and all(kind == _LITERAL for kind, _ in tokens[:-1]):
+        prefix = pattern.rstrip("*")
+        if not uri.startswith(prefix):
+            return False
+        return tokens[-1][0] == _ANY_RUN or "/" not in uri[len(prefix) :]
     accept = len(tokens)
     states = _closure({0}, tokens)
     for char in uri:

@@ -77,9 +77,22 @@ uri_text = st.one_of(
 LITERAL_ALPHABET = "/-.:x"
 
 
+# Templates as people write them, beside the generated ones.
+REAL_TEMPLATES = [
+    "date://{year}-{month}-{day}",
+    "files://{+path}",
+    "files://{name}.{ext}",
+    "users://{user_id}/profile",
+    "docs://{+dir}/{file}",
+    "repo://{owner}/{repo}/blob/{+path}",
+]
+
+
 @st.composite
 def templates(draw: st.DrawFn) -> UriTemplate:
     """Level 1-2 templates with a literal between every two variables (others are refused)."""
+    if draw(st.booleans()):
+        return UriTemplate.parse(draw(st.sampled_from(REAL_TEMPLATES)))
     count = draw(st.integers(min_value=0, max_value=4))
     text = "t:" + draw(st.text(LITERAL_ALPHABET, max_size=3))
     for index in range(count):
