@@ -179,6 +179,11 @@ def files_server() -> Iterator[tuple[McpServer, list[str]]]:
         reached.append(path)
         return f"contents of {path}"
 
+    @server.resource("streamed://{+path}")
+    def streamed(path: str, ctx: Context) -> str:  # runs on its own thread, may answer as SSE
+        reached.append(path)
+        return f"contents of {path}"
+
     yield server, reached
 
 
@@ -219,6 +224,25 @@ def test_a_uri_that_walks_out_never_reaches_the_handler(
         assert message.startswith("The value of {path} in files://{+path} ")
     else:
         assert who == "public_one_level"
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        pytest.param("streamed://public/../secret/x", id="dot-dot-segment"),
+        pytest.param("streamed://public/%2e%2e/%2e%2e/etc/passwd", id="encoded-dots"),
+        pytest.param("streamed://public/..%2fsecret", id="encoded-slash"),
+    ],
+)
+def test_a_uri_that_walks_out_of_a_streaming_handler_is_refused_the_same_way(
+    tokens: Tokens, files_server: tuple[McpServer, list[str]], uri: str
+) -> None:
+    server, reached = files_server
+    with live_server(server, tokens_file=str(tokens.path)) as live:
+        session_id = open_session(live.port, token=tokens.full)
+        response = _read(live.port, session_id, tokens.full, uri)
+    assert reached == []
+    assert _error_code(response) == INVALID_PARAMS, response
 
 
 @pytest.mark.parametrize(
