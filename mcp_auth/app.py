@@ -135,8 +135,11 @@ class McpAuthApp:
         except (StopIteration, WebSocketDone):
             raise  # a finished WebSocket: the WSGI server must not write a response on it
         except Exception:
+            # Method and path are the client's: escaped, so they cannot start a log line of their own.
             logger.exception(
-                "unexpected error while handling %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO")
+                "unexpected error while handling %s %s",
+                audit.escape_controls(str(environ.get("REQUEST_METHOD"))),
+                audit.escape_controls(str(environ.get("PATH_INFO"))),
             )
             body = b'{"error": "internal_error", "message": "The server failed to handle this request"}'
             start_response(

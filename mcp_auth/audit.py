@@ -6,17 +6,64 @@ chosen by this module, never copied from request headers, so no token, no
 Authorization header and no part of either can reach a log. `configure_logging`
 installs a text or JSON formatter for the command line; embedders may attach
 their own handlers to `mcp_auth.audit` instead.
+
+Some values do come from a client (a tool name, a resource URI, a request
+path). One log record is one line, whatever they contain: the JSON format
+escapes everything by construction, and the text format escapes control
+characters (`escape_controls`) in every audit field and in every message
+(its values included), and indents the lines of a traceback, so that no client can start
+a line that reads as a record of its own.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any
 
 audit_logger = logging.getLogger("mcp_auth.audit")
+
+# C0 controls (\n, \r, \t and the rest), DEL, C1 controls (NEL among them) and
+# the Unicode line and paragraph separators: everything a terminal, a log
+# shipper or `str.splitlines` may take as the end of a line or as a command.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# Continuation lines of a record (a traceback) start with this, so only a record's first line starts at column 0.
+_CONTINUATION_INDENT = "    "
+
+
+def _escape_one(match: re.Match[str]) -> str:
+    char = match.group()
+    named = _NAMED_ESCAPES.get(char)
+    if named is not None:
+        return named
+    return f"\\x{ord(char):02x}" if ord(char) <= 0xFF else f"\\u{ord(char):04x}"
+
+
+def escape_controls(value: str) -> str:
+    """`value` with each control or line-separator character written as an escape (`\\n`, `\\x1b`, `\\u2028`).
+
+    Idempotent: the result contains no such character, so escaping it again
+    changes nothing (a value escaped where it is logged and again by the text
+    formatter reads the same). A backslash the client sent stays as it is.
+    """
+    return _CONTROLS.sub(_escape_one, value)
+
+
+# A text-format value is written bare only when none of these is in it; else it is quoted.
+_NEEDS_QUOTES = re.compile(r'[\s"=\\]|' + _CONTROLS.pattern)
+
+
+def _text_field(value: Any) -> str:
+    text = str(value)
+    if text and not _NEEDS_QUOTES.search(text):
+        return text
+    # Quoted as JSON would be ('\\' and '"' escaped, then controls), so a value cannot
+    # pose as `key=value` pairs of its own, nor end its quotes early.
+    return '"' + escape_controls(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'
 
 
 def _emit(event: str, level: int = logging.INFO, **fields: Any) -> None:
@@ -59,15 +106,13 @@ class TextFormatter(logging.Formatter):
         audit = getattr(record, "audit", None)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created))
         if audit:
-            fields = " ".join(
-                f"{k}={json.dumps(v) if isinstance(v, str) and ' ' in v else v}"
-                for k, v in audit.items()
-                if k not in ("time", "event")
-            )
-            return f"{stamp} {record.levelname.lower()} audit {audit['event']} {fields}"
-        text = f"{stamp} {record.levelname.lower()} {record.name}: {record.getMessage()}"
+            fields = " ".join(f"{k}={_text_field(v)}" for k, v in audit.items() if k not in ("time", "event"))
+            return f"{stamp} {record.levelname.lower()} audit {_text_field(audit['event'])} {fields}"
+        text = f"{stamp} {record.levelname.lower()} {record.name}: {escape_controls(record.getMessage())}"
         if record.exc_info:
-            text += "\n" + self.formatException(record.exc_info)
+            # The exception's message may quote a client; its lines are indented, never a record's start.
+            trace = self.formatException(record.exc_info)
+            text += "\n" + "\n".join(_CONTINUATION_INDENT + escape_controls(line) for line in trace.splitlines())
         return text
 
 

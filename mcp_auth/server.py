@@ -19,7 +19,6 @@ import json
 import logging
 import re
 import threading
-import urllib.parse
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, is_dataclass, replace
@@ -44,6 +43,7 @@ from .jsonrpc import (
 from .schema import JsonSchema, Signature, function_schema, return_schema, validate
 from .sessions import Session
 from .tokens import Principal
+from .uritemplate import RefusedValue, UriTemplate
 
 logger = logging.getLogger("mcp_auth.server")
 
@@ -61,8 +61,11 @@ DEFAULT_NEGOTIATED_VERSION = "2025-03-26"
 PAGE_SIZE = 100
 # Resource subscriptions one session may hold: plenty for a client, bounded for the server.
 MAX_SUBSCRIPTIONS = 100
-# Longest resource URI accepted: far beyond real URIs, and it bounds the cost
-# of matching URI templates (which backtrack) and of stored subscriptions.
+# Longest resource URI accepted: far beyond real URIs (browsers and proxies
+# commonly stop near 2,000 characters), and it bounds what a session stores
+# per subscription and what an error message repeats. Matching templates is
+# linear in the URI's length (uritemplate.py), so the bound is not what keeps
+# matching cheap; it only keeps it small.
 MAX_URI_LENGTH = 2048
 # completion/complete returns at most this many values (spec).
 MAX_COMPLETION_VALUES = 100
@@ -311,7 +314,16 @@ class _Resource:
     signature: Signature
     definition: dict[str, Any]
     mime_type: str | None
-    pattern: re.Pattern[str] | None = None  # set for URI templates
+    template: UriTemplate | None = None  # set for URI templates
+
+
+@dataclass(frozen=True)
+class _Target:
+    """A resource a URI resolved to, with its handler's arguments and the URI scopes are judged on."""
+
+    resource: _Resource
+    arguments: dict[str, str]
+    effective_uri: str
 
 
 @dataclass
@@ -329,22 +341,6 @@ class _Registry:
     templates: dict[str, _Resource] = field(default_factory=dict)
     prompts: dict[str, _Prompt] = field(default_factory=dict)
     completions: dict[tuple[str, str], Callable[..., Any]] = field(default_factory=dict)
-
-
-_TEMPLATE_VARIABLE = re.compile(r"\{(\+?)([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def _template_pattern(template: str) -> re.Pattern[str]:
-    """A regex for an RFC 6570 level-1/2 URI template: {var} stops at '/', {+var} does not."""
-    parts: list[str] = []
-    position = 0
-    for match in _TEMPLATE_VARIABLE.finditer(template):
-        parts.append(re.escape(template[position : match.start()]))
-        reserved, name = match.groups()
-        parts.append(f"(?P<{name}>{'.+' if reserved else '[^/?#]+'})")
-        position = match.end()
-    parts.append(re.escape(template[position:]))
-    return re.compile("".join(parts))
 
 
 # What a session keeps of the client's initialize: a few short strings, not
@@ -367,7 +363,8 @@ def _handler_failed(kind: str, name: str, exc: Exception) -> None:
     # A handler's failure is answered to the client; its author needs the traceback
     # to fix it, so it is one WARNING record with the handler's name and traceback
     # (a client's doing as often as the tool's; never a token: handlers get none).
-    logger.warning("%s %s raised %s", kind, name, type(exc).__name__, exc_info=exc)
+    # `name` may be a client's URI: escaped here too, for handlers with their own formatter.
+    logger.warning("%s %s raised %s", kind, audit.escape_controls(name), type(exc).__name__, exc_info=exc)
 
 
 def _encode_cursor(offset: int) -> str:
@@ -539,7 +536,8 @@ class McpServer:
 
         def register(fn: Callable[..., Any]) -> Callable[..., Any]:
             signature = function_schema(fn, Context)
-            is_template = bool(_TEMPLATE_VARIABLE.search(uri))
+            parsed = UriTemplate.parse(uri)  # TemplateError (a ValueError) for an ambiguous template
+            is_template = bool(parsed.variables)
             table = self._registry.templates if is_template else self._registry.resources
             if uri in table:
                 raise ValueError(f"resource {uri!r} is already registered")
@@ -550,10 +548,10 @@ class McpServer:
                 definition["description"] = description or signature.description
             if mime_type:
                 definition["mimeType"] = mime_type
-            pattern = None
+            template = None
             if is_template:
-                pattern = _template_pattern(uri)
-                variables = set(pattern.groupindex)
+                template = parsed
+                variables = set(template.names)
                 if variables != set(signature.parameters):
                     raise TypeError(
                         f"resource template {uri!r} has variables {sorted(variables)} but "
@@ -561,7 +559,7 @@ class McpServer:
                     )
             elif signature.parameters:
                 raise TypeError(f"{fn.__qualname__}: a resource without {{variables}} takes no arguments")
-            table[uri] = _Resource(uri, fn, signature, definition, mime_type, pattern)
+            table[uri] = _Resource(uri, fn, signature, definition, mime_type, template)
             self.notify_list_changed("resources")
             return fn
 
@@ -670,9 +668,21 @@ class McpServer:
             target = self._registry.prompts.get(name)
         elif request.method == "resources/read":
             uri = request.params.get("uri")
+            # No matching here: that waits for dispatch, after the scope check.
+            # A head-and-tail look says whether a handler that takes a Context could answer.
             if isinstance(uri, str) and len(uri) <= MAX_URI_LENGTH:
-                target, _ = self._find_resource(uri)
+                return self._resource_may_stream(uri)
         return target is not None and target.signature.context_parameter is not None
+
+    def _resource_may_stream(self, uri: str) -> bool:
+        static = self._registry.resources.get(uri)
+        if static is not None:
+            return static.signature.context_parameter is not None
+        return any(
+            resource.signature.context_parameter is not None and resource.template.could_match(uri)
+            for resource in self._registry.templates.values()
+            if resource.template is not None
+        )
 
     def dispatch(self, request: Request, call: Call) -> dict[str, Any]:
         """Run one request; returns its result or raises JsonRpcError / DispatchDenied."""
@@ -804,53 +814,69 @@ class McpServer:
         uri = request.params.get("uri")
         if not isinstance(uri, str):
             raise JsonRpcError(INVALID_PARAMS, "resources/read needs params.uri (a string)")
-        resource, arguments = self._find_resource(uri)
-        self._check_resource_scope(uri, resource, request, call)
-        if resource is None:
+        target = self._resource_target(uri, request, call)
+        if target is None:
             raise JsonRpcError(RESOURCE_NOT_FOUND, f"Resource not found: {uri}", data={"uri": uri})
+        resource = target.resource
         try:
-            value = self._run(request, call, resource.fn, resource.signature, arguments)
+            value = self._run(request, call, resource.fn, resource.signature, target.arguments)
             return {"contents": _read_contents(uri, value, resource.mime_type)}
         except Exception as exc:
             _handler_failed("resource", uri, exc)
             raise JsonRpcError(INTERNAL_ERROR, f"Reading {uri} failed: {type(exc).__name__}: {exc}") from None
 
-    def _find_resource(self, uri: str) -> tuple[_Resource | None, dict[str, Any]]:
+    def _resource_target(self, uri: str, request: Request, call: Call) -> _Target | None:
+        """The resource `uri` names, checked against the principal's scope; None: in scope but not found.
+
+        The order is the point: the length bound, then whether the token may
+        read any resource at all (a token without resource patterns causes no
+        matching), then one linear match, then the scope judged on the decoded
+        URI the handler will be asked for. A scoped token cannot probe: what
+        is outside its scope is refused the same way whether it exists or not.
+        """
         if len(uri) > MAX_URI_LENGTH:
-            # Template matching backtracks; a bounded URI keeps it cheap whatever the template.
             raise JsonRpcError(INVALID_PARAMS, f"The URI is longer than {MAX_URI_LENGTH} characters")
-        resource = self._registry.resources.get(uri)
-        if resource is not None:
-            return resource, {}
-        for template in self._registry.templates.values():
-            match = template.pattern.fullmatch(uri) if template.pattern else None
-            if match is None:
-                continue
-            arguments = {k: urllib.parse.unquote(v) for k, v in match.groupdict().items()}
-            # A {var} stops at '/'; "%2F" must not smuggle one in after decoding.
-            simple = {name for name in arguments if f"{{{name}}}" in template.uri}
-            if any("/" in arguments[name] for name in simple):
-                continue
-            return template, arguments
-        return None, {}
+        principal = call.principal
+        if not principal.may_use_some("resource"):
+            raise self._resource_denied(uri, request, call)
+        static = self._registry.resources.get(uri)
+        if static is not None:
+            if principal.may_use(uri, "resource"):
+                return _Target(static, {}, uri)
+            raise self._resource_denied(uri, request, call)
+        for resource in self._registry.templates.values():
+            assert resource.template is not None
+            try:
+                resolved = resource.template.resolve(uri)
+            except RefusedValue as exc:
+                # Refused whatever the scope; the scope only decides which refusal is told.
+                if principal.may_use(uri, "resource") or principal.names_exactly(resource.uri, "resource"):
+                    raise JsonRpcError(INVALID_PARAMS, str(exc), data={"uri": uri}) from None
+                raise self._resource_denied(uri, request, call) from None
+            if resolved is None:
+                continue  # templates are tried in registration order; the first that matches decides
+            # A templated resource is in scope when its decoded URI matches a
+            # pattern, or a pattern is the template's own text.
+            if principal.may_use(resolved.effective_uri, "resource") or principal.names_exactly(
+                resource.uri, "resource"
+            ):
+                return _Target(resource, resolved.arguments, resolved.effective_uri)
+            raise self._resource_denied(uri, request, call)
+        if principal.may_use(uri, "resource"):
+            return None
+        raise self._resource_denied(uri, request, call)
+
+    @staticmethod
+    def _resource_denied(uri: str, request: Request, call: Call) -> ScopeDenied:
+        return ScopeDenied(f"the token '{call.principal.name}' is not allowed to read the resource '{uri}'", request.id)
 
     def _subscription_uri(self, request: Request, call: Call) -> str:
         uri = request.params.get("uri")
         if not isinstance(uri, str) or not uri:
             raise JsonRpcError(INVALID_PARAMS, f"{request.method} needs params.uri (a string)")
-        resource, _ = self._find_resource(uri)
-        self._check_resource_scope(uri, resource, request, call)
+        # The same path as resources/read: scope first, one linear match, scope on the decoded URI.
+        self._resource_target(uri, request, call)
         return uri
-
-    @staticmethod
-    def _check_resource_scope(uri: str, resource: _Resource | None, request: Request, call: Call) -> None:
-        # A templated resource is in scope when its URI or its template is. Scope is
-        # checked before existence, so a scoped token cannot probe for resources.
-        if call.principal.may_use(uri, "resource"):
-            return
-        if resource is not None and call.principal.may_use(resource.uri, "resource"):
-            return
-        raise ScopeDenied(f"the token '{call.principal.name}' is not allowed to read the resource '{uri}'", request.id)
 
     def _subscribe(self, request: Request, call: Call) -> dict[str, Any]:
         uri = self._subscription_uri(request, call)

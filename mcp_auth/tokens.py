@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from mcp_auth.errors import ConfigError
+from mcp_auth.uritemplate import uri_glob_match
 
 try:  # flock serialises concurrent `token add`/`revoke`; absent on Windows.
     import fcntl
@@ -236,8 +237,10 @@ class Principal:
     """Who a request acts as, after step 5: a token's name and its scope."""
 
     name: str
-    # None: every tool, resource and prompt; else fnmatch-style globs, matched
-    # case-sensitively, each for the kind its prefix names (see SCOPE_KINDS).
+    # None: every tool, resource and prompt; else globs, matched
+    # case-sensitively, each for the kind its prefix names (see SCOPE_KINDS):
+    # fnmatch-style for tools and prompts; for resources `uri_glob_match`, whose
+    # `*` stays within one path segment and `**` spans them.
     tool_patterns: tuple[str, ...] | None
     # SHA-256 hex of the token: which credential, for revocation checks.
     credential_id: str = field(repr=False)
@@ -254,9 +257,23 @@ class Principal:
             return False
         for pattern in self.tool_patterns:
             pattern_kind, glob = _split_pattern(pattern)
-            if pattern_kind == kind and fnmatchcase(name, glob):
+            if pattern_kind != kind:
+                continue
+            if uri_glob_match(glob, name) if kind == "resource" else fnmatchcase(name, glob):
                 return True
         return False
+
+    def may_use_some(self, kind: str) -> bool:
+        """Whether the scope has any pattern for `kind`: if not, no work for that kind need be done."""
+        if self.tool_patterns is None:
+            return True
+        return any(_split_pattern(pattern)[0] == kind for pattern in self.tool_patterns)
+
+    def names_exactly(self, name: str, kind: str) -> bool:
+        """Whether one of the scope's patterns for `kind` is `name` itself (a resource template's text)."""
+        if self.tool_patterns is None:
+            return True
+        return any(_split_pattern(pattern) == (kind, name) for pattern in self.tool_patterns)
 
 
 # --no-auth: no credential (an empty id matches no source), every tool, resource and prompt.

@@ -1250,7 +1250,7 @@ def list_names(server: McpServer, call: Call) -> dict[str, list[str]]:
             id="resource-and-prompt-patterns",
         ),
         pytest.param(
-            ("resource:*",),
+            ("resource:**",),
             {
                 "tools": [],
                 "resources": ["note://hello", "bin://logo", "bin://raw", "note://broken"],
@@ -1275,7 +1275,7 @@ def list_names(server: McpServer, call: Call) -> dict[str, list[str]]:
             id="tool-globs-never-reach-resources-or-prompts",
         ),
         pytest.param(
-            ("*", "resource:*", "prompt:*"),
+            ("*", "resource:**", "prompt:*"),
             {
                 "tools": Fixture().server.tool_names,
                 "resources": ["note://hello", "bin://logo", "bin://raw", "note://broken"],
@@ -1349,7 +1349,7 @@ def test_scope_denied_before_handler_runs(
     ("patterns", "method", "params", "expected"),
     [
         pytest.param(
-            ("resource:users://*",),
+            ("resource:users://*/profile",),
             "resources/read",
             {"uri": "users://7/profile"},
             {"contents": [{"uri": "users://7/profile", "mimeType": "text/markdown", "text": "profile of 7"}]},
