@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import concurrent.futures
 import functools
 import inspect
 import json
@@ -596,11 +595,12 @@ async def _outcome(awaitable: Awaitable[Any]) -> tuple[Any, BaseException | None
         return None, exc
 
 
-def _close_unstarted(awaitable: Awaitable[Any]) -> None:
-    # A coroutine that will never run is closed, so Python does not warn that it was never awaited.
-    close = getattr(awaitable, "close", None)
-    if close is not None:
-        close()
+def _close_unstarted(*awaitables: Awaitable[Any]) -> None:
+    # A coroutine that will never run (on) is closed, so Python does not warn that it was never awaited.
+    for awaitable in awaitables:
+        close = getattr(awaitable, "close", None)
+        if close is not None:
+            close()
 
 
 class _AsyncRunner:
@@ -614,8 +614,9 @@ class _AsyncRunner:
 
     def _running_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
-            # After a fork (gunicorn --preload) the parent's loop thread does not exist here: start anew.
-            if self._loop is None or self._pid != os.getpid():
+            # After a fork (gunicorn --preload) the parent's loop thread does not exist here,
+            # and a loop whose thread died is no use either: start anew.
+            if self._loop is None or self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
                 loop = asyncio.new_event_loop()
                 # Daemon: a handler that ignores cancellation cannot hold up the process's exit.
                 thread = threading.Thread(target=self._serve, args=(loop,), name=_ASYNC_THREAD_NAME, daemon=True)
@@ -629,7 +630,9 @@ class _AsyncRunner:
         try:
             loop.run_forever()
         finally:
+            # What asyncio.run does on the way out: cancel what still runs, then close.
             try:
+                loop.run_until_complete(_cancel_all())
                 loop.run_until_complete(loop.shutdown_asyncgens())
             finally:
                 loop.close()
@@ -641,32 +644,38 @@ class _AsyncRunner:
         ended) the task is cancelled; the handler sees asyncio.CancelledError
         and this raises RequestCancelled once the task has ended.
         """
+        outcome = _outcome(awaitable)
         try:
             loop = self._running_loop()
         except BaseException:
-            _close_unstarted(awaitable)
+            _close_unstarted(outcome, awaitable)
             raise
         started: list[asyncio.Task[tuple[Any, BaseException | None]]] = []
 
         def start() -> None:
-            task = loop.create_task(_outcome(awaitable))
+            task = loop.create_task(outcome)
             task.add_done_callback(lambda _: helper.finished())
             started.append(task)
 
         try:
             loop.call_soon_threadsafe(start)
         except RuntimeError:  # closed by a shutdown a moment ago
-            _close_unstarted(awaitable)
+            _close_unstarted(outcome, awaitable)
             raise RequestCancelled("the server is shutting down") from None
         cancelling = False
         while not helper.serve(_WAIT_SLICE_SECONDS):
             if loop.is_closed():
-                if not started:
-                    _close_unstarted(awaitable)
+                if started and started[0].done():
+                    break  # it finished just before the loop closed
+                # The server stopped the loop; a task it could not end (or never started) ends here.
+                _close_unstarted(outcome, awaitable)
                 raise RequestCancelled("the server shut down while the handler ran")
             if not cancelling and should_stop():
                 cancelling = True
-                loop.call_soon_threadsafe(lambda: started[0].cancel())  # start() ran before: FIFO
+                try:
+                    loop.call_soon_threadsafe(lambda: started[0].cancel())  # start() ran before: FIFO
+                except RuntimeError:
+                    pass  # closed meanwhile: noticed above at the next turn
         task = started[0]
         if task.cancelled():
             raise RequestCancelled("the call was cancelled")
@@ -676,36 +685,34 @@ class _AsyncRunner:
         return value
 
     def stop(self) -> None:
-        """Cancel the handlers still running, give them ASYNC_SHUTDOWN_SECONDS, and end the loop's thread."""
+        """End the loop's thread: handlers still running are cancelled and get ASYNC_SHUTDOWN_SECONDS."""
         with self._lock:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
-        if loop is None or thread is None or not thread.is_alive():
+        if loop is None or thread is None:
             return
-        cancel_all = _cancel_all()
-        try:
-            cancelling = asyncio.run_coroutine_threadsafe(cancel_all, loop)
-        except RuntimeError:  # closed meanwhile
-            cancel_all.close()
+        if threading.current_thread() is thread:
+            loop.stop()  # a handler closed the server: the loop winds down once it yields
             return
-        try:
-            cancelling.result(ASYNC_SHUTDOWN_SECONDS * 2)
-        except (TimeoutError, concurrent.futures.CancelledError):
-            pass  # the loop is stuck in a handler that blocks it: stop it below anyway
         try:
             loop.call_soon_threadsafe(loop.stop)
         except RuntimeError:
             return  # already closed
-        thread.join(ASYNC_SHUTDOWN_SECONDS)
+        thread.join(ASYNC_SHUTDOWN_SECONDS * 2)
 
 
 async def _cancel_all() -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + ASYNC_SHUTDOWN_SECONDS
     current = asyncio.current_task()
-    tasks = [task for task in asyncio.all_tasks() if task is not current]
-    for task in tasks:
-        task.cancel()
-    if tasks:
-        await asyncio.wait(tasks, timeout=ASYNC_SHUTDOWN_SECONDS)
+    # Again until none is left: a call that arrived during the shutdown may have started one.
+    while tasks := [task for task in asyncio.all_tasks() if task is not current]:
+        for task in tasks:
+            task.cancel()
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return
+        await asyncio.wait(tasks, timeout=remaining)
 
 
 def _default_name(fn: Callable[..., Any]) -> str:
