@@ -1,7 +1,8 @@
 """McpServer: the public way to write tools, resources and prompts, and the dispatcher.
 
-Tool authors decorate plain functions; this module infers their schemas,
-validates arguments, calls them, and turns what they return into MCP results.
+Tool authors decorate plain or `async def` functions; this module infers their
+schemas, validates arguments, calls them (a coroutine on the server's event
+loop, see "async handlers" below), and turns what they return into MCP results.
 
 Dispatch is the second lock of the pipeline (DESIGN.md step 7). Transports
 call `dispatch` only with a `Call` that carries the principal which passed the
@@ -626,7 +627,6 @@ class _AsyncRunner:
 
     @staticmethod
     def _serve(loop: asyncio.AbstractEventLoop) -> None:
-        asyncio.set_event_loop(loop)
         try:
             loop.run_forever()
         finally:
@@ -698,6 +698,7 @@ class _AsyncRunner:
             loop.call_soon_threadsafe(loop.stop)
         except RuntimeError:
             return  # already closed
+        # The thread's way out waits ASYNC_SHUTDOWN_SECONDS for cancelled handlers; the rest is margin.
         thread.join(ASYNC_SHUTDOWN_SECONDS * 2)
 
 

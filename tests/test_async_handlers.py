@@ -189,15 +189,17 @@ async def _roots(context: Any) -> types.ListRootsResult:
 # --- through the real client ---------------------------------------------------------------
 
 
+@pytest.mark.parametrize("mode", [pytest.param("auto", id="auto"), pytest.param("legacy", id="legacy")])
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_async_tools_resources_prompts_and_completions(transport: Callable[[str], Any]) -> None:
+def test_async_tools_resources_prompts_and_completions(transport: Callable[[str], Any], mode: str) -> None:
     async def main(url: str) -> Any:
-        async with Client(transport(url), mode="legacy") as client:
+        async with Client(transport(url), mode=mode) as client:  # type: ignore[arg-type]
             return (
                 await client.list_tools(),
                 await client.call_tool("add", {"a": 2, "b": 3}),
                 await client.call_tool("fails", {}),
-                await client.call_tool("scaled_sum", {"a": 1, "b": 2}),
+                # `scale` is bound by the partial: a client's value is ignored, not applied.
+                await client.call_tool("scaled_sum", {"a": 1, "b": 2, "scale": 1000}),
                 await client.call_tool("shout", {"word": "hi"}),
                 await client.read_resource("config://async"),
                 await client.read_resource("notes://shopping"),
