@@ -712,6 +712,11 @@ async def _cancel_all() -> None:
             task.cancel()
         remaining = deadline - loop.time()
         if remaining <= 0:
+            logger.warning(
+                "%d async handler(s) went on %g s after being cancelled; stopping without them",
+                len(tasks),
+                ASYNC_SHUTDOWN_SECONDS,
+            )
             return
         await asyncio.wait(tasks, timeout=remaining)
 

@@ -625,3 +625,42 @@ def test_a_cancelled_async_resource_read_is_answered_as_cancelled(closing: Calla
     server.handle_notification(Notification("notifications/cancelled", {"requestId": 1}), call)
     worker.join(PATIENCE_SECONDS)
     assert [getattr(e, "code", None) for e in errors] == [REQUEST_CANCELLED]  # not INTERNAL_ERROR
+
+
+def test_a_coroutine_that_ignores_cancellation_cannot_hold_up_closing(
+    closing: Callable[[], McpServer], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Closing waits ASYNC_SHUTDOWN_SECONDS (shortened here) for cancelled handlers, then ends the loop anyway."""
+    monkeypatch.setattr("mcp_auth.server.ASYNC_SHUTDOWN_SECONDS", 0.2)
+    server = closing()
+    started = threading.Event()
+
+    @server.tool()
+    async def deaf() -> str:
+        started.set()
+        while True:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                continue  # the worst a tool author can do
+
+    call = _call(server)
+    errors: list[Any] = []
+
+    def run() -> None:
+        try:
+            server.dispatch(_tool_call("deaf"), call)
+        except Exception as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    assert started.wait(PATIENCE_SECONDS)
+    closer = threading.Thread(target=server.close)
+    closer.start()
+    closer.join(PATIENCE_SECONDS)
+    worker.join(PATIENCE_SECONDS)
+    assert not closer.is_alive() and not worker.is_alive()
+    assert [getattr(e, "code", None) for e in errors] == [REQUEST_CANCELLED]
+    assert not [t for t in threading.enumerate() if t.name == LOOP_THREAD and t.is_alive()]
+    assert "1 async handler(s) went on 0.2 s after being cancelled" in caplog.text
