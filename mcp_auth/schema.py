@@ -241,7 +241,10 @@ def return_schema(fn: Callable[..., Any]) -> JsonSchema | None:
     if hint is inspect.Parameter.empty:
         return None
     if typing.get_origin(hint) in (collections.abc.Awaitable, collections.abc.Coroutine):
-        hint = typing.get_args(hint)[-1]
+        produced = typing.get_args(hint)
+        if not produced:
+            return None  # a bare Awaitable says nothing about what it produces
+        hint = produced[-1]
     try:
         schema = type_schema(hint)
     except TypeError:

@@ -14,7 +14,7 @@ import gc
 import json
 import threading
 import warnings
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypedDict
 
 import mcp_types as types
@@ -664,3 +664,52 @@ def test_a_coroutine_that_ignores_cancellation_cannot_hold_up_closing(
     assert [getattr(e, "code", None) for e in errors] == [REQUEST_CANCELLED]
     assert not [t for t in threading.enumerate() if t.name == LOOP_THREAD and t.is_alive()]
     assert "1 async handler(s) went on 0.2 s after being cancelled" in caplog.text
+
+
+async def _produces_sum() -> Sum:
+    return {"total": 1, "by": "x"}
+
+
+def _awaitable_of_sum() -> Awaitable[Sum]:
+    return _produces_sum()
+
+
+def _coroutine_of_sum() -> Coroutine[Any, Any, Sum]:
+    return _produces_sum()
+
+
+def _bare_awaitable() -> Awaitable:  # type: ignore[type-arg]
+    return _produces_sum()
+
+
+async def _produces_text() -> str:
+    return "x"
+
+
+SUM_SCHEMA = {
+    "type": "object",
+    "properties": {"total": {"type": "integer"}, "by": {"type": "string"}},
+    "required": ["by", "total"],
+}
+
+
+@pytest.mark.parametrize(
+    ("fn", "output_schema"),
+    [
+        pytest.param(_produces_sum, SUM_SCHEMA, id="async-def"),
+        pytest.param(functools.partial(_produces_sum), SUM_SCHEMA, id="partial-of-async-def"),
+        pytest.param(_awaitable_of_sum, SUM_SCHEMA, id="Awaitable[T]"),
+        pytest.param(_coroutine_of_sum, SUM_SCHEMA, id="Coroutine[..., T]"),
+        pytest.param(_bare_awaitable, None, id="bare-Awaitable"),
+        pytest.param(_produces_text, None, id="async-def-str"),
+    ],
+)
+def test_the_output_schema_describes_what_the_call_produces(
+    fn: Callable[..., Any], output_schema: dict[str, Any] | None, closing: Callable[[], McpServer]
+) -> None:
+    server = closing()
+    server.tool(name="t")(fn)
+    assert server._registry.tools["t"].definition.get("outputSchema") == output_schema
+    result = server.dispatch(_tool_call("t"), _call(server))
+    assert result.get("isError") is None
+    assert result.get("structuredContent") == ({"total": 1, "by": "x"} if output_schema else None)
