@@ -32,10 +32,11 @@ from .content import (
     text_content,
 )
 from .errors import ConfigError
-from .server import Context, McpServer
+from .server import AsyncContext, Context, McpServer
 from .tokens import Principal
 
 __all__ = [
+    "AsyncContext",
     "Config",
     "ConfigError",
     "Context",

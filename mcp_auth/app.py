@@ -89,6 +89,7 @@ class McpAuthApp:
         self.shutdown_event.set()
         self.sessions.close_all()
         self.websocket.close_all()
+        self.server.close()  # async handlers still running are cancelled; the loop's thread ends
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         body = self._respond(environ, start_response)

@@ -11,8 +11,10 @@ or imports anything a client names.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import enum
+import functools
 import inspect
 import re
 import types
@@ -152,22 +154,55 @@ class Signature:
     context_parameter: str | None
     description: str | None
     parameter_descriptions: Mapping[str, str]
+    context_type: type | None = None  # the context parameter's annotation (a subclass of context_type)
+
+
+def _without_partials(fn: Callable[..., Any]) -> Callable[..., Any]:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return fn
+
+
+def _annotated(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """What carries `fn`'s annotations: the function under partials, or a callable object's __call__."""
+    fn = _without_partials(fn)
+    if inspect.isroutine(fn) or isinstance(fn, type) or not callable(fn):
+        return fn
+    return type(fn).__call__
+
+
+def _bound_keywords(fn: Callable[..., Any]) -> set[str]:
+    # Python lets a call override a partial's keywords; a client must not: they are not parameters.
+    names: set[str] = set()
+    while isinstance(fn, functools.partial):
+        names.update(fn.keywords)
+        fn = fn.func
+    return names
 
 
 def function_schema(fn: Callable[..., Any], context_type: type) -> Signature:
-    """Describe `fn`'s parameters; the one annotated with `context_type` is left out."""
-    hints = typing.get_type_hints(fn, include_extras=True)
-    description, arg_docs = split_docstring(fn)
+    """Describe `fn`'s parameters; the one annotated with `context_type` (or a subclass) is left out.
+
+    `fn` may be a function (plain or `async def`), a functools.partial of one
+    (the bound arguments are not parameters), or an object with `__call__`.
+    """
+    hints = typing.get_type_hints(_annotated(fn), include_extras=True)
+    description, arg_docs = split_docstring(_without_partials(fn))
     properties: dict[str, JsonSchema] = {}
     required: list[str] = []
     parameters: list[str] = []
     context_parameter = None
+    context_annotation = None
+    bound = _bound_keywords(fn)
     for name, param in inspect.signature(fn).parameters.items():
+        if name in bound:
+            continue
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            raise TypeError(f"{fn.__qualname__}: *args and **kwargs cannot be described as tool arguments")
+            qualname = getattr(_annotated(fn), "__qualname__", repr(fn))
+            raise TypeError(f"{qualname}: *args and **kwargs cannot be described as tool arguments")
         hint = hints.get(name, inspect.Parameter.empty)
-        if hint is context_type:
-            context_parameter = name
+        if isinstance(hint, type) and issubclass(hint, context_type):
+            context_parameter, context_annotation = name, hint
             continue
         schema = type_schema(hint)
         if name in arg_docs and "description" not in schema:
@@ -181,7 +216,7 @@ def function_schema(fn: Callable[..., Any], context_type: type) -> Signature:
     input_schema: JsonSchema = {"type": "object", "properties": properties}
     if required:
         input_schema["required"] = required
-    return Signature(input_schema, tuple(parameters), context_parameter, description, arg_docs)
+    return Signature(input_schema, tuple(parameters), context_parameter, description, arg_docs, context_annotation)
 
 
 def _json_value(value: Any) -> bool:
@@ -197,10 +232,19 @@ def _json_value(value: Any) -> bool:
 
 
 def return_schema(fn: Callable[..., Any]) -> JsonSchema | None:
-    """An output schema when the return annotation is an object (dict, TypedDict, dataclass)."""
-    hint = typing.get_type_hints(fn, include_extras=True).get("return", inspect.Parameter.empty)
+    """An output schema when the return annotation is an object (dict, TypedDict, dataclass).
+
+    For an `async def` the annotation already is what the call produces; a
+    plain callable annotated `Awaitable[T]` or `Coroutine[..., T]` produces T.
+    """
+    hint = typing.get_type_hints(_annotated(fn), include_extras=True).get("return", inspect.Parameter.empty)
     if hint is inspect.Parameter.empty:
         return None
+    if typing.get_origin(hint) in (collections.abc.Awaitable, collections.abc.Coroutine):
+        produced = typing.get_args(hint)
+        if not produced:
+            return None  # a bare Awaitable says nothing about what it produces
+        hint = produced[-1]
     try:
         schema = type_schema(hint)
     except TypeError:

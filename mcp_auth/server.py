@@ -1,7 +1,8 @@
 """McpServer: the public way to write tools, resources and prompts, and the dispatcher.
 
-Tool authors decorate plain functions; this module infers their schemas,
-validates arguments, calls them, and turns what they return into MCP results.
+Tool authors decorate plain or `async def` functions; this module infers their
+schemas, validates arguments, calls them (a coroutine on the server's event
+loop, see "async handlers" below), and turns what they return into MCP results.
 
 Dispatch is the second lock of the pipeline (DESIGN.md step 7). Transports
 call `dispatch` only with a `Call` that carries the principal which passed the
@@ -13,14 +14,19 @@ The list methods show only what the principal may use.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import functools
+import inspect
 import json
 import logging
+import os
+import queue
 import re
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from typing import Any, Protocol
 
@@ -131,12 +137,8 @@ class Call:
     principal_is_current: Callable[[Principal], bool]
 
 
-class Context:
-    """A handler's view of its call: who is asking, and ways to talk back.
-
-    Declare a parameter annotated `Context` on any tool, resource or prompt
-    function to receive it; it is not part of the tool's input schema.
-    """
+class _CallContext:
+    """What both kinds of context share: who is asking, about which call, and the messages to send."""
 
     def __init__(self, call: Call, request: Request, cancelled: threading.Event) -> None:
         self._call = call
@@ -166,28 +168,99 @@ class Context:
         """True once the client sent notifications/cancelled for this request."""
         return self._cancelled.is_set()
 
-    def report_progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
-        """Send notifications/progress, when the client asked for progress."""
+    def _progress_message(self, progress: float, total: float | None, message: str | None) -> dict[str, Any] | None:
         if self.progress_token is None:
-            return
+            return None
         params: dict[str, Any] = {"progressToken": self.progress_token, "progress": progress}
         if total is not None:
             params["total"] = total
         if message is not None:
             params["message"] = message
-        self._call.channel.send(Notification("notifications/progress", params).to_dict())
+        return Notification("notifications/progress", params).to_dict()
 
-    def log(self, level: str, data: Any, logger_name: str | None = None) -> None:
-        """Send notifications/message at `level`, if the session's logging/setLevel allows it."""
+    def _log_message(self, level: str, data: Any, logger_name: str | None) -> dict[str, Any] | None:
         if level not in _LOG_RANK:
             raise ValueError(f"unknown log level {level!r}; use one of {', '.join(LOG_LEVELS)}")
         threshold = self._call.session.log_level
         if threshold is not None and _LOG_RANK[level] < _LOG_RANK[threshold]:
-            return
+            return None
         params: dict[str, Any] = {"level": level, "data": data}
         if logger_name:
             params["logger"] = logger_name
-        self._call.channel.send(Notification("notifications/message", params).to_dict())
+        return Notification("notifications/message", params).to_dict()
+
+    def _close_stream(self) -> None:
+        # A client of an older revision got no priming event, so it could not resume: keep the stream.
+        if (self._call.session.protocol_version or "") < RESUMABLE_SINCE:
+            return
+        detach = getattr(self._call.channel, "detach", None)
+        if detach is not None:
+            detach()
+
+    def _require_capability(self, capability: str, method: str) -> None:
+        if capability not in self._call.session.client_capabilities:
+            raise ClientError(
+                METHOD_NOT_FOUND,
+                f"the client did not declare the '{capability}' capability, so it cannot answer {method}",
+            )
+
+    def _sampling_params(
+        self,
+        messages: str | list[dict[str, Any]],
+        max_tokens: int,
+        optional: dict[str, Any],
+    ) -> dict[str, Any]:
+        self._require_capability("sampling", "sampling/createMessage")
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": text_content(messages)}]
+        params: dict[str, Any] = {"messages": messages, "maxTokens": max_tokens}
+        params.update({k: v for k, v in optional.items() if v is not None})
+        return params
+
+    @staticmethod
+    def _result_of(reply: Response | ErrorResponse | None) -> dict[str, Any]:
+        if isinstance(reply, ErrorResponse):
+            raise ClientError(reply.code, reply.message, reply.data)
+        assert isinstance(reply, Response)
+        return reply.result
+
+    @staticmethod
+    def _timed_out(request_id: str) -> dict[str, Any]:
+        return Notification("notifications/cancelled", {"requestId": request_id, "reason": "timed out"}).to_dict()
+
+
+def _refuse_on_event_loop(method: str) -> None:
+    """A blocking Context method called from a coroutine would stall every async handler."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise RuntimeError(
+        f"Context.{method} blocks, and this is a coroutine: annotate the parameter AsyncContext "
+        f"and write `await ctx.{method}(...)`"
+    )
+
+
+class Context(_CallContext):
+    """A handler's view of its call: who is asking, and ways to talk back.
+
+    Declare a parameter annotated `Context` on any tool, resource or prompt
+    function to receive it; it is not part of the tool's input schema. A
+    plain function gets this Context, whose methods return when they are
+    done; an `async def` handler gets an `AsyncContext` (same abilities, awaited).
+    """
+
+    def report_progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
+        """Send notifications/progress, when the client asked for progress."""
+        notification = self._progress_message(progress, total, message)
+        if notification is not None:
+            self._call.channel.send(notification)
+
+    def log(self, level: str, data: Any, logger_name: str | None = None) -> None:
+        """Send notifications/message at `level`, if the session's logging/setLevel allows it."""
+        notification = self._log_message(level, data, logger_name)
+        if notification is not None:
+            self._call.channel.send(notification)
 
     def close_stream(self) -> None:
         """End this call's SSE connection now, before the answer (SEP-1699 polling).
@@ -196,12 +269,7 @@ class Context:
         by the stream's `retry` field, reconnects with Last-Event-ID and gets
         it. For long calls this frees the connection. No effect on WebSocket.
         """
-        # A client of an older revision got no priming event, so it could not resume: keep the stream.
-        if (self._call.session.protocol_version or "") < RESUMABLE_SINCE:
-            return
-        detach = getattr(self._call.channel, "detach", None)
-        if detach is not None:
-            detach()
+        self._close_stream()
 
     # --- asking the client (server-to-client requests) ---------------------
 
@@ -214,6 +282,7 @@ class Context:
         when it does not answer in time (the request is then cancelled), and
         RequestCancelled when this call is cancelled while waiting.
         """
+        _refuse_on_event_loop("request")
         session = self._call.session
         request_id, pending = session.expect_reply()
         try:
@@ -224,26 +293,11 @@ class Context:
                 if self._cancelled.is_set() or session.closed.is_set():
                     raise RequestCancelled(f"the call was cancelled while waiting for the client's {method}")
                 if waited >= timeout:
-                    self._call.channel.send(
-                        Notification(
-                            "notifications/cancelled", {"requestId": request_id, "reason": "timed out"}
-                        ).to_dict()
-                    )
+                    self._call.channel.send(self._timed_out(request_id))
                     raise TimeoutError(f"the client did not answer {method} within {timeout:g} seconds")
         finally:
             session.forget_reply(request_id)
-        reply = pending.reply
-        if isinstance(reply, ErrorResponse):
-            raise ClientError(reply.code, reply.message, reply.data)
-        assert isinstance(reply, Response)
-        return reply.result
-
-    def _require_capability(self, capability: str, method: str) -> None:
-        if capability not in self._call.session.client_capabilities:
-            raise ClientError(
-                METHOD_NOT_FOUND,
-                f"the client did not declare the '{capability}' capability, so it cannot answer {method}",
-            )
+        return self._result_of(pending.reply)
 
     def sample(
         self,
@@ -257,17 +311,13 @@ class Context:
         timeout: float = CLIENT_REQUEST_TIMEOUT_SECONDS,
     ) -> dict[str, Any]:
         """Ask the client's model (sampling/createMessage); a str is one user text message."""
-        self._require_capability("sampling", "sampling/createMessage")
-        if isinstance(messages, str):
-            messages = [{"role": "user", "content": text_content(messages)}]
-        params: dict[str, Any] = {"messages": messages, "maxTokens": max_tokens}
         optional = {
             "systemPrompt": system_prompt,
             "temperature": temperature,
             "stopSequences": stop_sequences,
             "modelPreferences": model_preferences,
         }
-        params.update({k: v for k, v in optional.items() if v is not None})
+        params = self._sampling_params(messages, max_tokens, optional)
         return self.request("sampling/createMessage", params, timeout=timeout)
 
     def elicit(
@@ -296,6 +346,401 @@ class Context:
 
     def error(self, data: Any) -> None:
         self.log("error", data)
+
+
+class AsyncContext(_CallContext):
+    """The context of an `async def` handler: Context's abilities, awaited.
+
+    `await ctx.report_progress(...)`, `await ctx.info(...)`, `await ctx.sample(...)`,
+    `await ctx.elicit(...)`, `await ctx.list_roots()`, `await ctx.request(...)`,
+    `await ctx.close_stream()`; `principal`, `client_address`, `session_id`,
+    `request_id`, `progress_token` and `cancelled` as on Context. An async
+    handler annotated `Context` gets one of these too (the FastMCP habit);
+    annotate `AsyncContext` so that a type checker agrees.
+
+    Waiting for the client never blocks the event loop: the coroutine is
+    suspended until the answer arrives. Writing to the client (which may block
+    on a slow connection) happens on the call's own request thread, so one
+    slow client cannot stall the other async handlers. When the call is
+    cancelled, what the handler awaits raises asyncio.CancelledError.
+    """
+
+    def __init__(self, call: Call, request: Request, cancelled: threading.Event, helper: _CallThread) -> None:
+        super().__init__(call, request, cancelled)
+        self._helper = helper
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        await self._helper.run(self._call.channel.send, message)
+
+    async def report_progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
+        """Send notifications/progress, when the client asked for progress."""
+        notification = self._progress_message(progress, total, message)
+        if notification is not None:
+            await self._send(notification)
+
+    async def log(self, level: str, data: Any, logger_name: str | None = None) -> None:
+        """Send notifications/message at `level`, if the session's logging/setLevel allows it."""
+        notification = self._log_message(level, data, logger_name)
+        if notification is not None:
+            await self._send(notification)
+
+    async def close_stream(self) -> None:
+        """End this call's SSE connection now, before the answer; see Context.close_stream."""
+        await self._helper.run(self._close_stream)
+
+    async def request(
+        self, method: str, params: dict[str, Any], *, timeout: float = CLIENT_REQUEST_TIMEOUT_SECONDS
+    ) -> dict[str, Any]:
+        """Send a request to the client on this call's stream and await its result.
+
+        Raises ClientError when the client answers with an error, TimeoutError
+        when it does not answer in time (the request is then cancelled), and
+        asyncio.CancelledError when this call is cancelled while waiting.
+        """
+        session = self._call.session
+        request_id, pending = session.expect_reply()
+        loop = asyncio.get_running_loop()
+        answered: asyncio.Future[None] = loop.create_future()
+        # The transport thread that receives the answer sets this event; it also wakes us.
+        pending.answered = _LoopWakingEvent(loop, answered)
+        try:
+            await self._send(Request(request_id, method, params).to_dict())
+            try:
+                async with asyncio.timeout(timeout):
+                    await answered
+            except TimeoutError:
+                await self._send(self._timed_out(request_id))
+                raise TimeoutError(f"the client did not answer {method} within {timeout:g} seconds") from None
+        finally:
+            session.forget_reply(request_id)
+        return self._result_of(pending.reply)
+
+    async def sample(
+        self,
+        messages: str | list[dict[str, Any]],
+        max_tokens: int,
+        *,
+        system_prompt: str | None = None,
+        temperature: float | None = None,
+        stop_sequences: list[str] | None = None,
+        model_preferences: dict[str, Any] | None = None,
+        timeout: float = CLIENT_REQUEST_TIMEOUT_SECONDS,
+    ) -> dict[str, Any]:
+        """Ask the client's model (sampling/createMessage); a str is one user text message."""
+        optional = {
+            "systemPrompt": system_prompt,
+            "temperature": temperature,
+            "stopSequences": stop_sequences,
+            "modelPreferences": model_preferences,
+        }
+        params = self._sampling_params(messages, max_tokens, optional)
+        return await self.request("sampling/createMessage", params, timeout=timeout)
+
+    async def elicit(
+        self, message: str, requested_schema: dict[str, Any], *, timeout: float = CLIENT_REQUEST_TIMEOUT_SECONDS
+    ) -> dict[str, Any]:
+        """Ask the user for input (elicitation/create); returns {"action": ..., "content": ...}."""
+        self._require_capability("elicitation", "elicitation/create")
+        return await self.request(
+            "elicitation/create", {"message": message, "requestedSchema": requested_schema}, timeout=timeout
+        )
+
+    async def list_roots(self, *, timeout: float = CLIENT_REQUEST_TIMEOUT_SECONDS) -> list[dict[str, Any]]:
+        """The client's roots (roots/list)."""
+        self._require_capability("roots", "roots/list")
+        roots = (await self.request("roots/list", {}, timeout=timeout)).get("roots", [])
+        return roots if isinstance(roots, list) else []
+
+    async def debug(self, data: Any) -> None:
+        await self.log("debug", data)
+
+    async def info(self, data: Any) -> None:
+        await self.log("info", data)
+
+    async def warning(self, data: Any) -> None:
+        await self.log("warning", data)
+
+    async def error(self, data: Any) -> None:
+        await self.log("error", data)
+
+
+# --- async handlers ---------------------------------------------------------
+#
+# `async def` tools, resources, prompts and completions run on one event loop
+# per McpServer, on a daemon thread that the first async call starts and
+# McpServer.close() (called when the app closes) stops. The thread that
+# dispatched the call (the same request thread a plain handler runs on) hands
+# the coroutine to the loop and waits; while it waits it watches for
+# cancellation, and it does the blocking work the coroutine asks of it
+# (writing to the client), so nothing that may block runs on the loop. Plain
+# handlers are untouched by all this: they run on their request thread as before.
+
+# How long closing the server waits for cancelled async handlers to finish
+# their cleanup before the loop stops anyway: enough for `finally` blocks that
+# close connections, short enough that a shutdown does not hang on one that
+# ignores cancellation.
+ASYNC_SHUTDOWN_SECONDS = 5.0
+_ASYNC_THREAD_NAME = "mcp-auth-async"
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    """Resolve `future` on its loop, unless whoever awaited it was cancelled meanwhile."""
+    if future.done():
+        return
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
+
+
+class _LoopWakingEvent(threading.Event):
+    """A PendingReply's `answered` event that also wakes a coroutine awaiting the reply.
+
+    The client's answer is delivered by a transport thread, which sets the
+    event; the coroutine awaits `future` instead of blocking the loop on it.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> None:
+        super().__init__()
+        self._loop = loop
+        self._future = future
+
+    def set(self) -> None:
+        super().set()
+        try:
+            self._loop.call_soon_threadsafe(_settle, self._future, None, None)
+        except RuntimeError:
+            pass  # the loop is closed: nobody awaits the answer any more
+
+
+_Job = tuple[Callable[..., Any], tuple[Any, ...], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+_FINISHED = None  # put in the inbox when the coroutine is done
+
+
+class _CallThread:
+    """The request thread of an async call, seen from the coroutine: blocking work goes here.
+
+    Writing to the client can block (a WebSocket peer that stops reading), so
+    an AsyncContext never writes on the loop: it queues the write for its own
+    call's thread, which is idle while it waits for the coroutine anyway. One
+    slow client then holds only its own calls, as it would with plain handlers,
+    and the messages of one call keep their order.
+    """
+
+    def __init__(self) -> None:
+        self._inbox: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._open = True
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run `fn(*args)` on the call's thread and return its result (from the coroutine)."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Any] = loop.create_future()
+        with self._lock:
+            if not self._open:
+                raise RuntimeError("this call has ended: its context cannot talk to the client any more")
+            self._inbox.put((fn, args, loop, done))
+        return await done
+
+    def finished(self) -> None:
+        """The coroutine is done (called on the loop): the waiting thread returns."""
+        self._inbox.put(_FINISHED)
+
+    def serve(self, timeout: float) -> bool:
+        """Wait up to `timeout` and do one job; True once the coroutine is done."""
+        try:
+            job = self._inbox.get(timeout=timeout)
+        except queue.Empty:
+            return False
+        if job is _FINISHED:
+            self._close()
+            return True
+        self._do(job)
+        return False
+
+    @staticmethod
+    def _do(job: _Job) -> None:
+        fn, args, loop, done = job
+        result, error = None, None
+        try:
+            result = fn(*args)
+        except BaseException as exc:  # whatever it is, the coroutine awaiting it gets it
+            error = exc
+        try:
+            loop.call_soon_threadsafe(_settle, done, result, error)
+        except RuntimeError:
+            pass  # the loop is closed
+
+    def _close(self) -> None:
+        # A job queued by a task that outlived the call (it kept the context) fails rather than hangs.
+        with self._lock:
+            self._open = False
+        while True:
+            try:
+                job = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if job is not _FINISHED:
+                _fn, _args, loop, done = job
+                error = RuntimeError("this call has ended: its context cannot talk to the client any more")
+                try:
+                    loop.call_soon_threadsafe(_settle, done, None, error)
+                except RuntimeError:
+                    pass
+
+
+async def _outcome(awaitable: Awaitable[Any]) -> tuple[Any, BaseException | None]:
+    """Await a handler; its exception is returned, so SystemExit from a tool cannot stop the loop."""
+    try:
+        return await awaitable, None
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:
+        return None, exc
+
+
+def _close_unstarted(*awaitables: Awaitable[Any]) -> None:
+    # A coroutine that will never run (on) is closed, so Python does not warn that it was never awaited.
+    for awaitable in awaitables:
+        close = getattr(awaitable, "close", None)
+        if close is not None:
+            close()
+
+
+class _AsyncRunner:
+    """The event loop of one McpServer's async handlers, on its own daemon thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            # After a fork (gunicorn --preload) the parent's loop thread does not exist here,
+            # and a loop whose thread died is no use either: start anew.
+            if self._loop is None or self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                loop = asyncio.new_event_loop()
+                # Daemon: a handler that ignores cancellation cannot hold up the process's exit.
+                thread = threading.Thread(target=self._serve, args=(loop,), name=_ASYNC_THREAD_NAME, daemon=True)
+                thread.start()
+                self._loop, self._thread, self._pid = loop, thread, os.getpid()
+            return self._loop
+
+    @staticmethod
+    def _serve(loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            loop.run_forever()
+        finally:
+            # What asyncio.run does on the way out: cancel what still runs, then close.
+            try:
+                loop.run_until_complete(_cancel_all())
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                loop.close()
+
+    def run(self, awaitable: Awaitable[Any], helper: _CallThread, should_stop: Callable[[], bool]) -> Any:
+        """Run `awaitable` on the loop and wait for it on this (the call's) thread.
+
+        When `should_stop()` turns true (the call was cancelled, the session
+        ended) the task is cancelled; the handler sees asyncio.CancelledError
+        and this raises RequestCancelled once the task has ended.
+        """
+        outcome = _outcome(awaitable)
+        try:
+            loop = self._running_loop()
+        except BaseException:
+            _close_unstarted(outcome, awaitable)
+            raise
+        started: list[asyncio.Task[tuple[Any, BaseException | None]]] = []
+
+        def start() -> None:
+            task = loop.create_task(outcome)
+            task.add_done_callback(lambda _: helper.finished())
+            started.append(task)
+
+        try:
+            loop.call_soon_threadsafe(start)
+        except RuntimeError:  # closed by a shutdown a moment ago
+            _close_unstarted(outcome, awaitable)
+            raise RequestCancelled("the server is shutting down") from None
+        cancelling = False
+        while not helper.serve(_WAIT_SLICE_SECONDS):
+            if loop.is_closed():
+                if started and started[0].done():
+                    break  # it finished just before the loop closed
+                # The server stopped the loop; a task it could not end (or never started) ends here.
+                _close_unstarted(outcome, awaitable)
+                raise RequestCancelled("the server shut down while the handler ran")
+            if not cancelling and should_stop():
+                cancelling = True
+                try:
+                    loop.call_soon_threadsafe(lambda: started[0].cancel())  # start() ran before: FIFO
+                except RuntimeError:
+                    pass  # closed meanwhile: noticed above at the next turn
+        task = started[0]
+        if task.cancelled():
+            raise RequestCancelled("the call was cancelled")
+        value, error = task.result()
+        if error is not None:
+            raise error
+        return value
+
+    def stop(self) -> None:
+        """End the loop's thread: handlers still running are cancelled and get ASYNC_SHUTDOWN_SECONDS."""
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is None or thread is None:
+            return
+        if threading.current_thread() is thread:
+            loop.stop()  # a handler closed the server: the loop winds down once it yields
+            return
+        try:
+            loop.call_soon_threadsafe(loop.stop)
+        except RuntimeError:
+            return  # already closed
+        # The thread's way out waits ASYNC_SHUTDOWN_SECONDS for cancelled handlers; the rest is margin.
+        thread.join(ASYNC_SHUTDOWN_SECONDS * 2)
+
+
+async def _cancel_all() -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + ASYNC_SHUTDOWN_SECONDS
+    current = asyncio.current_task()
+    # Again until none is left: a call that arrived during the shutdown may have started one.
+    while tasks := [task for task in asyncio.all_tasks() if task is not current]:
+        for task in tasks:
+            task.cancel()
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            logger.warning(
+                "%d async handler(s) went on %g s after being cancelled; stopping without them",
+                len(tasks),
+                ASYNC_SHUTDOWN_SECONDS,
+            )
+            return
+        await asyncio.wait(tasks, timeout=remaining)
+
+
+def _default_name(fn: Callable[..., Any]) -> str:
+    """A handler's name when none is given: its function's, through partials."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return str(getattr(fn, "__name__", type(fn).__name__))
+
+
+def _is_coroutine_callable(fn: Callable[..., Any]) -> bool:
+    """`async def` functions, partials of them, their functools.wraps wrappers, objects with async __call__."""
+    if inspect.iscoroutinefunction(fn):
+        return True
+    try:
+        if inspect.iscoroutinefunction(inspect.unwrap(fn)):
+            return True
+    except ValueError:  # a __wrapped__ cycle
+        return False
+    return callable(fn) and not inspect.isroutine(fn) and inspect.iscoroutinefunction(type(fn).__call__)
 
 
 @dataclass
@@ -463,6 +908,9 @@ class McpServer:
         # Initialized sessions of every transport, for notifications outside a request.
         self._live_sessions: weakref.WeakSet[Session] = weakref.WeakSet()
         self._live_lock = threading.Lock()
+        # Where async handlers run; a server dropped without close() still stops its loop.
+        self._async = _AsyncRunner()
+        weakref.finalize(self, self._async.stop)
         self._methods: dict[str, Callable[[Request, Call], dict[str, Any]]] = {
             "initialize": self._initialize,
             "ping": lambda request, call: {},
@@ -500,8 +948,8 @@ class McpServer:
         """
 
         def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-            tool_name = self._check_name(name or fn.__name__, "tool", self._registry.tools)
-            signature = function_schema(fn, Context)
+            tool_name = self._check_name(name or _default_name(fn), "tool", self._registry.tools)
+            signature = function_schema(fn, _CallContext)
             schema = input_schema if input_schema is not None else signature.input_schema
             out_schema = output_schema
             if out_schema is None and structured_output is not False:
@@ -535,13 +983,16 @@ class McpServer:
         """Register a resource; a URI with `{variables}` is a template whose values become arguments."""
 
         def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-            signature = function_schema(fn, Context)
+            signature = function_schema(fn, _CallContext)
             parsed = UriTemplate.parse(uri)  # TemplateError (a ValueError) for an ambiguous template
             is_template = bool(parsed.variables)
             table = self._registry.templates if is_template else self._registry.resources
             if uri in table:
                 raise ValueError(f"resource {uri!r} is already registered")
-            definition: dict[str, Any] = {"uriTemplate" if is_template else "uri": uri, "name": name or fn.__name__}
+            definition: dict[str, Any] = {
+                "uriTemplate" if is_template else "uri": uri,
+                "name": name or _default_name(fn),
+            }
             if title:
                 definition["title"] = title
             if description or signature.description:
@@ -571,8 +1022,8 @@ class McpServer:
         """Register a prompt; its parameters are the prompt's (string) arguments."""
 
         def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-            prompt_name = self._check_name(name or fn.__name__, "prompt", self._registry.prompts)
-            signature = function_schema(fn, Context)
+            prompt_name = self._check_name(name or _default_name(fn), "prompt", self._registry.prompts)
+            signature = function_schema(fn, _CallContext)
             required = set(signature.input_schema.get("required", []))
             arguments = []
             for parameter in signature.parameters:
@@ -651,6 +1102,14 @@ class McpServer:
 
         return McpAuthApp(self, config if config is not None else Config.from_sources())
 
+    def close(self) -> None:
+        """Stop the event loop of async handlers, cancelling those still running.
+
+        The app calls this when it closes. Plain handlers are not affected, and
+        a later async call starts the loop again.
+        """
+        self._async.stop()
+
     # --- dispatch ---------------------------------------------------------
 
     def may_send_before_answer(self, request: Request) -> bool:
@@ -717,13 +1176,35 @@ class McpServer:
     def _run(
         self, request: Request, call: Call, fn: Callable[..., Any], signature: Signature, arguments: dict[str, Any]
     ) -> Any:
+        kwargs = {name: arguments[name] for name in signature.parameters if name in arguments}
+        return self._invoke(request, call, fn, (), kwargs, signature)
+
+    def _invoke(
+        self,
+        request: Request,
+        call: Call,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        signature: Signature | None = None,
+    ) -> Any:
+        """Call a handler on this thread; what it returns, awaited on the loop when it is awaitable."""
         cancelled = threading.Event()
         call.session.in_flight[request.id] = cancelled
         try:
-            kwargs = {name: arguments[name] for name in signature.parameters if name in arguments}
-            if signature.context_parameter:
-                kwargs[signature.context_parameter] = Context(call, request, cancelled)
-            return fn(**kwargs)
+            helper: _CallThread | None = None
+            if signature is not None and signature.context_parameter:
+                if signature.context_type is AsyncContext or _is_coroutine_callable(fn):
+                    helper = _CallThread()
+                    kwargs[signature.context_parameter] = AsyncContext(call, request, cancelled, helper)
+                else:
+                    kwargs[signature.context_parameter] = Context(call, request, cancelled)
+            value = fn(*args, **kwargs)
+            if not inspect.isawaitable(value):
+                return value
+            return self._async.run(
+                value, helper or _CallThread(), lambda: cancelled.is_set() or call.session.closed.is_set()
+            )
         finally:
             call.session.in_flight.pop(request.id, None)
 
@@ -821,6 +1302,8 @@ class McpServer:
         try:
             value = self._run(request, call, resource.fn, resource.signature, target.arguments)
             return {"contents": _read_contents(uri, value, resource.mime_type)}
+        except RequestCancelled as exc:
+            raise JsonRpcError(REQUEST_CANCELLED, str(exc)) from None
         except Exception as exc:
             _handler_failed("resource", uri, exc)
             raise JsonRpcError(INTERNAL_ERROR, f"Reading {uri} failed: {type(exc).__name__}: {exc}") from None
@@ -918,6 +1401,8 @@ class McpServer:
         try:
             value = self._run(request, call, prompt.fn, prompt.signature, arguments)
             result: dict[str, Any] = {"messages": _prompt_messages(value)}
+        except RequestCancelled as exc:
+            raise JsonRpcError(REQUEST_CANCELLED, str(exc)) from None
         except Exception as exc:
             _handler_failed("prompt", name, exc)
             raise JsonRpcError(INTERNAL_ERROR, f"Prompt {name} failed: {type(exc).__name__}: {exc}") from None
@@ -953,7 +1438,10 @@ class McpServer:
             context = request.params.get("context")
             context_arguments = context.get("arguments", {}) if isinstance(context, dict) else {}
             try:
-                values = [str(v) for v in completer(arg_name, arg_value, context_arguments)]
+                suggested = self._invoke(request, call, completer, (arg_name, arg_value, context_arguments), {})
+                values = [str(v) for v in suggested]
+            except RequestCancelled as exc:
+                raise JsonRpcError(REQUEST_CANCELLED, str(exc)) from None
             except Exception as exc:
                 _handler_failed("completion for", ref_key, exc)
                 raise JsonRpcError(INTERNAL_ERROR, f"Completion failed: {type(exc).__name__}: {exc}") from None
