@@ -1,12 +1,20 @@
-"""JSON Schema from Python type hints, and validation of arguments against it.
+"""JSON Schema from Python type hints, schema checks at registration, and validation.
 
 `function_schema` turns a tool's signature into the `inputSchema` that
-`tools/list` publishes; `validate` checks the arguments a client sends against
-that schema before the tool runs. Only the subset of JSON Schema that
-`function_schema` produces is implemented (type, properties, required,
-additionalProperties, items, enum, anyOf, default), which is also what a tool
-author may pass by hand. Nothing here trusts the arguments; it never evaluates
-or imports anything a client names.
+`tools/list` publishes. `compile_schema` checks a schema (inferred or written
+by hand) once, when the tool is registered, and builds its validator: the
+`jsonschema` package's Draft 2020-12 validator, with our own `format` checks,
+ECMA-262 `pattern` semantics and a reference registry that never fetches.
+`CompiledSchema.problems` then checks what a client sends (or what a tool
+returns) and says what is wrong in short messages that name the path and the
+rule. Fail closed: a keyword, format or reference that cannot be enforced is
+refused at registration, never ignored at call time.
+
+It trusts the schema's author (a pathological `pattern` is theirs to avoid),
+not the values: nothing a client sends is evaluated, imported or fetched, and
+messages quote a bounded part of it. Over 400 lines because type inference and
+validation share the one schema vocabulary; they could be split along the
+`# --- validation` line.
 """
 
 from __future__ import annotations
@@ -488,6 +496,18 @@ def _pointer(where: str, key: str | int) -> str:
     return f"{where}/{str(key).replace('~', '~0').replace('/', '~1')}"
 
 
+def _pattern_problems(patterns: list[Any], at: str, problems: list[str]) -> None:
+    for pattern in patterns:
+        if not isinstance(pattern, str):
+            continue  # the meta-schema check reports it
+        try:
+            re.compile(ecma_pattern(pattern))
+        except SchemaError as exc:
+            problems.append(f"{at}: {exc}")
+        except re.error as exc:
+            problems.append(f"{at}: pattern {_quote(pattern)} is not a regular expression we can run: {exc}")
+
+
 def _schema_problems(schema: Any, where: str, resolver: Any, problems: list[str]) -> None:
     """What keeps `schema` from being enforced as written, as messages naming the place (a JSON Pointer)."""
     if not isinstance(schema, dict):
@@ -501,8 +521,12 @@ def _schema_problems(schema: Any, where: str, resolver: Any, problems: list[str]
             for index, item in enumerate(value):
                 _schema_problems(item, _pointer(at, index), resolver, problems)
         elif key in _SUBSCHEMA_MAP and isinstance(value, dict):
+            if key == "patternProperties":
+                _pattern_problems(list(value), at, problems)
             for name, item in value.items():
                 _schema_problems(item, _pointer(at, name), resolver, problems)
+        elif key == "pattern":
+            _pattern_problems([value], at, problems)
         elif key in ("$ref", "$dynamicRef"):
             try:
                 resolver.lookup(value)
@@ -517,12 +541,6 @@ def _schema_problems(schema: Any, where: str, resolver: Any, problems: list[str]
             )
         elif key == "$schema" and value not in (DRAFT_2020_12, DRAFT_2020_12 + "#"):
             problems.append(f"{at}: only JSON Schema 2020-12 ({DRAFT_2020_12}) is supported")
-        elif key in ("pattern", "patternProperties"):
-            for pattern in [value] if key == "pattern" else list(value):
-                try:
-                    re.compile(ecma_pattern(pattern))
-                except (SchemaError, re.error) as exc:
-                    problems.append(f"{at}: {exc}")
         elif key not in _ASSERTIONS and key not in _ANNOTATIONS and not key.startswith(_EXTENSION_PREFIX):
             problems.append(
                 f"{at}: {_quote(key)} is not a JSON Schema 2020-12 keyword mcp_auth enforces "

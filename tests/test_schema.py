@@ -1053,6 +1053,9 @@ def test_checked_formats_do_not_depend_on_installed_packages() -> None:
         pytest.param({"pattern": "(?<name>a)"}, "#/pattern", id="pattern-python-cannot-compile"),
         pytest.param({"pattern": r"[\D]"}, r"\D inside [...] is not supported", id="pattern-negated-class-escape"),
         pytest.param({"patternProperties": {"(": {}}}, "#/patternProperties", id="bad-patternProperties"),
+        pytest.param(
+            {"patternProperties": {r"^[\D]$": {}}}, r"#/patternProperties: pattern", id="patternProperties-class-escape"
+        ),
         pytest.param([], "the schema must be a JSON object, not list", id="not-an-object"),
     ],
 )
