@@ -6,6 +6,7 @@ import enum
 import http.server
 import json
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal, NotRequired, Optional, Required, TypedDict, Union
@@ -877,6 +878,13 @@ TREE: JsonSchema = {  # recursive through $ref: bounded by the value's own depth
         pytest.param({"maxItems": 1}, [1], [1, 2], "[1, 2] has 2 items, more than the maxItems of 1", id="maxItems"),
         pytest.param({"uniqueItems": True}, [1, 2], [1, 1], "has repeated items (uniqueItems)", id="uniqueItems"),
         pytest.param({"uniqueItems": True}, [1, True], [1, 1.0], "has repeated items", id="uniqueItems-json-equality"),
+        pytest.param(
+            {"uniqueItems": True},
+            [0, False, [1], [True], {"a": 1}, {"a": True}, None, "1"],
+            [{"a": 1, "b": [2]}, {"b": [2.0], "a": 1}],
+            "has repeated items",
+            id="uniqueItems-objects-by-value",
+        ),
         pytest.param({"contains": {"type": "string"}}, [1, "a"], [1, 2], "contain", id="contains"),
         pytest.param(
             {"contains": {"type": "string"}, "maxContains": 1},
@@ -1168,6 +1176,26 @@ def test_validate_never_echoes_a_huge_value(value: Any, schema: JsonSchema) -> N
     (problem,) = validate(value, schema)
     assert len(problem) < 300
     assert "AAAAAAAAAA…" in problem
+
+
+# jsonschema's own uniqueItems compares pairwise when items cannot be sorted: 50,000
+# small objects took hours. This bound is about that, and generous for a busy machine.
+UNIQUE_ITEMS_SECONDS = 10
+
+
+@pytest.mark.parametrize(
+    "items",
+    [
+        pytest.param([{"i": n} for n in range(50_000)], id="objects"),
+        pytest.param([n if n % 2 else str(n) for n in range(50_000)], id="mixed-types"),
+    ],
+)
+def test_unique_items_is_linear(items: list[Any]) -> None:
+    validator = compile_schema({"type": "array", "uniqueItems": True}, "test")
+    started = time.monotonic()
+    assert validator.problems(items) == []
+    assert validator.problems([*items, items[-1]]) == ["arguments: has repeated items (uniqueItems)"]
+    assert time.monotonic() - started < UNIQUE_ITEMS_SECONDS
 
 
 def test_validate_survives_a_schema_that_loops() -> None:
