@@ -22,10 +22,12 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import enum
+import fractions
 import inspect
 import ipaddress
 import itertools
 import json
+import logging
 import re
 import types
 import typing
@@ -40,6 +42,8 @@ import referencing.exceptions
 import referencing.jsonschema
 
 JsonSchema = dict[str, Any]
+
+logger = logging.getLogger(__name__)
 
 _PRIMITIVES: dict[Any, JsonSchema] = {
     str: {"type": "string"},
@@ -506,9 +510,26 @@ def _unique_items(validator: Any, unique: Any, instance: Any, schema: Any) -> It
         seen.add(key)
 
 
+def _multiple_of(validator: Any, divisor: Any, instance: Any, schema: Any) -> Iterator[jsonschema.ValidationError]:
+    # jsonschema divides an integer by a float divisor before its own overflow
+    # guard, so 10**400 against "multipleOf": 0.5 raised OverflowError.
+    if not validator.is_type(instance, "number"):
+        return
+    if isinstance(divisor, float) or isinstance(instance, float):
+        try:
+            quotient = instance / divisor
+            failed = int(quotient) != quotient
+        except OverflowError:
+            failed = (fractions.Fraction(instance) / fractions.Fraction(divisor)).denominator != 1
+    else:
+        failed = instance % divisor != 0
+    if failed:
+        yield jsonschema.ValidationError("is not a multiple")
+
+
 _Validator = jsonschema.validators.extend(
     jsonschema.Draft202012Validator,
-    validators={"uniqueItems": _unique_items},
+    validators={"uniqueItems": _unique_items, "multipleOf": _multiple_of},
     type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
 )
 
@@ -593,6 +614,10 @@ class CompiledSchema:
         except RecursionError:
             # A schema whose $refs loop without descending into the value; fail closed.
             return [f"{root}: cannot be validated (the schema refers to itself without end)"]
+        except Exception as exc:  # a validator failure refuses the value; it never becomes a 5xx
+            logger.warning("validating %s raised %s", root, type(exc).__name__)
+            logger.debug("validating %s raised", root, exc_info=exc)
+            return [f"{root}: cannot be validated ({type(exc).__name__})"]
         # A value of the wrong type fails its other keywords too; the type says it best.
         mistyped = {tuple(e.absolute_path) for e in errors if e.validator == "type"}
         kept = [e for e in errors if e.validator == "type" or tuple(e.absolute_path) not in mistyped]

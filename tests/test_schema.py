@@ -782,6 +782,9 @@ TREE: JsonSchema = {  # recursive through $ref: bounded by the value's own depth
             id="exclusiveMaximum",
         ),
         pytest.param({"multipleOf": 5}, 15, 12, "12 is not a multiple of 5", id="multipleOf"),
+        pytest.param({"multipleOf": 0.5}, 1.5, 1.2, "1.2 is not a multiple of 0.5", id="multipleOf-float"),
+        # Once an OverflowError out of jsonschema: a huge integer over a float divisor.
+        pytest.param({"multipleOf": 0.75}, 3 * 10**400, 10**400, "is not a multiple of 0.75", id="multipleOf-huge-int"),
         pytest.param(
             {"maxLength": 3}, "abc", "abcd", '"abcd" has 4 characters, more than the maxLength of 3', id="maxLength"
         ),

@@ -677,6 +677,7 @@ COUNTER_SCHEMA: dict[str, Any] = {
         "email": {"type": "string", "format": "email"},
         "tags": {"type": "array", "items": {"$ref": "#/$defs/tag"}, "uniqueItems": True, "maxItems": 3},
         "mode": {"oneOf": [{"const": "fast"}, {"const": "safe"}]},
+        "step": {"type": "number", "multipleOf": 0.75},
     },
     "required": ["n"],
     "additionalProperties": False,
@@ -687,7 +688,7 @@ def hand_written_server(ran: list[dict[str, Any]]) -> McpServer:
     server = McpServer("hand")
 
     @server.tool(input_schema=COUNTER_SCHEMA)
-    def count(n: int, email: str = "", tags: list[str] | None = None, mode: str = "fast") -> str:
+    def count(n: int, email: str = "", tags: list[str] | None = None, mode: str = "fast", step: float = 0) -> str:
         ran.append({"n": n, "email": email, "tags": tags, "mode": mode})
         return "counted"
 
@@ -709,6 +710,7 @@ def hand_written_server(ran: list[dict[str, Any]]) -> McpServer:
         pytest.param({"n": 1, "tags": ["a", "a"]}, "arguments.tags: has repeated items", id="uniqueItems"),
         pytest.param({"n": 1, "mode": "slow"}, 'arguments.mode: "slow" matches none of the oneOf', id="oneOf"),
         pytest.param({"n": 1, "x": 1}, 'arguments: unexpected property "x"', id="additionalProperties"),
+        pytest.param({"n": 1, "step": 10**400}, "is not a multiple of 0.75", id="multipleOf-huge-integer"),
         pytest.param({}, 'arguments: missing required property "n"', id="required"),
     ],
 )
