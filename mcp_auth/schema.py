@@ -611,6 +611,10 @@ class CompiledSchema:
         """Problems with `value`, as messages naming the path under `root`; [] when valid."""
         try:
             errors = list(itertools.islice(self._validator.iter_errors(value), MAX_REPORTED_ERRORS))
+            # A value of the wrong type fails its other keywords too; the type says it best.
+            mistyped = {tuple(e.absolute_path) for e in errors if e.validator == "type"}
+            kept = [e for e in errors if e.validator == "type" or tuple(e.absolute_path) not in mistyped]
+            return [self._describe(error, root) for error in kept]
         except RecursionError:
             # A schema whose $refs loop without descending into the value; fail closed.
             return [f"{root}: cannot be validated (the schema refers to itself without end)"]
@@ -618,10 +622,6 @@ class CompiledSchema:
             logger.warning("validating %s raised %s", root, type(exc).__name__)
             logger.debug("validating %s raised", root, exc_info=exc)
             return [f"{root}: cannot be validated ({type(exc).__name__})"]
-        # A value of the wrong type fails its other keywords too; the type says it best.
-        mistyped = {tuple(e.absolute_path) for e in errors if e.validator == "type"}
-        kept = [e for e in errors if e.validator == "type" or tuple(e.absolute_path) not in mistyped]
-        return [self._describe(error, root) for error in kept]
 
     def _describe(self, error: jsonschema.ValidationError, root: str) -> str:
         if error.validator in ("anyOf", "oneOf"):
@@ -727,8 +727,8 @@ def _quote(value: Any) -> str:
     """`value` as JSON, cut short: a message names a value, it does not carry it back."""
     try:
         text = json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError):
-        text = repr(value)
+    except (TypeError, ValueError):  # not JSON (a tool's output may hold anything): name its type only
+        text = f"<{type(value).__name__}>"
     return _truncate(text)
 
 
