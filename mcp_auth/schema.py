@@ -527,9 +527,18 @@ def _multiple_of(validator: Any, divisor: Any, instance: Any, schema: Any) -> It
         yield jsonschema.ValidationError("is not a multiple")
 
 
+def _required(validator: Any, required: Any, instance: Any, schema: Any) -> Iterator[jsonschema.ValidationError]:
+    # As jsonschema's, but the message is the bare name, so ours can quote it.
+    if not validator.is_type(instance, "object"):
+        return
+    for name in required:
+        if name not in instance:
+            yield jsonschema.ValidationError(name)
+
+
 _Validator = jsonschema.validators.extend(
     jsonschema.Draft202012Validator,
-    validators={"uniqueItems": _unique_items, "multipleOf": _multiple_of},
+    validators={"uniqueItems": _unique_items, "multipleOf": _multiple_of, "required": _required},
     type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
 )
 
@@ -653,8 +662,7 @@ class CompiledSchema:
         if keyword == "uniqueItems":
             return "has repeated items (uniqueItems)"
         if keyword == "required":
-            missing = [name for name in expected if isinstance(value, dict) and name not in value]
-            return f"missing required property {_truncate(', '.join(_quote(name) for name in missing))}"
+            return f"missing required property {_quote(error.message)}"  # the message is the name (_required)
         if keyword == "additionalProperties":
             extra = [key for key in value if key not in error.schema.get("properties", {})]
             patterns = list(error.schema.get("patternProperties", {}))

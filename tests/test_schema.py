@@ -855,7 +855,11 @@ TREE: JsonSchema = {  # recursive through $ref: bounded by the value's own depth
             id="patternProperties-dollar-no-newline",
         ),
         pytest.param(
-            {"required": ["a", "b"]}, {"a": 1, "b": 2}, {"a": 1}, 'missing required property "b"', id="required"
+            {"required": ["a", "b"]},
+            {"a": 1, "b": 2},
+            {},
+            'missing required property "a"; arguments: missing required property "b"',
+            id="required",
         ),
         pytest.param(
             {"dependentRequired": {"a": ["b"]}}, {"a": 1, "b": 2}, {"a": 1}, "dependency", id="dependentRequired"
@@ -1148,6 +1152,7 @@ def test_remote_ref_is_refused_and_never_fetched() -> None:
             id="many-bad-properties",
         ),
         pytest.param(["x"] * 1000, {"type": "array", "items": {"type": "integer"}}, id="many-bad-items"),
+        pytest.param({}, {"type": "object", "required": [f"r{i}" for i in range(30)]}, id="many-missing-required"),
         pytest.param(
             [i for i in range(1000)],
             {"type": "array", "items": {"type": "integer", "maximum": -1}},
