@@ -731,6 +731,25 @@ def test_hand_written_schema_enforced(arguments: dict[str, Any], problem: str | 
         assert ran == []
 
 
+def test_schema_compiled_once_at_registration(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mcp_auth.server as server_module
+
+    compiled: list[str] = []
+    real = server_module.compile_schema
+
+    def spy(schema: Any, owner: str) -> Any:
+        compiled.append(owner)
+        return real(schema, owner)
+
+    monkeypatch.setattr(server_module, "compile_schema", spy)
+    server = hand_written_server([])
+    assert compiled == ["tool 'count': inputSchema"]
+    call = initialized_call(server)
+    for n in (1, -1, 2):
+        server.dispatch(Request(n, "tools/call", {"name": "count", "arguments": {"n": n}}), call)
+    assert compiled == ["tool 'count': inputSchema"]
+
+
 def test_invalid_argument_message_is_bounded() -> None:
     ran: list[dict[str, Any]] = []
     server = hand_written_server(ran)
@@ -826,9 +845,14 @@ def output_server() -> McpServer:
         pytest.param("explicit", {"ok": True}, 'structuredContent: missing required property "n"', id="tool-result"),
     ],
 )
-def test_structured_output_validated(name: str, arguments: dict[str, Any], problem: str | None) -> None:
+def test_structured_output_validated(
+    name: str, arguments: dict[str, Any], problem: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="mcp_auth.audit")
     server = output_server()
     result = server.dispatch(Request(1, "tools/call", {"name": name, "arguments": arguments}), initialized_call(server))
+    outcomes = [r.audit["outcome"] for r in caplog.records if hasattr(r, "audit")]
+    assert outcomes == ["ok" if problem is None else "invalid_output"]
     if problem is None:
         assert result["structuredContent"] == arguments["value"]
         assert "isError" not in result
