@@ -82,7 +82,7 @@ def denial(client_address: str, step: str, reason: str, token_name: str | None =
 
 
 def tool_call(client_address: str, token_name: str, tool: str, outcome: str) -> None:
-    """A tools/call that reached dispatch, and how it ended (ok, error, denied, invalid_arguments)."""
+    """A tools/call that reached dispatch, and how it ended (ok, error, denied, invalid_arguments, invalid_output)."""
     _emit("tool_call", client=client_address, token=token_name, tool=tool, outcome=outcome)
 
 

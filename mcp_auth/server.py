@@ -46,7 +46,7 @@ from .jsonrpc import (
     Request,
     Response,
 )
-from .schema import JsonSchema, Signature, function_schema, return_schema, validate
+from .schema import CompiledSchema, JsonSchema, SchemaError, Signature, compile_schema, function_schema, return_schema
 from .sessions import Session
 from .tokens import Principal
 from .uritemplate import RefusedValue, UriTemplate
@@ -750,6 +750,8 @@ class _Tool:
     signature: Signature
     definition: dict[str, Any]
     output_schema: JsonSchema | None
+    arguments: CompiledSchema  # built once, at registration
+    output: CompiledSchema | None
 
 
 @dataclass
@@ -777,6 +779,7 @@ class _Prompt:
     fn: Callable[..., Any]
     signature: Signature
     definition: dict[str, Any]
+    arguments: CompiledSchema
 
 
 @dataclass
@@ -802,6 +805,13 @@ def _bounded_strings(value: Any) -> dict[str, str]:
         for key, item in list(value.items())[:MAX_CLIENT_FIELDS]
         if isinstance(key, str) and len(key) <= MAX_CLIENT_STRING and isinstance(item, str)
     }
+
+
+def _compile_object_schema(schema: Any, owner: str) -> CompiledSchema:
+    # MCP says a tool's input and output schemas describe objects.
+    if not isinstance(schema, dict) or schema.get("type") != "object":
+        raise SchemaError(f'{owner}: must be a JSON Schema with "type": "object"')
+    return compile_schema(schema, owner)
 
 
 def _handler_failed(kind: str, name: str, exc: Exception) -> None:
@@ -954,6 +964,10 @@ class McpServer:
             out_schema = output_schema
             if out_schema is None and structured_output is not False:
                 out_schema = return_schema(fn)
+            arguments = _compile_object_schema(schema, f"tool {tool_name!r}: inputSchema")
+            output = (
+                None if out_schema is None else _compile_object_schema(out_schema, f"tool {tool_name!r}: outputSchema")
+            )
             definition: dict[str, Any] = {"name": tool_name, "inputSchema": schema}
             if title:
                 definition["title"] = title
@@ -964,7 +978,7 @@ class McpServer:
             if annotations:
                 definition["annotations"] = annotations
             self._registry.tools[tool_name] = _Tool(
-                tool_name, fn, replace(signature, input_schema=schema), definition, out_schema
+                tool_name, fn, replace(signature, input_schema=schema), definition, out_schema, arguments, output
             )
             self.notify_list_changed("tools")
             return fn
@@ -1036,7 +1050,8 @@ class McpServer:
                 definition["title"] = title
             if description or signature.description:
                 definition["description"] = description or signature.description
-            self._registry.prompts[prompt_name] = _Prompt(prompt_name, fn, signature, definition)
+            validator = compile_schema(signature.input_schema, f"prompt {prompt_name!r}")
+            self._registry.prompts[prompt_name] = _Prompt(prompt_name, fn, signature, definition, validator)
             self.notify_list_changed("prompts")
             return fn
 
@@ -1264,7 +1279,7 @@ class McpServer:
             arguments = {}
         if not isinstance(arguments, dict):
             raise JsonRpcError(INVALID_PARAMS, "tools/call params.arguments must be an object")
-        problems = validate(arguments, tool.signature.input_schema)
+        problems = tool.arguments.problems(arguments)
         if problems:
             audit.tool_call(call.client_address, call.principal.name, name, "invalid_arguments")
             return ToolResult([text_content("Invalid arguments: " + "; ".join(problems))], is_error=True).to_dict()
@@ -1278,6 +1293,14 @@ class McpServer:
             _handler_failed("tool", name, exc)
             audit.tool_call(call.client_address, call.principal.name, name, "error")
             return ToolResult([text_content(f"{type(exc).__name__}: {exc}")], is_error=True).to_dict()
+        if tool.output is not None and "structuredContent" in result and not result.get("isError"):
+            wrong = tool.output.problems(result["structuredContent"], "structuredContent")
+            if wrong:
+                # The tool broke its own published contract: the client gets an error, not bad data.
+                logger.warning("tool %s returned structuredContent that does not match its outputSchema", name)
+                audit.tool_call(call.client_address, call.principal.name, name, "invalid_output")
+                message = "The tool's output does not match its outputSchema: " + "; ".join(wrong)
+                return ToolResult([text_content(message)], is_error=True).to_dict()
         audit.tool_call(call.client_address, call.principal.name, name, "ok")
         return result
 
@@ -1395,7 +1418,7 @@ class McpServer:
         arguments = request.params.get("arguments") or {}
         if not isinstance(arguments, dict):
             raise JsonRpcError(INVALID_PARAMS, "prompts/get params.arguments must be an object")
-        problems = validate(arguments, prompt.signature.input_schema)
+        problems = prompt.arguments.problems(arguments)
         if problems:
             raise JsonRpcError(INVALID_PARAMS, "Invalid prompt arguments: " + "; ".join(problems))
         try:

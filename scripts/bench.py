@@ -51,8 +51,16 @@ throughput" means mcp_auth answered 80 calls for every 100 the SDK answered. On
 a small machine throughput is bounded by the cores the client and the servers
 share; cpu/call shows which server does more work per call.
 
+Argument validation, alone. A micro-benchmark in this process, no server: the
+schema inferred from a typical tool's type hints (five parameters: two strings,
+an optional list of strings, a Literal, an int with a minimum), compiled once
+as registration does, then `problems()` run on a valid and on an invalid
+argument object; microseconds per call (median of 5 batches). This is the cost
+the jsonschema Draft 2020-12 validator adds to every tools/call.
+
     python scripts/bench.py [--calls 2000] [--concurrency 8] [--sessions 300] [--rounds 3]
                             [--warmup 100] [--quick] [--json results.json] [--sdk-stateless]
+                            [--validation-calls 20000] [--validation-only]
 """
 
 from __future__ import annotations
@@ -78,7 +86,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -733,11 +741,69 @@ def print_report(results: dict[str, dict[str, Any]], ratio_table: dict[str, dict
     print("(the SDK runs without auth or access log; mcp_auth checks its token, and under serve audits each call)")
 
 
+# --- argument validation (in this process, no servers) ----------------------------------------
+
+VALIDATION_BATCHES = 5  # the median of five batches steadies the number against a busy machine
+
+
+def typical_tool(
+    title: str,
+    body: str,
+    tags: list[str] | None = None,
+    priority: Literal["low", "high"] = "low",
+    due_in_days: Annotated[int, "days from today"] = 0,
+) -> dict[str, str]:
+    """Store a note (the README's example tool, with one more argument)."""
+    return {"id": "n1", "title": title}
+
+
+def measure_validation(calls: int) -> dict[str, Any]:
+    """Microseconds per `problems()` call on a typical tool's inferred schema, valid and invalid input."""
+    from mcp_auth.schema import compile_schema, function_schema
+    from mcp_auth.server import Context
+
+    schema = function_schema(typical_tool, Context).input_schema
+    schema["properties"]["due_in_days"]["minimum"] = 0  # one numeric bound, as tools often have
+    compile_samples = []
+    for _ in range(20):
+        start = time.perf_counter_ns()
+        validator = compile_schema(schema, "tool 'typical_tool'")
+        compile_samples.append(time.perf_counter_ns() - start)
+    valid = {"title": "Groceries", "body": "milk, eggs, bread", "tags": ["home", "errands"], "priority": "high"}
+    invalid = {"title": "Groceries", "body": 42, "tags": ["home", 7], "priority": "urgent", "due_in_days": -1}
+    if validator.problems(valid) or len(validator.problems(invalid)) != 4:
+        raise BenchError(f"validation gave unexpected answers: {validator.problems(invalid)}")
+    result: dict[str, Any] = {
+        "schema": schema,
+        "calls": calls,
+        "compile_us": statistics.median(compile_samples) / 1000,
+    }
+    for name, arguments in (("valid", valid), ("invalid", invalid)):
+        per_batch = max(1, calls // VALIDATION_BATCHES)
+        samples = []
+        for _ in range(VALIDATION_BATCHES):
+            start = time.perf_counter_ns()
+            for _ in range(per_batch):
+                validator.problems(arguments)
+            samples.append((time.perf_counter_ns() - start) / per_batch)
+        result[f"{name}_us_per_call"] = statistics.median(samples) / 1000
+    return result
+
+
+def print_validation(validation: dict[str, Any]) -> None:
+    print(
+        f"argument validation (jsonschema Draft 2020-12, typical tool, {validation['calls']} calls): "
+        f"{validation['valid_us_per_call']:.1f} us per valid call, "
+        f"{validation['invalid_us_per_call']:.1f} us per invalid call, "
+        f"{validation['compile_us']:.0f} us to compile at registration"
+    )
+
+
 # --- main -----------------------------------------------------------------------------------
 
 PRESETS = {
-    "full": {"calls": 2000, "concurrency": 8, "sessions": 300, "warmup": 100, "rounds": 3},
-    "quick": {"calls": 60, "concurrency": 4, "sessions": 15, "warmup": 10, "rounds": 1},
+    "full": {"calls": 2000, "concurrency": 8, "sessions": 300, "warmup": 100, "rounds": 3, "validation_calls": 20000},
+    "quick": {"calls": 60, "concurrency": 4, "sessions": 15, "warmup": 10, "rounds": 1, "validation_calls": 2000},
 }
 
 
@@ -751,13 +817,15 @@ def parse_options(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small numbers, for CI: 60 calls, 4 threads, 1 round")
     parser.add_argument("--json", type=Path, help="write every number as JSON to this path")
     parser.add_argument("--sdk-stateless", action="store_true", help="run the SDK with stateless_http=True")
+    parser.add_argument("--validation-calls", type=int, help="calls for the argument validation micro-benchmark")
+    parser.add_argument("--validation-only", action="store_true", help="only the validation micro-benchmark")
     options = parser.parse_args(argv)
     preset = PRESETS["quick" if options.quick else "full"]
     for name, default in preset.items():
         if getattr(options, name) is None:
             setattr(options, name, default)
         if getattr(options, name) < (0 if name == "warmup" else 1):
-            parser.error(f"--{name} must be {'>= 0' if name == 'warmup' else 'positive'}")
+            parser.error(f"--{name.replace('_', '-')} must be {'>= 0' if name == 'warmup' else 'positive'}")
     return options
 
 
@@ -822,7 +890,14 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     options = parse_options(argv)
     try:
+        validation = measure_validation(options.validation_calls)
+        if options.validation_only:
+            print_validation(validation)
+            if options.json is not None:
+                options.json.write_text(json.dumps({"ok": True, "validation": validation}, indent=2) + "\n")
+            return 0
         report = run(options)
+        report["validation"] = validation
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         if options.json is not None:
@@ -838,6 +913,7 @@ def main(argv: list[str] | None = None) -> int:
     report["ok"] = not failures
     print_report(servers, report["ratios"])
     print(f"SDK mode: {report['sdk_mode']}")
+    print_validation(validation)
     if options.json is not None:
         options.json.write_text(json.dumps(report, indent=2) + "\n")
     for failure in failures:

@@ -69,3 +69,28 @@ def test_quick_run_measures_every_server(tmp_path: Path) -> None:
             assert _positive(ratios[name]["speedup"]), (key, name)
         assert "vs SDK:" in run.stdout and "per call (median)" in run.stdout
     assert "sdk" not in report["ratios"]
+
+    validation = report["validation"]
+    assert validation["calls"] == 2000  # the --quick preset
+    for name in ("compile_us", "valid_us_per_call", "invalid_us_per_call"):
+        assert _positive(validation[name]), (name, validation)
+    assert validation["schema"]["properties"]["due_in_days"]["minimum"] == 0
+    assert "argument validation (jsonschema Draft 2020-12" in run.stdout
+
+
+def test_validation_only_runs_no_server(tmp_path: Path) -> None:
+    out = tmp_path / "validation.json"
+    run = subprocess.run(
+        [sys.executable, str(BENCH), "--validation-only", "--validation-calls", "500", "--json", str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_SECONDS,
+        stdin=subprocess.DEVNULL,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = json.loads(out.read_text())
+    assert report["ok"] is True and set(report) == {"ok", "validation"}
+    assert report["validation"]["calls"] == 500
+    assert _positive(report["validation"]["valid_us_per_call"])
+    assert "servers:" not in run.stderr

@@ -142,3 +142,28 @@ def test_progress_logging_resources_prompts_and_completion(mode: str) -> None:
     assert note.contents[0].text == "note shopping"
     assert prompt.messages[0].content.text == "Say hello to Ada in a fancy way."
     assert completion.completion.values == ["fancy", "formal"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_invalid_arguments_reach_the_client_as_a_tool_error(mode: str) -> None:
+    """The refusal a real client sees for {"n": -5} against "minimum": 0; the tool never runs."""
+    server = McpServer("validated")
+    ran: list[int] = []
+
+    @server.tool(input_schema={"type": "object", "properties": {"n": {"type": "integer", "minimum": 0}}})
+    def count(n: int = 0) -> str:
+        ran.append(n)
+        return f"counted {n}"
+
+    async def body(client: Client) -> Any:
+        return await client.call_tool("count", {"n": -5}), await client.call_tool("count", {"n": 5})
+
+    with live_server(server) as live:
+        refused, accepted = run_client(live.url, TOKEN, mode, body)
+    assert refused.is_error is True
+    assert [block.text for block in refused.content] == [
+        "Invalid arguments: arguments.n: -5 is less than the minimum of 0"
+    ]
+    assert accepted.is_error is False
+    assert accepted.content[0].text == "counted 5"
+    assert ran == [5]

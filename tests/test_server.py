@@ -609,7 +609,7 @@ def test_cursor_past_the_end_is_an_empty_last_page() -> None:
             "echo",
             {},
             {
-                "content": [{"type": "text", "text": "Invalid arguments: arguments: missing required property 'text'"}],
+                "content": [{"type": "text", "text": 'Invalid arguments: arguments: missing required property "text"'}],
                 "isError": True,
             },
             id="missing-argument-named",
@@ -665,6 +665,211 @@ def test_context_properties(fx: Fixture) -> None:
         "cancelled": False,
     }
     assert call.session.in_flight == {}
+
+
+# --- tools/call: schemas written by hand are enforced, checked at registration -----------------
+
+COUNTER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "$defs": {"tag": {"type": "string", "pattern": "^[a-z]+$", "maxLength": 8}},
+    "properties": {
+        "n": {"type": "integer", "minimum": 0, "maximum": 100},
+        "email": {"type": "string", "format": "email"},
+        "tags": {"type": "array", "items": {"$ref": "#/$defs/tag"}, "uniqueItems": True, "maxItems": 3},
+        "mode": {"oneOf": [{"const": "fast"}, {"const": "safe"}]},
+        "step": {"type": "number", "multipleOf": 0.75},
+    },
+    "required": ["n"],
+    "additionalProperties": False,
+}
+
+
+def hand_written_server(ran: list[dict[str, Any]]) -> McpServer:
+    server = McpServer("hand")
+
+    @server.tool(input_schema=COUNTER_SCHEMA)
+    def count(n: int, email: str = "", tags: list[str] | None = None, mode: str = "fast", step: float = 0) -> str:
+        ran.append({"n": n, "email": email, "tags": tags, "mode": mode})
+        return "counted"
+
+    return server
+
+
+@pytest.mark.parametrize(
+    ("arguments", "problem"),
+    [
+        pytest.param({"n": 0}, None, id="minimal"),
+        pytest.param({"n": 100, "email": "ada@example.org", "tags": ["a", "b"], "mode": "safe"}, None, id="everything"),
+        pytest.param({"n": -5}, "arguments.n: -5 is less than the minimum of 0", id="minimum"),
+        pytest.param({"n": 101}, "arguments.n: 101 is greater than the maximum of 100", id="maximum"),
+        pytest.param({"n": 1, "email": "ada"}, 'arguments.email: "ada" is not a valid email', id="format"),
+        pytest.param(
+            {"n": 1, "tags": ["ok", "NO"]}, 'arguments.tags[1]: "NO" does not match the pattern "^[a-z]+$"', id="ref"
+        ),
+        pytest.param({"n": 1, "tags": ["ab\n"]}, 'arguments.tags[0]: "ab\\n" does not match', id="pattern-newline"),
+        pytest.param({"n": 1, "tags": ["a", "a"]}, "arguments.tags: has repeated items", id="uniqueItems"),
+        pytest.param({"n": 1, "mode": "slow"}, 'arguments.mode: "slow" matches none of the oneOf', id="oneOf"),
+        pytest.param({"n": 1, "x": 1}, 'arguments: unexpected property "x"', id="additionalProperties"),
+        pytest.param({"n": 1, "step": 10**400}, "is not a multiple of 0.75", id="multipleOf-huge-integer"),
+        pytest.param({}, 'arguments: missing required property "n"', id="required"),
+    ],
+)
+def test_hand_written_schema_enforced(arguments: dict[str, Any], problem: str | None) -> None:
+    ran: list[dict[str, Any]] = []
+    server = hand_written_server(ran)
+    result = server.dispatch(
+        Request(1, "tools/call", {"name": "count", "arguments": arguments}), initialized_call(server)
+    )
+    if problem is None:
+        assert result == {"content": [{"type": "text", "text": "counted"}]}
+        assert len(ran) == 1
+    else:
+        assert result["isError"] is True
+        (block,) = result["content"]
+        assert block["text"].startswith("Invalid arguments: ")
+        assert problem in block["text"]
+        assert ran == []
+
+
+def test_schema_compiled_once_at_registration(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mcp_auth.server as server_module
+
+    compiled: list[str] = []
+    real = server_module.compile_schema
+
+    def spy(schema: Any, owner: str) -> Any:
+        compiled.append(owner)
+        return real(schema, owner)
+
+    monkeypatch.setattr(server_module, "compile_schema", spy)
+    server = hand_written_server([])
+    assert compiled == ["tool 'count': inputSchema"]
+    call = initialized_call(server)
+    for n in (1, -1, 2):
+        server.dispatch(Request(n, "tools/call", {"name": "count", "arguments": {"n": n}}), call)
+    assert compiled == ["tool 'count': inputSchema"]
+
+
+def test_invalid_argument_message_is_bounded() -> None:
+    ran: list[dict[str, Any]] = []
+    server = hand_written_server(ran)
+    arguments = {"n": 1, "tags": ["x" * 1_000_000], "y" * 100_000: 1}
+    result = server.dispatch(
+        Request(1, "tools/call", {"name": "count", "arguments": arguments}), initialized_call(server)
+    )
+    assert result["isError"] is True
+    assert len(result["content"][0]["text"]) < 1000
+    assert ran == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        pytest.param(
+            {"input_schema": {"type": "object", "properties": {"n": {"minimum": "0"}}}},
+            "tool 'bad': inputSchema: not a valid JSON Schema 2020-12 at #/properties/n/minimum",
+            id="meta-schema",
+        ),
+        pytest.param(
+            {"input_schema": {"type": "object", "properties": {"n": {"minimun": 0}}}},
+            "tool 'bad': inputSchema: the schema cannot be enforced as written: #/properties/n/minimun",
+            id="typo-keyword",
+        ),
+        pytest.param(
+            {"input_schema": {"type": "object", "properties": {"n": {"$ref": "https://example.org/n.json"}}}},
+            "tool 'bad': inputSchema: the schema cannot be enforced as written: #/properties/n/$ref",
+            id="remote-ref",
+        ),
+        pytest.param(
+            {"input_schema": {"type": "object", "properties": {"n": {"$ref": "#/$defs/n"}}}},
+            '$ref "#/$defs/n" does not resolve',
+            id="dangling-ref",
+        ),
+        pytest.param(
+            {"input_schema": {"type": "object", "properties": {"card": {"format": "credit-card"}}}},
+            'format "credit-card" cannot be checked',
+            id="unknown-format",
+        ),
+        pytest.param({"input_schema": {"properties": {}}}, "tool 'bad': inputSchema: must be", id="not-type-object"),
+        pytest.param({"input_schema": {"type": "array"}}, 'with "type": "object"', id="type-array"),
+        pytest.param(
+            {"output_schema": {"type": "object", "properties": {"n": {"type": "int"}}}},
+            "tool 'bad': outputSchema: not a valid JSON Schema 2020-12 at #/properties/n/type",
+            id="output-schema",
+        ),
+    ],
+)
+def test_bad_schema_refused_at_decoration_naming_the_tool(kwargs: dict[str, Any], fragment: str) -> None:
+    server = McpServer("s")
+    with pytest.raises(ValueError, match=r"tool 'bad'") as caught:
+
+        @server.tool(name="bad", **kwargs)
+        def tool(n: int = 0) -> dict[str, int]:
+            return {"n": n}
+
+    assert fragment in str(caught.value)
+    listed = server.dispatch(Request(1, "tools/list", {}), initialized_call(server))
+    assert listed["tools"] == []  # nothing half-registered
+
+
+class Count(TypedDict):
+    n: int
+
+
+def output_server() -> McpServer:
+    server = McpServer("out")
+
+    @server.tool()
+    def typed(value: Any) -> Count:
+        return value  # type: ignore[no-any-return]
+
+    @server.tool(output_schema={"type": "object", "properties": {"n": {"type": "integer", "minimum": 0}}})
+    def by_hand(value: Any) -> dict[str, Any]:
+        return value  # type: ignore[no-any-return]
+
+    @server.tool(output_schema={"type": "object", "required": ["n"]})
+    def explicit(ok: bool) -> ToolResult:
+        return ToolResult([text_content("x")], structured={}, is_error=not ok)
+
+    return server
+
+
+@pytest.mark.parametrize(
+    ("name", "arguments", "problem"),
+    [
+        pytest.param("typed", {"value": {"n": 1}}, None, id="typed-ok"),
+        pytest.param("typed", {"value": {"n": "1"}}, "structuredContent.n: expected integer, got string", id="typed"),
+        pytest.param("typed", {"value": {}}, 'structuredContent: missing required property "n"', id="typed-missing"),
+        pytest.param("by_hand", {"value": {"n": 0}}, None, id="by-hand-ok"),
+        pytest.param("by_hand", {"value": {"n": -1}}, "structuredContent.n: -1 is less than the minimum", id="by-hand"),
+        pytest.param("explicit", {"ok": True}, 'structuredContent: missing required property "n"', id="tool-result"),
+    ],
+)
+def test_structured_output_validated(
+    name: str, arguments: dict[str, Any], problem: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="mcp_auth.audit")
+    server = output_server()
+    result = server.dispatch(Request(1, "tools/call", {"name": name, "arguments": arguments}), initialized_call(server))
+    outcomes = [r.audit["outcome"] for r in caplog.records if hasattr(r, "audit")]
+    assert outcomes == ["ok" if problem is None else "invalid_output"]
+    if problem is None:
+        assert result["structuredContent"] == arguments["value"]
+        assert "isError" not in result
+    else:
+        assert result["isError"] is True
+        assert "structuredContent" not in result  # the client never gets data that breaks the contract
+        text = result["content"][0]["text"]
+        assert text.startswith("The tool's output does not match its outputSchema: ")
+        assert problem in text
+
+
+def test_error_result_output_is_not_validated() -> None:
+    server = output_server()
+    result = server.dispatch(
+        Request(1, "tools/call", {"name": "explicit", "arguments": {"ok": False}}), initialized_call(server)
+    )
+    assert result == {"content": [{"type": "text", "text": "x"}], "structuredContent": {}, "isError": True}
 
 
 # --- Context: progress and logging ---------------------------------------------------------
@@ -1001,12 +1206,12 @@ def test_prompts_get(fx: Fixture, params: dict[str, Any], expected: dict[str, An
     ("params", "code", "fragment"),
     [
         pytest.param(
-            {"name": "review"}, INVALID_PARAMS, "missing required property 'code'", id="missing-required-no-arguments"
+            {"name": "review"}, INVALID_PARAMS, 'missing required property "code"', id="missing-required-no-arguments"
         ),
         pytest.param(
             {"name": "review", "arguments": {"language": "go"}},
             INVALID_PARAMS,
-            "missing required property 'code'",
+            'missing required property "code"',
             id="missing-required",
         ),
         pytest.param(
