@@ -119,8 +119,10 @@ class HttpTransport:
         keepalive_seconds: float = KEEPALIVE_SECONDS,
         max_streams: int = DEFAULT_MAX_STREAMS,
         body_deadline_seconds: float = BODY_DEADLINE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.keepalive_seconds = keepalive_seconds
+        self._clock = clock  # monotonic seconds, for the body deadline; injectable for tests
         self.body_deadline_seconds = body_deadline_seconds
         self.server = server
         self.sessions = sessions
@@ -188,16 +190,15 @@ class HttpTransport:
             return body
         return b""
 
-    @staticmethod
-    def _read_exactly(stream: Any, length: int, deadline_seconds: float) -> bytes:
+    def _read_exactly(self, stream: Any, length: int, deadline_seconds: float) -> bytes:
         chunks = []
         remaining = length
-        deadline = time.monotonic() + deadline_seconds
+        deadline = self._clock() + deadline_seconds
         # read1 returns what one socket read brought, so the deadline is checked between
         # reads; plain read(n) would block until all n bytes arrived, however slowly.
         read = getattr(stream, "read1", stream.read)
         while remaining > 0:
-            if time.monotonic() > deadline:
+            if self._clock() > deadline:
                 raise BadRequest(f"The request body was not sent within {deadline_seconds:g} seconds")
             try:
                 chunk = read(min(remaining, 65536))
