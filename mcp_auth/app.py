@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -54,7 +55,11 @@ class McpAuthApp:
         config: Config,
         auth: AuthSetup | None = None,
         environ: Mapping[str, str] | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`clock` (monotonic seconds) times session idleness, stream retention, socket
+        idleness and body deadlines; tests pass one they advance by hand."""
         if auth is None:
             auth, warnings = open_token_source(config, environ)
             for warning in warnings:
@@ -63,7 +68,7 @@ class McpAuthApp:
         self.config = config
         self.auth = auth
         self.guard = Guard(config, auth)
-        self.sessions = SessionStore()
+        self.sessions = SessionStore(clock=clock)
         self.shutdown_event = threading.Event()
         self.http = HttpTransport(
             server,
@@ -72,6 +77,7 @@ class McpAuthApp:
             config.max_body_bytes,
             self.shutdown_event,
             max_streams=config.max_streams,
+            clock=clock,
         )
         self.websocket = WebSocketTransport(
             server,
@@ -82,6 +88,7 @@ class McpAuthApp:
             idle_timeout=config.websocket_idle_timeout,
             shutdown=self.shutdown_event,
             max_calls=config.max_streams,
+            clock=clock,
         )
 
     def close(self) -> None:

@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from werkzeug.http import parse_accept_header, parse_options_header
+
 from .capacity import Capacity, Slot, principal_key
 from .config import DEFAULT_MAX_STREAMS
 from .guard import Admission
@@ -46,7 +48,15 @@ from .refusals import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from .server import RESUMABLE_SINCE, SUPPORTED_PROTOCOL_VERSIONS, Call, McpServer, PrincipalRevoked, ScopeDenied
+from .server import (
+    RESUMABLE_SINCE,
+    SUPPORTED_PROTOCOL_VERSIONS,
+    Call,
+    McpServer,
+    PrincipalRevoked,
+    ScopeDenied,
+    protocol_at_least,
+)
 from .sessions import Session, SessionStore
 from .streams import EventStream, encode_event, parse_event_id, priming_event
 
@@ -77,18 +87,15 @@ StartResponse = Callable[..., Callable[[bytes], Any]]
 _SSE_HEADERS = [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")]
 
 
-def _media_types(header: str | None) -> set[str]:
-    """Media types in an Accept or Content-Type header, lowercased, without parameters; q=0 entries dropped."""
-    found = set()
-    for part in (header or "").split(","):
-        media, _, params = part.partition(";")
-        media = media.strip().lower()
-        if not media:
-            continue
-        if any(p.strip().replace(" ", "") in ("q=0", "q=0.0", "q=0.00", "q=0.000") for p in params.split(";")):
-            continue
-        found.add(media)
-    return found
+def _media_type(content_type: str | None) -> str:
+    """The media type of a Content-Type header, lowercased, without parameters ("" when absent)."""
+    return parse_options_header(content_type)[0].lower()
+
+
+def _acceptable(accept: str | None) -> set[str]:
+    """The media types an Accept header lists, lowercased, without parameters; those weighted q=0
+    (not acceptable) left out. Matched by media type only: parameters never make a type unacceptable."""
+    return {parse_options_header(value)[0].lower() for value, quality in parse_accept_header(accept) if quality > 0}
 
 
 def _accepts(accepted: set[str], media_type: str) -> bool:
@@ -119,8 +126,10 @@ class HttpTransport:
         keepalive_seconds: float = KEEPALIVE_SECONDS,
         max_streams: int = DEFAULT_MAX_STREAMS,
         body_deadline_seconds: float = BODY_DEADLINE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.keepalive_seconds = keepalive_seconds
+        self._clock = clock  # monotonic seconds, for the body deadline; injectable for tests
         self.body_deadline_seconds = body_deadline_seconds
         self.server = server
         self.sessions = sessions
@@ -188,16 +197,15 @@ class HttpTransport:
             return body
         return b""
 
-    @staticmethod
-    def _read_exactly(stream: Any, length: int, deadline_seconds: float) -> bytes:
+    def _read_exactly(self, stream: Any, length: int, deadline_seconds: float) -> bytes:
         chunks = []
         remaining = length
-        deadline = time.monotonic() + deadline_seconds
+        deadline = self._clock() + deadline_seconds
         # read1 returns what one socket read brought, so the deadline is checked between
         # reads; plain read(n) would block until all n bytes arrived, however slowly.
         read = getattr(stream, "read1", stream.read)
         while remaining > 0:
-            if time.monotonic() > deadline:
+            if self._clock() > deadline:
                 raise BadRequest(f"The request body was not sent within {deadline_seconds:g} seconds")
             try:
                 chunk = read(min(remaining, 65536))
@@ -226,9 +234,9 @@ class HttpTransport:
     # --- POST: one JSON-RPC message -------------------------------------------------
 
     def _post(self, environ: dict[str, Any], start_response: StartResponse, admission: Admission) -> Any:
-        if "application/json" not in _media_types(environ.get("CONTENT_TYPE")):
+        if _media_type(environ.get("CONTENT_TYPE")) != "application/json":
             raise UnsupportedMediaType("Content-Type must be application/json")
-        accepted = _media_types(environ.get("HTTP_ACCEPT"))
+        accepted = _acceptable(environ.get("HTTP_ACCEPT"))
         if not (_accepts(accepted, "application/json") and _accepts(accepted, "text/event-stream")):
             raise NotAcceptable("The Accept header must list both application/json and text/event-stream")
         self._check_protocol_version(environ)
@@ -390,7 +398,7 @@ class HttpTransport:
             )
 
         # The priming event (an id, empty data) tells 2025-11-25 clients they may resume.
-        if prime and (session.protocol_version or "") >= RESUMABLE_SINCE:
+        if prime and protocol_at_least(session.protocol_version, RESUMABLE_SINCE):
             yield priming_event(stream.stream_id, after)
         else:
             yield b": stream open\n\n"  # sends the head now, not at the first event
@@ -409,7 +417,7 @@ class HttpTransport:
     # --- GET: the session's standalone stream, or resuming a stream ------------------
 
     def _get(self, environ: dict[str, Any], start_response: StartResponse, admission: Admission) -> Any:
-        if not _accepts(_media_types(environ.get("HTTP_ACCEPT")), "text/event-stream"):
+        if not _accepts(_acceptable(environ.get("HTTP_ACCEPT")), "text/event-stream"):
             raise NotAcceptable("GET on the MCP endpoint opens an event stream: send Accept: text/event-stream")
         self._check_protocol_version(environ)
         session = self._session(environ, admission)

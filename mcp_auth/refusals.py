@@ -4,7 +4,8 @@ Every way mcp_auth says "no" is one of these classes. Raising one anywhere in
 the request path ends the request with exactly that status, body and headers;
 the WSGI app turns it into a response in one place (`Refusal.__call__`), so a
 refusal can never be half-written. Each refusal also carries the audit facts
-(pipeline step and reason) and the WebSocket close code it maps to.
+(pipeline step and reason). A refused WebSocket upgrade gets the same plain
+HTTP answer before any 101, so a refusal has no close code.
 
 The message is for an honest client: it says what to fix. It never contains
 anything the client sent that could be secret.
@@ -44,7 +45,6 @@ class Refusal(Exception):
     reason_phrase = "Bad Request"
     error = "bad_request"
     step = "transport"
-    ws_close_code = 1008  # policy violation
     jsonrpc_code = INVALID_REQUEST
 
     def __init__(self, message: str, *, headers: Iterable[tuple[str, str]] = ()) -> None:
@@ -92,7 +92,6 @@ class OriginNotAllowed(Refusal):
 
 class RateLimited(Refusal):
     status, reason_phrase, error, step = 429, "Too Many Requests", "rate_limited", "rate_limit"
-    ws_close_code = 1013  # try again later
     jsonrpc_code = RATE_LIMITED_CODE
 
     def __init__(self, retry_after: int) -> None:
@@ -119,7 +118,6 @@ class Unauthorized(Refusal):
     """The one 401. Its bytes never depend on what the client sent."""
 
     status, reason_phrase, error, step = 401, "Unauthorized", "unauthorized", "bearer_token"
-    ws_close_code = 4401
     jsonrpc_code = UNAUTHORIZED_CODE
 
     def __init__(self, reason: str, hint: str | None = None) -> None:
@@ -210,7 +208,6 @@ class NotAcceptable(TransportRefusal):
 
 class PayloadTooLarge(TransportRefusal):
     status, reason_phrase, error = 413, "Content Too Large", "payload_too_large"
-    ws_close_code = 1009
 
 
 class UnsupportedMediaType(TransportRefusal):
@@ -219,4 +216,3 @@ class UnsupportedMediaType(TransportRefusal):
 
 class ServiceUnavailable(TransportRefusal):
     status, reason_phrase, error = 503, "Service Unavailable", "unavailable"
-    ws_close_code = 1013

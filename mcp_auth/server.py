@@ -59,8 +59,22 @@ SUPPORTED_PROTOCOL_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26")
 LATEST_PROTOCOL_VERSION = SUPPORTED_PROTOCOL_VERSIONS[0]
 # Streams are resumable (priming events, Last-Event-ID) for sessions of this revision on.
 RESUMABLE_SINCE = "2025-11-25"
-# The version a request without MCP-Protocol-Version is taken to speak (spec).
-DEFAULT_NEGOTIATED_VERSION = "2025-03-26"
+
+
+def protocol_at_least(version: str | None, revision: str) -> bool:
+    """Whether a session speaking `version` has what MCP revision `revision` added.
+
+    Revisions are ordered by their place in SUPPORTED_PROTOCOL_VERSIONS, never as
+    strings. A version that is not one of them (None before initialize) has
+    nothing a later revision added; asking about an unknown revision is a bug.
+    """
+    if revision not in SUPPORTED_PROTOCOL_VERSIONS:
+        raise ValueError(f"unknown MCP revision {revision!r}")
+    if version not in SUPPORTED_PROTOCOL_VERSIONS:
+        return False
+    # Newest first: a smaller index is a later revision.
+    return SUPPORTED_PROTOCOL_VERSIONS.index(version) <= SUPPORTED_PROTOCOL_VERSIONS.index(revision)
+
 
 # Items per page of the list methods: small enough to keep responses small,
 # large enough that ordinary servers answer in one page.
@@ -191,7 +205,7 @@ class _CallContext:
 
     def _close_stream(self) -> None:
         # A client of an older revision got no priming event, so it could not resume: keep the stream.
-        if (self._call.session.protocol_version or "") < RESUMABLE_SINCE:
+        if not protocol_at_least(self._call.session.protocol_version, RESUMABLE_SINCE):
             return
         detach = getattr(self._call.channel, "detach", None)
         if detach is not None:

@@ -16,7 +16,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,7 +68,8 @@ class Session:
     client_capabilities: dict[str, Any] = field(default_factory=dict)
     initialized: bool = False
     log_level: str | None = None
-    last_used: float = field(default_factory=time.monotonic)
+    # Set from `clock` when the session is made; the store compares it with its idle time.
+    last_used: float = field(init=False)
     # Requests now running, by id, so notifications/cancelled can reach them.
     in_flight: dict[Any, threading.Event] = field(default_factory=dict)
     # Server-to-client messages outside any request: the standalone GET stream.
@@ -86,6 +87,11 @@ class Session:
     lock: threading.Lock = field(default_factory=threading.Lock)
     _request_ids: Iterator[int] = field(default_factory=itertools.count)
     _stream_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    # Where "now" comes from (monotonic seconds): idleness and stream retention. Tests pass their own.
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+
+    def __post_init__(self) -> None:
+        self.last_used = self.clock()
 
     def new_stream(self) -> EventStream:
         """A resumable answer stream for one request.
@@ -95,9 +101,9 @@ class Session:
         bounded by the transport's budget of streaming calls).
         """
         with self.lock:
-            stream = EventStream(f"p{next(self._stream_ids)}")
+            stream = EventStream(f"p{next(self._stream_ids)}", clock=self.clock)
             self.streams[stream.stream_id] = stream
-            now = time.monotonic()
+            now = self.clock()
             finished = [s for s in self.streams.values() if s.finished_at is not None]
             excess = len(self.streams) - MAX_RESUMABLE_STREAMS
             for old in finished:
@@ -143,7 +149,7 @@ class Session:
         return True
 
     def touch(self) -> None:
-        self.last_used = time.monotonic()
+        self.last_used = self.clock()
 
     def close(self) -> None:
         """Mark the session ended and wake its stream readers so they end too."""
@@ -176,6 +182,7 @@ class SessionStore:
         max_sessions: int = MAX_SESSIONS,
         idle_seconds: float = SESSION_IDLE_SECONDS,
         max_per_principal: int = MAX_SESSIONS_PER_PRINCIPAL,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sessions: dict[str, Session] = {}
         # The places sessions take, counted by the same mechanism as sockets and
@@ -186,7 +193,9 @@ class SessionStore:
         self.max_sessions = max_sessions
         self.idle_seconds = idle_seconds
         self.max_per_principal = max_per_principal
-        self._last_sweep = time.monotonic()
+        # Monotonic seconds for idle expiry and sweeps (and the sessions' streams); injectable for tests.
+        self._clock = clock
+        self._last_sweep = clock()
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -198,13 +207,13 @@ class SessionStore:
         instead: one token in a loop cannot crowd out the others.
         """
         with self._lock:
-            if time.monotonic() - self._last_sweep > SWEEP_INTERVAL_SECONDS:
+            if self._clock() - self._last_sweep > SWEEP_INTERVAL_SECONDS:
                 self._expire_locked()
             place = self._take_place_locked(principal)
             if place is None:
                 return None
             session_id = secrets.token_urlsafe(SESSION_ID_BYTES)
-            session = Session(principal=principal, session_id=session_id)
+            session = Session(principal=principal, session_id=session_id, clock=self._clock)
             self._sessions[session_id] = session
             self._places[session_id] = place
             return session
@@ -233,7 +242,7 @@ class SessionStore:
             session = self._sessions.get(session_id)
             if session is None:
                 return None
-            if self._idle(session, time.monotonic()):
+            if self._idle(session, self._clock()):
                 self._drop_locked(session_id)
                 return None
         if not same_principal(session.principal, principal):
@@ -264,7 +273,7 @@ class SessionStore:
         return now - session.last_used > self.idle_seconds and not session.in_flight
 
     def _expire_locked(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         self._last_sweep = now
         for session_id, session in list(self._sessions.items()):
             if self._idle(session, now):

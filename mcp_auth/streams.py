@@ -55,8 +55,11 @@ def priming_event(stream_id: str, position: int = 0) -> bytes:
 class EventStream:
     """The events of one SSE stream; also the Channel its handler sends through."""
 
-    def __init__(self, stream_id: str, max_events: int = MAX_EVENTS_PER_STREAM) -> None:
+    def __init__(
+        self, stream_id: str, max_events: int = MAX_EVENTS_PER_STREAM, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.stream_id = stream_id
+        self._clock = clock  # monotonic seconds, for finished_at (the session's retention)
         self._events: collections.deque[tuple[int, dict[str, Any]]] = collections.deque(maxlen=max_events)
         self._next_sequence = 1
         self._condition = threading.Condition()
@@ -65,7 +68,7 @@ class EventStream:
         self._detach_points: list[int] = []
         self._detach_base = 0  # detachments dropped from the front of _detach_points
         self.finished = False
-        self.finished_at: float | None = None  # monotonic time of the final response
+        self.finished_at: float | None = None  # clock time of the final response
         self.refusal: BaseException | None = None
         # The highest sequence a reader has taken; a new reader without Last-Event-ID starts after it.
         self.delivered = 0
@@ -87,7 +90,7 @@ class EventStream:
             self._events.append((self._next_sequence, message))
             self._next_sequence += 1
             self.finished = True
-            self.finished_at = time.monotonic()
+            self.finished_at = self._clock()
             self._condition.notify_all()
 
     def refuse(self, refusal: BaseException) -> None:
@@ -95,7 +98,7 @@ class EventStream:
         with self._condition:
             self.refusal = refusal
             self.finished = True
-            self.finished_at = time.monotonic()
+            self.finished_at = self._clock()
             self._condition.notify_all()
 
     def detach(self) -> None:

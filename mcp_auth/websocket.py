@@ -144,8 +144,11 @@ class WebSocketTransport:
         idle_timeout: float,
         shutdown: threading.Event,
         max_calls: int = DEFAULT_MAX_STREAMS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.server = server
+        # Monotonic seconds for the idle timeout (and the sockets' sessions); injectable for tests.
+        self._clock = clock
         self.principal_is_current = principal_is_current
         self.max_message_bytes = max_message_bytes
         self.ping_interval = ping_interval
@@ -205,13 +208,13 @@ class WebSocketTransport:
             raise BadRequest("WebSocket is not available under this WSGI server; use the built-in server or gunicorn")
 
     def _serve(self, ws: Server, channel: _SocketChannel, admission: Admission) -> None:
-        session = Session(principal=admission.principal, outbound=channel)
+        session = Session(principal=admission.principal, outbound=channel, clock=self._clock)
         call = Call(session, admission.principal, channel, str(admission.client_address), self.principal_is_current)
         # One key for the whole socket: the bound is per socket, not per token.
         in_flight = Capacity(
             "requests in flight", MAX_CONCURRENT_REQUESTS, MAX_CONCURRENT_REQUESTS, scope="on this socket"
         )
-        last_activity = time.monotonic()
+        last_activity = self._clock()
         try:
             while not self.shutdown.is_set():
                 try:
@@ -227,12 +230,12 @@ class WebSocketTransport:
                         self._revoked(channel, call)
                         return
                     if session.in_flight:
-                        last_activity = time.monotonic()  # a long call is not idleness
-                    elif time.monotonic() - last_activity >= self.idle_timeout:
+                        last_activity = self._clock()  # a long call is not idleness
+                    elif self._clock() - last_activity >= self.idle_timeout:
                         channel.close(CLOSE_NORMAL, "idle timeout")
                         return
                     continue
-                last_activity = time.monotonic()
+                last_activity = self._clock()
                 if isinstance(data, (bytes, bytearray)):
                     channel.close(CLOSE_UNSUPPORTED_DATA, "binary frames are not supported: send JSON-RPC as text")
                     return

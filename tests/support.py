@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,13 +40,36 @@ class Live:
         return f"http://{host}:{self.port}/mcp"
 
 
+class ManualClock:
+    """A monotonic clock that moves only when a test says so: timers are tested without sleeping."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self._now = start
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self._now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._now += seconds
+
+
 @contextmanager
-def live_server(server: McpServer | None = None, *, host: str = "127.0.0.1", **settings: Any) -> Iterator[Live]:
-    """Serve `server` (default: diagnostics) on host:0 in a thread; always stopped."""
+def live_server(
+    server: McpServer | None = None,
+    *,
+    host: str = "127.0.0.1",
+    clock: Callable[[], float] = time.monotonic,
+    **settings: Any,
+) -> Iterator[Live]:
+    """Serve `server` (default: diagnostics) on host:0 in a thread; always stopped.
+    `clock` times sessions, streams, socket idleness and body deadlines (a ManualClock in timer tests)."""
     if "no_auth" not in settings and "tokens_file" not in settings and "token_file" not in settings:
         settings.setdefault("token", TOKEN)
     config = Config(host=host, port=0, **settings)
-    app = McpAuthApp(server or build_diagnostics(), config)
+    app = McpAuthApp(server or build_diagnostics(), config, clock=clock)
     embedded = EmbeddedServer(app, host, 0)
     thread = threading.Thread(target=embedded.serve_forever, daemon=True)
     thread.start()

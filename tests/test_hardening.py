@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import TOKEN, initialize_body, live_server, open_session, request, rpc
+from support import TOKEN, ManualClock, initialize_body, live_server, open_session, request, rpc
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from ws_client import ws_url
@@ -21,10 +21,17 @@ from ws_client import ws_url
 from mcp_auth import Config, ConfigError, Context, McpServer
 from mcp_auth.config import AuthSetup
 from mcp_auth.guard import Guard
+from mcp_auth.http import BODY_DEADLINE_SECONDS
 from mcp_auth.jsonrpc import INVALID_PARAMS, Request
 from mcp_auth.refusals import IpNotAllowed
 from mcp_auth.server import MAX_URI_LENGTH, Call
-from mcp_auth.sessions import Session, SessionStore
+from mcp_auth.sessions import (
+    SESSION_IDLE_SECONDS,
+    STREAM_RETENTION_SECONDS,
+    SWEEP_INTERVAL_SECONDS,
+    Session,
+    SessionStore,
+)
 from mcp_auth.tokens import ANONYMOUS, Principal, StaticToken, add_token, revoke_token
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -122,6 +129,60 @@ def test_subscriptions_are_bounded_per_session() -> None:
 # --- sessions --------------------------------------------------------------------------------
 
 
+def test_an_idle_session_is_forgotten_and_a_used_one_is_not() -> None:
+    clock = ManualClock()
+    store = SessionStore(idle_seconds=100, clock=clock)
+    used, idle = store.create(ANONYMOUS), store.create(ANONYMOUS)
+    assert used is not None and idle is not None and used.session_id and idle.session_id
+    clock.advance(60)
+    assert store.get(used.session_id, ANONYMOUS) is used  # touched: its idle time starts again
+    clock.advance(60)
+    assert store.get(idle.session_id, ANONYMOUS) is None  # 120 s unused: gone, and closed
+    assert idle.closed.is_set()
+    assert store.get(used.session_id, ANONYMOUS) is used
+    clock.advance(1000)
+    assert store.get(used.session_id, ANONYMOUS) is None
+
+
+def test_a_session_with_a_call_running_is_not_idle() -> None:
+    clock = ManualClock()
+    store = SessionStore(idle_seconds=100, clock=clock)
+    session = store.create(ANONYMOUS)
+    assert session is not None and session.session_id
+    session.in_flight[1] = threading.Event()
+    clock.advance(10_000)
+    assert store.get(session.session_id, ANONYMOUS) is session
+
+
+def test_idle_sessions_are_swept_when_new_ones_are_made() -> None:
+    clock = ManualClock()
+    store = SessionStore(idle_seconds=100, clock=clock)
+    for _ in range(5):
+        store.create(ANONYMOUS)
+    clock.advance(SWEEP_INTERVAL_SECONDS / 2)
+    store.create(ANONYMOUS)
+    assert len(store) == 6  # within the sweep interval nothing is looked at
+    clock.advance(SWEEP_INTERVAL_SECONDS + 100)
+    store.create(ANONYMOUS)
+    assert len(store) == 1  # the sweep forgot the six idle ones; only the new one is left
+
+
+def test_finished_streams_are_kept_for_resumption_within_a_time() -> None:
+    clock = ManualClock()
+    session = Session(principal=ANONYMOUS, clock=clock)
+    finished, running = session.new_stream(), session.new_stream()
+    finished.finish({"jsonrpc": "2.0", "id": 1, "result": {}})
+    clock.advance(STREAM_RETENTION_SECONDS - 1)
+    session.new_stream()
+    assert session.find_stream(finished.stream_id) is finished  # still within the retention time
+    clock.advance(2)
+    session.new_stream()
+    assert session.find_stream(finished.stream_id) is None  # past it: dropped at the next new stream
+    clock.advance(10 * STREAM_RETENTION_SECONDS)
+    session.new_stream()
+    assert session.find_stream(running.stream_id) is running  # a stream whose handler runs is never dropped
+
+
 def test_one_principal_cannot_crowd_out_the_others() -> None:
     store = SessionStore(max_sessions=10, max_per_principal=3)
     greedy = Principal("greedy", None, "a" * 64)
@@ -217,8 +278,8 @@ def test_past_the_stream_bound_a_streaming_call_is_503_not_lost() -> None:
 
 
 def test_a_body_that_trickles_in_is_refused() -> None:
-    with live_server() as live:
-        live.app.http.body_deadline_seconds = 0.5
+    clock = ManualClock()
+    with live_server(clock=clock) as live:
         body = json.dumps(initialize_body()).encode()
         head = (
             f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
@@ -227,13 +288,16 @@ def test_a_body_that_trickles_in_is_refused() -> None:
         ).encode()
         with socket.create_connection(("127.0.0.1", live.port)) as sock:
             sock.sendall(head)
-            for byte in body:  # one byte every 0.1 s: the whole body would take many seconds
-                if select.select([sock], [], [], 0.1)[0]:
+            sent = 0
+            for byte in body:  # one byte per deadline, by the server's clock
+                if select.select([sock], [], [], 0.05)[0]:
                     break  # the server answered
                 try:
                     sock.sendall(bytes([byte]))
                 except OSError:
                     break
+                sent += 1
+                clock.advance(BODY_DEADLINE_SECONDS + 1)
             sock.settimeout(30)
             answer = b""
             try:
@@ -243,6 +307,7 @@ def test_a_body_that_trickles_in_is_refused() -> None:
                 pass
         assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
         assert b"not sent within" in answer
+        assert sent < len(body)
 
 
 def test_a_tool_raising_system_exit_answers_instead_of_hanging() -> None:
@@ -308,7 +373,7 @@ def test_a_revoked_socket_is_closed_without_sending_anything(tmp_path: Path) -> 
 # --- second review: slots, drains, streams ------------------------------------------------------
 
 
-def _streaming_server(release: threading.Event) -> McpServer:
+def _streaming_server(release: threading.Event, clock: ManualClock | None = None) -> McpServer:
     server = McpServer("streams")
 
     @server.tool()
@@ -326,10 +391,11 @@ def _streaming_server(release: threading.Event) -> McpServer:
 
     @server.tool()
     def tick(count: int, ctx: Context) -> str:
-        """Sends a log message every 0.2 s."""
+        """Sends a log message, then moves the server's clock on by most of the idle time, `count` times."""
         for n in range(count):
             ctx.info(f"tick {n}")
-            time.sleep(0.2)
+            if clock is not None:
+                clock.advance(SESSION_IDLE_SECONDS * 0.9)
         return "ticked"
 
     return server
@@ -354,6 +420,7 @@ def test_streaming_calls_give_their_slot_back_with_the_real_client() -> None:
 
 def test_a_handler_that_outlives_its_stream_keeps_its_slot() -> None:
     release = threading.Event()
+    before = set(threading.enumerate())
     with live_server(_streaming_server(release), max_streams=4) as live:  # 2 per token
         session_id = open_session(live.port)
         for request_id in (1, 2):
@@ -361,12 +428,11 @@ def test_a_handler_that_outlives_its_stream_keeps_its_slot() -> None:
             assert first.status == 200  # the stream was closed at once; the handler runs on
         assert rpc(live.port, session_id, "tools/call", {"name": "detach_and_wait"}, request_id=3).status == 503
         release.set()
-        for _ in range(300):  # bounded wait for the handlers to end
-            if rpc(live.port, session_id, "tools/call", {"name": "chatty"}, request_id=4).status == 200:
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail("the handlers' slots never came back")
+        # The handler threads give their slots back before they end: wait for them, not for time.
+        for thread in set(threading.enumerate()) - before:
+            if thread.name == "mcp-call-tools/call":
+                thread.join(timeout=30)
+        assert rpc(live.port, session_id, "tools/call", {"name": "chatty"}, request_id=4).status == 200
 
 
 def test_a_running_stream_is_never_evicted_for_newer_ones() -> None:
@@ -440,6 +506,8 @@ def test_after_the_answer_a_trickling_client_is_cut_off() -> None:
 
 
 def test_a_trickled_chunked_body_is_cut_off() -> None:
+    """A chunked body is read a whole buffer at a time, so the built-in server's connection
+    deadline (real time, set from body_deadline_seconds) is what ends it: a test about time."""
     with live_server() as live, socket.create_connection(("127.0.0.1", live.port)) as sock:
         live.app.http.body_deadline_seconds = 0.5
         sock.sendall(
@@ -462,9 +530,13 @@ def test_a_trickled_chunked_body_is_cut_off() -> None:
 
 
 def test_a_session_that_is_being_sent_events_is_not_idle() -> None:
-    with live_server(_streaming_server(threading.Event())) as live:
-        live.app.sessions.idle_seconds = 0.5
+    clock = ManualClock()
+    with live_server(_streaming_server(threading.Event(), clock), clock=clock) as live:
         session_id = open_session(live.port)
+        # Six idle times pass while the call streams events; each event written touches the session.
         reply = rpc(live.port, session_id, "tools/call", {"name": "tick", "arguments": {"count": 6}})
         assert reply.sse_messages()[-1]["result"]["content"][0]["text"] == "ticked"
         assert rpc(live.port, session_id, "ping").status == 200
+        # The same store forgets the session once it really is idle.
+        clock.advance(SESSION_IDLE_SECONDS + 1)
+        assert rpc(live.port, session_id, "ping").status == 404

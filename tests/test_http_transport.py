@@ -12,6 +12,7 @@ from support import ACCEPT_BOTH, TOKEN, Live, initialize_body, live_server, open
 
 from mcp_auth import Context, McpServer
 from mcp_auth.jsonrpc import INVALID_REQUEST, PARSE_ERROR, UNSUPPORTED_PROTOCOL_VERSION
+from mcp_auth.server import protocol_at_least
 
 LIST = {"jsonrpc": "2.0", "id": 5, "method": "tools/list"}
 
@@ -61,6 +62,10 @@ def test_list_and_call_in_a_session(live: Live) -> None:
         pytest.param({"Accept": "text/event-stream"}, 406, "Accept", id="accept-sse-only"),
         pytest.param({"Accept": None}, 406, "Accept", id="accept-missing"),
         pytest.param({"Accept": "application/json, text/event-stream;q=0"}, 406, "Accept", id="accept-q0"),
+        pytest.param({"Accept": "application/json;q=0.000, text/event-stream"}, 406, "Accept", id="accept-q0-000"),
+        pytest.param({"Accept": "application/json, text/event-stream;Q=0"}, 406, "Accept", id="accept-q0-upper"),
+        pytest.param({"Content-Type": "text/plain, application/json"}, 415, "Content-Type", id="content-type-list"),
+        pytest.param({"Content-Type": "application/json-seq"}, 415, "Content-Type", id="content-type-json-seq"),
         pytest.param({"MCP-Protocol-Version": "1999-01-01"}, 400, "Unsupported MCP-Protocol-Version", id="bad-version"),
     ],
 )
@@ -77,10 +82,45 @@ def test_post_header_rules(live: Live, headers: dict[str, str | None], status: i
         pytest.param("*/*", id="wildcard"),
         pytest.param("application/*, text/*", id="major-wildcards"),
         pytest.param("text/event-stream; q=0.5, APPLICATION/JSON", id="params-and-case"),
+        pytest.param("application/json;charset=utf-8, text/event-stream;level=1", id="media-params-ignored"),
+        pytest.param("application/json;q=0.001, text/event-stream;q=1.0", id="small-weight-is-acceptable"),
+        pytest.param("*/*;q=0, application/json, text/event-stream", id="listed-types-beat-refused-wildcard"),
     ],
 )
 def test_accept_matches_by_media_type(live: Live, accept: str) -> None:
     assert request(live.port, body=initialize_body(), headers={"Accept": accept}).status == 200
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        pytest.param("Application/JSON; charset=utf-8", id="case-and-charset"),
+        pytest.param(" application/json ", id="spaces"),
+    ],
+)
+def test_content_type_matches_by_media_type(live: Live, content_type: str) -> None:
+    assert request(live.port, body=initialize_body(), headers={"Content-Type": content_type}).status == 200
+
+
+@pytest.mark.parametrize(
+    ("version", "revision", "expected"),
+    [
+        pytest.param("2025-11-25", "2025-11-25", True, id="same"),
+        pytest.param("2025-11-25", "2025-03-26", True, id="later"),
+        pytest.param("2025-06-18", "2025-11-25", False, id="earlier"),
+        pytest.param("2025-03-26", "2025-06-18", False, id="oldest"),
+        pytest.param(None, "2025-03-26", False, id="before-initialize"),
+        pytest.param("2026-01-01", "2025-11-25", False, id="unknown-sorts-later-as-a-string"),
+        pytest.param("DRAFT-2026-v1", "2025-03-26", False, id="unknown-spelling"),
+    ],
+)
+def test_protocol_revisions_compare_by_their_order(version: str | None, revision: str, expected: bool) -> None:
+    assert protocol_at_least(version, revision) is expected
+
+
+def test_asking_about_an_unknown_revision_is_a_bug() -> None:
+    with pytest.raises(ValueError, match="unknown MCP revision"):
+        protocol_at_least("2025-11-25", "2026-01-01")
 
 
 def test_unsupported_protocol_version_carries_the_supported_list(live: Live) -> None:

@@ -1,4 +1,8 @@
-"""The auth pipeline of DESIGN.md over real sockets: every row of the table, in order.
+"""The auth pipeline of DESIGN.md: every row of the table, in order.
+
+Each step's refusals run over real sockets. The order (every combination of
+failing steps: the first one answers) is a table against `Guard` on plain
+environ dicts, with one combination per step confirmed over sockets.
 
 For each step a request that fails it gets exactly the contract's status, JSON
 error value and headers; a request that fails several steps is answered by the
@@ -24,6 +28,7 @@ from typing import Any
 
 import pytest
 from support import (
+    ACCEPT_BOTH,
     TOKEN,
     Live,
     RawResponse,
@@ -36,10 +41,12 @@ from support import (
 )
 
 from mcp_auth.app import McpAuthApp
-from mcp_auth.config import AuthSetup, Config
+from mcp_auth.config import AuthSetup, Config, open_token_source
 from mcp_auth.diagnostics import build_diagnostics
 from mcp_auth.embedded import EmbeddedServer
+from mcp_auth.guard import ENVIRON_CLIENT_KEY, Guard
 from mcp_auth.jsonrpc import FORBIDDEN
+from mcp_auth.refusals import Refusal, Unauthorized
 from mcp_auth.server import McpServer
 from mcp_auth.tokens import Principal, StaticToken, TokenSource, add_token, revoke_token
 
@@ -468,8 +475,76 @@ ORDER_CASES = [
 ]
 
 
+def as_environ(case: Case) -> dict[str, Any]:
+    """The WSGI environ a server would build for the case's request, from the test client on loopback."""
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": case.method,
+        "PATH_INFO": case.path,
+        "REMOTE_ADDR": "127.0.0.1",
+        "CONTENT_TYPE": "application/json",
+        "HTTP_ACCEPT": ACCEPT_BOTH,
+    }
+    if case.host_header is not None:
+        environ["HTTP_HOST"] = case.host_header
+    if case.token is not None:
+        environ["HTTP_AUTHORIZATION"] = f"Bearer {case.token}"
+    for name, value in case.headers.items():
+        key = name.upper().replace("-", "_")
+        key = key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{key}"
+        if value is None:
+            environ.pop(key, None)
+        else:
+            environ[key] = value
+    return environ
+
+
+def order_guard() -> Guard:
+    """The guard of a server with ORDER_SETTINGS, built the way the app builds it."""
+    config = Config(token=TOKEN, **ORDER_SETTINGS)
+    auth, _warnings = open_token_source(config, {})
+    return Guard(config, auth)
+
+
 @pytest.mark.parametrize("case", ORDER_CASES)
-def test_the_first_failing_step_answers(case: Case, logs: LogWatch) -> None:
+def test_the_first_failing_step_answers(case: Case) -> None:
+    """The guard on plain environ dicts: steps 1-5 in order, the first failure raised and no later
+    step run. (Each step's refusal on the wire, and its audit, are confirmed over sockets below.)"""
+    guard = order_guard()
+    if case.exhaust is not None:
+        for n in range(RATE_LIMITED["rate_limit_failures"]):  # distinct wrong tokens: each one a guess
+            spend = Case(
+                unauthorized("invalid_token", case.exhaust), headers={XFF: case.exhaust}, token=f"{WRONG_TOKEN}-{n}"
+            )
+            with pytest.raises(Unauthorized):
+                guard.admit(as_environ(spend))
+    environ = as_environ(case)
+    expect = case.expect
+    if expect.step == "transport":  # only step 6 fails: the guard admits, the transport refuses
+        assert guard.admit(environ).principal.name == expect.token
+        return
+    with pytest.raises(Refusal) as info:
+        guard.admit(environ)
+    refusal = info.value
+    reason = refusal.audit_reason if isinstance(refusal, Unauthorized) else refusal.error
+    assert (refusal.status, refusal.error, refusal.step, reason) == (
+        expect.status,
+        expect.error,
+        expect.step,
+        expect.reason,
+    )
+    assert environ[ENVIRON_CLIENT_KEY] == expect.client
+
+
+# Over real sockets, for each step: that step and every later one fail, and that step answers
+# (status, body, headers, one audit event).
+ORDER_OVER_SOCKETS = [
+    pytest.param(_order_case(tuple(range(first, 7))), id=f"first-{first}-of-{'+'.join(map(str, range(first, 7)))}")
+    for first in range(1, 7)
+]
+
+
+@pytest.mark.parametrize("case", ORDER_OVER_SOCKETS)
+def test_the_first_failing_step_answers_over_sockets(case: Case, logs: LogWatch) -> None:
     run_case(case, logs)
 
 

@@ -156,7 +156,10 @@ def test_standalone_stream_delivers_queued_notifications_once() -> None:
         session_id = open_session(live.port)
         server.notify_list_changed("tools")
 
-        def read_standalone(last_event_id: str | None = None) -> list[tuple[str | None, str | None, str]]:
+        def read_standalone(marker: str, last_event_id: str | None = None) -> list[tuple[str | None, str | None, str]]:
+            """The stream's events up to a `marker` list_changed the server is told to send once the
+            stream is open: read as they come, no waiting for silence. Everything before the marker
+            was queued for this reader, and the reader took it (the server moved past it)."""
             headers = {"Mcp-Session-Id": session_id, "Accept": "text/event-stream"}
             if last_event_id:
                 headers["Last-Event-ID"] = last_event_id
@@ -165,21 +168,25 @@ def test_standalone_stream_delivers_queued_notifications_once() -> None:
                 sock.sendall(
                     f"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n{head}\r\n".encode()
                 )
-                sock.settimeout(1.0)
+                sock.settimeout(30)
                 received = b""
-                try:
-                    while chunk := sock.recv(4096):
-                        received += chunk
-                except TimeoutError:
-                    pass  # an open stream: read what it had to say
+                while b"\r\n\r\n" not in received:
+                    chunk = sock.recv(4096)
+                    assert chunk, received
+                    received += chunk
+                server.notify_list_changed(marker)  # the stream is open: this reaches it
+                while f"{marker}/list_changed".encode() not in received:
+                    chunk = sock.recv(4096)
+                    assert chunk, received
+                    received += chunk
             head_end = received.index(b"\r\n\r\n") + 4
             return _events(RawResponse(200, "", [], received[head_end:].replace(b"\r\n", b"\n")))
 
-        first = read_standalone()
+        first = read_standalone("prompts")
         assert any("tools/list_changed" in data for _, _, data in first)
-        again = read_standalone()
-        assert not any("list_changed" in data for _, _, data in again)
-        replay = read_standalone("g_0")
+        again = read_standalone("resources")
+        assert not any("tools/list_changed" in data for _, _, data in again)
+        replay = read_standalone("resources", "g_0")
         assert any("tools/list_changed" in data for _, _, data in replay)
 
 

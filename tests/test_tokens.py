@@ -1096,12 +1096,11 @@ def test_default_path_is_a_directory(tmp_path: Path) -> None:
 
 
 RACE_CHILD = r"""
-import hashlib, json, os, sys, time
+import hashlib, json, os, sys
 from pathlib import Path
 from mcp_auth.tokens import ensure_default_token
-path, go = Path(sys.argv[1]), Path(sys.argv[2])
-while not go.exists():   # start together, to make the create race real
-    time.sleep(0.001)
+path = Path(sys.argv[1])
+sys.stdin.readline()   # blocks until the parent says go: start together, to make the create race real
 source, token = ensure_default_token(path)
 line = path.read_bytes().split(b"\n")[0]
 principal = source.authenticate(line)
@@ -1114,11 +1113,11 @@ print(json.dumps({"created": token is not None,
 @pytest.mark.parametrize("round_", [pytest.param(i, id=f"round-{i}") for i in range(3)])
 def test_first_run_race_has_one_creator(tmp_path: Path, round_: int) -> None:
     path = tmp_path / "config" / "mcp-auth" / "token"
-    go = tmp_path / "go"
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), HOME=str(tmp_path))
     children = [
         subprocess.Popen(
-            [sys.executable, "-c", RACE_CHILD, str(path), str(go)],
+            [sys.executable, "-c", RACE_CHILD, str(path)],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,
@@ -1127,7 +1126,10 @@ def test_first_run_race_has_one_creator(tmp_path: Path, round_: int) -> None:
         )
         for _ in range(8)
     ]
-    go.touch()
+    for child in children:  # every child is waiting on its stdin (or about to): release them all at once
+        assert child.stdin is not None
+        child.stdin.write("go\n")
+        child.stdin.flush()
     results = []
     for child in children:
         out, err = child.communicate(timeout=120)

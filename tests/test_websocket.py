@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from mcp.client.client import Client
-from support import TOKEN, Live, initialize_body, live_server
+from support import TOKEN, Live, ManualClock, initialize_body, live_server
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from ws_client import websocket_client, ws_url
@@ -20,6 +20,8 @@ from mcp_auth.tokens import add_token, revoke_token
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 NO_RATE_LIMIT: dict[str, Any] = {"rate_limit_failures": 100_000}
+# The idle timeout in the idle test: long in real time, so only the test's clock can reach it.
+IDLE_SECONDS = 600.0
 
 
 def run(coroutine: Any) -> Any:
@@ -321,15 +323,24 @@ def test_binary_frames_close_with_1003(live: Live) -> None:
 
 
 def test_an_idle_socket_is_closed() -> None:
-    async def main(live: Live) -> tuple[int | None, str | None]:
+    clock = ManualClock()
+
+    async def main(live: Live) -> tuple[str, int | None, str | None]:
         ws = await open_socket(live)
         await initialized(ws)
+        clock.advance(IDLE_SECONDS - 1)
+        # Not idle yet; a message starts the idle time again.
+        pong = await exchange(ws, {"jsonrpc": "2.0", "id": 5, "method": "ping"})
+        clock.advance(IDLE_SECONDS - 1)
+        still_open = await exchange(ws, {"jsonrpc": "2.0", "id": 6, "method": "ping"})
+        clock.advance(IDLE_SECONDS + 1)
+        # The socket's thread notices at its next poll (RECEIVE_POLL_SECONDS of real time).
         with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 30)
-        return ws.close_code, ws.close_reason
+        return f"{pong['id']},{still_open['id']}", ws.close_code, ws.close_reason
 
-    with live_server(websocket_idle_timeout=0.3) as live:
-        assert run(main(live)) == (1000, "idle timeout")
+    with live_server(websocket_idle_timeout=IDLE_SECONDS, clock=clock) as live:
+        assert run(main(live)) == ("5,6", 1000, "idle timeout")
 
 
 def test_server_shutdown_closes_open_sockets() -> None:
