@@ -67,11 +67,11 @@ SOCKET_TIMEOUT_SECONDS = 30.0
 # well below the usual thread and descriptor limits of one process.
 MAX_CONNECTIONS = 1024
 # One client address (IPv4) or one /64 (IPv6: what one subscriber is routed)
-# may hold at most 1/8 of the connections: 128 of the default 1024. An MCP
-# client needs a handful (a request or two in flight, an event stream, maybe a
-# WebSocket), so 128 leaves room for a busy client or a small office behind NAT,
-# while it takes at least eight different addresses to fill the server.
-CONNECTION_SHARE_DIVISOR = 8
+# may hold at most 1/4 of the connections: 256 of the default 1024, as many as
+# the app's own bounds on open WebSockets and on event streams (256 each), so
+# the share never stops one client short of what the app would give it, while
+# it takes at least four addresses to fill the server.
+CONNECTION_SHARE_DIVISOR = 4
 # The prefix of an IPv6 address that counts as one client for that share: a
 # single host usually holds a whole /64 and can pick any address inside it.
 IPV6_SHARE_PREFIX = 64

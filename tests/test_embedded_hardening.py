@@ -156,7 +156,7 @@ def test_a_refused_address_gets_the_contract_403_and_is_never_parsed() -> None:
 
 
 def test_one_allowed_address_cannot_take_every_slot_from_another() -> None:
-    cap, share = 16, 2  # the default share: 1/8 of the cap
+    cap, share = 16, 4  # the default share: 1/4 of the cap
     with serving({"allowed_ips": ["127.0.0.1", OTHER_HOST]}, max_connections=cap) as served, ExitStack() as stack:
         holders = [stack.enter_context(connect_from(OTHER_HOST, served.port)) for _ in range(share)]
         served.wait_until_open(share)
