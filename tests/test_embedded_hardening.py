@@ -50,6 +50,8 @@ PATIENCE_SECONDS = 10.0
 assert PATIENCE_SECONDS <= HEAD_DEADLINE_SECONDS / 2
 OTHER_HOST = "127.0.0.9"  # a second source address on the loopback interface
 HALF_A_HEAD = b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthoriz"
+# Starting (and stopping) a Python process on a loaded 2-core machine: generous.
+STARTUP_SECONDS = 30.0
 
 
 class Served:
@@ -270,32 +272,68 @@ def _rss_bytes(pid: int) -> int:
 HUGE_HEAD_MEMORY_BOUND = 32 * 1024 * 1024
 
 
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc to read a process's memory")
-def test_huge_heads_do_not_grow_the_server(tmp_path: Path) -> None:
-    """20 connections, each sending 99 header lines of 64 KiB and never ending its head,
-    held open together: the server's resident memory grows by at most a small bound."""
+@contextmanager
+def cli_server(tmp_path: Path, *args: str) -> Iterator[tuple[subprocess.Popen[str], int, list[str]]]:
+    """`python -m mcp_auth serve --port 0 ARGS` with the test token: (process, port, stderr lines); always stopped."""
     env = {**os.environ, "MCP_AUTH_TOKEN": TOKEN, "PYTHONPATH": str(ROOT)}
-    drain: threading.Thread | None = None
+    lines: list[str] = []
+    listening = threading.Event()
     process = subprocess.Popen(
-        [sys.executable, "-m", "mcp_auth", "serve", "--port", "0"],
+        [sys.executable, "-m", "mcp_auth", "serve", "--port", "0", *args],
         env=env,
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
+
+    def read() -> None:  # also keeps the server from blocking on a full pipe
         assert process.stderr is not None
-        port = 0
         for line in process.stderr:
-            match = re.search(r"listening on http://127\.0\.0\.1:(\d+)/mcp", line)
-            if match:
-                port = int(match.group(1))
-                break
-        assert port, "the server did not start"
-        # Drain stderr so the server never blocks on a full pipe.
-        drain = threading.Thread(target=process.stderr.read, daemon=True)
-        drain.start()
+            lines.append(line)
+            if "listening on" in line:
+                listening.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert listening.wait(STARTUP_SECONDS), "the server did not start:\n" + "".join(lines)
+        match = re.search(r"listening on http://127\.0\.0\.1:(\d+)/mcp", "".join(lines))
+        assert match, lines
+        yield process, int(match.group(1)), lines
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=STARTUP_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        reader.join(timeout=PATIENCE_SECONDS)
+        assert process.stderr is not None
+        process.stderr.close()
+
+
+def test_serve_with_allowed_ip_refuses_other_addresses_at_accept(tmp_path: Path) -> None:
+    """The command line's server, at its real cap of 1024: 1024 half heads from 127.0.0.9 with
+    --allowed-ip 127.0.0.1 do not make /healthz answer 503 for 127.0.0.1."""
+    with cli_server(tmp_path, "--allowed-ip", "127.0.0.1") as (_, port, lines), ExitStack() as stack:
+        for _ in range(1024):
+            sock = stack.enter_context(connect_from(OTHER_HOST, port))
+            try:
+                sock.sendall(HALF_A_HEAD)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+        assert healthz(port) == 200
+        assert request(port, body=initialize_body()).status == 200
+        wait_until(lambda: sum(f"client={OTHER_HOST}" in line for line in lines) == 1024, "1024 audited refusals")
+    assert all("step=client_address reason=ip_not_allowed" in line for line in lines if OTHER_HOST in line)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc to read a process's memory")
+def test_huge_heads_do_not_grow_the_server(tmp_path: Path) -> None:
+    """20 connections, each sending 99 header lines of 64 KiB and never ending its head,
+    held open together: the server's resident memory grows by at most a small bound."""
+    with cli_server(tmp_path) as (process, port, _):
         for _ in range(5):
             assert healthz(port) == 200  # warm: threads and caches that exist anyway
         before = _rss_bytes(process.pid)
@@ -310,22 +348,10 @@ def test_huge_heads_do_not_grow_the_server(tmp_path: Path) -> None:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # refused while still sending
             grown = _rss_bytes(process.pid) - before
-            print(f"server RSS grew by {grown / 1e6:.1f} MB for 20 huge heads")
             assert grown < HUGE_HEAD_MEMORY_BOUND, f"the server grew by {grown / 1e6:.1f} MB"
             for sock in socks:
                 assert status_and_body(read_all(sock))[0] == 431
         assert healthz(port) == 200
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if drain is not None:
-            drain.join(timeout=PATIENCE_SECONDS)
-        assert process.stderr is not None
-        process.stderr.close()
 
 
 # --- finding 10: absolute-form targets and JSON error bodies -----------------------------------
