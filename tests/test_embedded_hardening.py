@@ -42,6 +42,7 @@ from mcp_auth.app import McpAuthApp
 from mcp_auth.config import Config
 from mcp_auth.diagnostics import build_diagnostics
 from mcp_auth.embedded import HEAD_DEADLINE_SECONDS, MAX_HEAD_BYTES, EmbeddedServer, _share_of
+from mcp_auth.network import request_target_authority
 
 ROOT = Path(__file__).resolve().parent.parent
 # The longest any test waits for something that must happen; half the head
@@ -367,6 +368,25 @@ ABSOLUTE_FORM = [
     pytest.param("http://127.0.0.1/mcp", "127.0.0.1", 200, None, id="both-allowed"),
     pytest.param("http://localhost:8765/mcp", "127.0.0.1", 200, None, id="both-allowed-differ"),
 ]
+
+
+@pytest.mark.parametrize(
+    ("target", "authority"),
+    [
+        pytest.param("/mcp", None, id="origin-form"),
+        pytest.param("//evil.example/mcp", None, id="double-slash-origin-form"),
+        pytest.param("*", None, id="asterisk-form"),
+        pytest.param("evil.example:443", None, id="authority-form"),
+        pytest.param("http://evil.example/mcp", "evil.example", id="absolute"),
+        pytest.param("HTTPS://Evil.Example:8443?x=1", "Evil.Example:8443", id="query-no-path"),
+        pytest.param("http://user@evil.example/", "user@evil.example", id="userinfo-kept-for-parse-host"),
+        pytest.param("http:///mcp", "", id="empty"),
+        pytest.param("ws://[::1]:80/mcp", "[::1]:80", id="ipv6"),
+        pytest.param("1http://evil.example/", None, id="not-a-scheme"),
+    ],
+)
+def test_request_target_authority(target: str, authority: str | None) -> None:
+    assert request_target_authority(target) == authority
 
 
 def _absolute_form_case(port: int, target: str, host: str | None, status: int, error: str | None) -> None:
