@@ -394,7 +394,8 @@ def _absolute_form_case(port: int, target: str, host: str | None, status: int, e
     head = f"POST {target} HTTP/1.1\r\n" + (f"Host: {host}\r\n" if host is not None else "")
     head += (
         f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
-        f"Accept: application/json, text/event-stream\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"Accept: application/json, text/event-stream\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"  # gunicorn would keep the connection open for another request
     )
     response = raw_exchange(port, head.encode() + body)
     assert response.status == status, response
