@@ -6,11 +6,24 @@ connection after one response. What this module adds is bounded patience and
 bounded concurrency, all of it before the app has authenticated anyone, so it
 trusts nothing about the peer:
 
-- at most `MAX_CONNECTIONS` connections hold a thread; past that a new
-  connection is answered 503 by the accepting thread and closed at once;
+- the client address is judged at accept time, before a byte is read: when
+  the app is an `McpAuthApp` and the peer is not one of its trusted proxies,
+  step 1 of its pipeline (allowed networks, loopback-only) runs on the TCP
+  peer, and a refused peer is audited, answered 403 by the accepting thread
+  and closed at once, without a thread and without a byte of it being parsed;
+- at most `MAX_CONNECTIONS` connections hold a thread, and one client address
+  (one /64 for IPv6) at most 1/`CONNECTION_SHARE_DIVISOR` of them; past either
+  a new connection is answered 503 by the accepting thread and closed at once;
+  a trusted proxy speaks for many clients and is held to the global cap only;
 - a request head (request line and headers) must arrive within
   `HEAD_DEADLINE_SECONDS`, however it is trickled, or the connection is shut
   down; one watchdog thread per server enforces that for every connection;
+- a request head larger than `MAX_HEAD_BYTES` is answered 431 as soon as the
+  bound is crossed, so a refused head never costs more memory than that;
+- the errors http.server writes before the app runs (an unparsable request
+  line, a head too large) are the app's JSON refusal bodies, properly escaped;
+- the Host header in the WSGI environ is the one the client sent, even for an
+  absolute-form request target (Werkzeug would put the target's host there);
 - a connection that stops sending or accepting bytes is dropped after
   `SOCKET_TIMEOUT_SECONDS`.
 
@@ -19,19 +32,26 @@ Per-request access logs are left to the audit log.
 
 from __future__ import annotations
 
+import io
+import ipaddress
 import logging
 import queue
 import socket
 import threading
 import time
+from http import HTTPStatus
 from socketserver import ThreadingMixIn
 from typing import Any
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler
 
+from . import audit
+from .app import McpAuthApp
 from .errors import ConfigError
+from .guard import Guard
 from .http import DEADLINE_ENVIRON_KEY
-from .refusals import Refusal
+from .network import IPAddress, parse_address
+from .refusals import IpNotAllowed, Refusal
 from .websocket import WebSocketDone
 
 logger = logging.getLogger("mcp_auth.embedded")
@@ -46,6 +66,15 @@ SOCKET_TIMEOUT_SECONDS = 30.0
 # threads: roughly what 2 cores can switch between while still answering, and
 # well below the usual thread and descriptor limits of one process.
 MAX_CONNECTIONS = 1024
+# One client address (IPv4) or one /64 (IPv6: what one subscriber is routed)
+# may hold at most 1/4 of the connections: 256 of the default 1024, as many as
+# the app's own bounds on open WebSockets and on event streams (256 each), so
+# the share never stops one client short of what the app would give it, while
+# it takes at least four addresses to fill the server.
+CONNECTION_SHARE_DIVISOR = 4
+# The prefix of an IPv6 address that counts as one client for that share: a
+# single host usually holds a whole /64 and can pick any address inside it.
+IPV6_SHARE_PREFIX = 64
 # The whole request head must arrive within this, however slowly it trickles:
 # SOCKET_TIMEOUT_SECONDS is per read, so without it a client sending a header
 # byte every 29 s would hold a thread forever before it is ever authenticated.
@@ -58,31 +87,107 @@ HEAD_WATCH_TICK_SECONDS = 1.0
 IDLE_THREAD_SECONDS = 60.0
 # Connections turn over in well under a second when the server is healthy.
 OVER_CAPACITY_RETRY_AFTER_SECONDS = 5
+# The whole request head (request line and every header line, with their line
+# ends): 64 KiB, the longest single line http.server already accepted, so one
+# maximal line still fits. A real MCP request head is well under 2 KiB; the
+# largest header the pipeline reads is X-Forwarded-For, bounded at 8 KiB. Past
+# this the answer is 431 at once: at most 64 KiB per connection, where
+# http.server alone would hold 100 lines of 64 KiB each until the deadline.
+MAX_HEAD_BYTES = 64 * 1024
+# A message from http.server may quote the request line: bounded so that a
+# refusal never echoes much of what the client sent.
+MAX_ERROR_MESSAGE_LENGTH = 120
 
 
 class _TooManyConnections(Refusal):
     """Past the connection cap, before any request is read (the body is a refusal's, JSON-RPC with no id)."""
 
     status, reason_phrase, error, step = 503, "Service Unavailable", "unavailable", "connection"
-    ws_close_code = 1013  # try again later
+
+
+# Each status http.server (or the head bound) answers with, and the error name in its body.
+_ERROR_NAMES = {
+    HTTPStatus.BAD_REQUEST: "bad_request",
+    HTTPStatus.REQUEST_URI_TOO_LONG: "uri_too_long",
+    HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE: "request_head_too_large",
+}
+
+
+class _BeforeTheApp(Refusal):
+    """What http.server refuses before the app runs (a request line it cannot parse, a head too
+    large), with the app's JSON body: `json.dumps` escapes whatever the message quotes."""
+
+    def __init__(self, status: HTTPStatus, message: str) -> None:
+        if len(message) > MAX_ERROR_MESSAGE_LENGTH:
+            message = message[: MAX_ERROR_MESSAGE_LENGTH - 3] + "..."
+        super().__init__(message)
+        self.status = status.value
+        self.reason_phrase = status.phrase
+        self.error = _ERROR_NAMES.get(status, "bad_request")
+
+
+class _HeadTooLarge(Exception):
+    """The request head crossed MAX_HEAD_BYTES before it ended."""
+
+
+class _BoundedHead(io.BufferedIOBase):
+    """The connection's reader while the request head is read: at most `budget` bytes in all.
+
+    http.server reads the head with `readline` alone (the request line, then
+    each header line); this gives each call no more than what is left of the
+    budget plus one byte, and raises `_HeadTooLarge` once a line goes past it,
+    so no more than the budget is ever buffered for one head.
+    """
+
+    def __init__(self, raw: io.BufferedIOBase, budget: int) -> None:
+        super().__init__()
+        self.raw = raw
+        self._remaining = budget
+
+    def readline(self, size: int | None = -1, /) -> bytes:
+        allowed = self._remaining + 1  # one byte over tells "too large" from "exactly the budget"
+        line: bytes = self.raw.readline(allowed if size is None or size < 0 else min(size, allowed))
+        self._remaining -= len(line)
+        if self._remaining < 0:
+            raise _HeadTooLarge
+        return line
+
+
+def _rendered(refusal: Refusal, method: str = "GET") -> tuple[str, list[tuple[str, str]], bytes]:
+    """The refusal's status line text, headers and body, as the app would send them."""
+    started: list[tuple[str, list[tuple[str, str]]]] = []
+    body = b"".join(refusal({"REQUEST_METHOD": method}, lambda status, headers: started.append((status, headers))))
+    status, headers = started[0]
+    return status, headers, body
 
 
 def _raw_response(refusal: Refusal) -> bytes:
     """The refusal as the bytes of a complete HTTP/1.1 response that closes the connection."""
-    started: list[tuple[str, list[tuple[str, str]]]] = []
-    body = b"".join(refusal({"REQUEST_METHOD": "GET"}, lambda status, headers: started.append((status, headers))))
-    status, headers = started[0]
+    status, headers, body = _rendered(refusal)
     lines = [f"HTTP/1.1 {status}", *(f"{name}: {value}" for name, value in headers), "Connection: close"]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
-# Built once: the accepting thread sends it without parsing anything.
+# Built once: the accepting thread sends them without parsing anything.
 _OVER_CAPACITY = _raw_response(
     _TooManyConnections(
         "Too many open connections; try again later",
         headers=[("Retry-After", str(OVER_CAPACITY_RETRY_AFTER_SECONDS))],
     )
 )
+_OVER_SHARE = _raw_response(
+    _TooManyConnections(
+        "Too many open connections from this client address; close some and try again",
+        headers=[("Retry-After", str(OVER_CAPACITY_RETRY_AFTER_SECONDS))],
+    )
+)
+
+
+def _share_of(peer: IPAddress) -> IPAddress | ipaddress.IPv6Network:
+    """Which per-address share a client's connection counts against: its IPv4 address, or its IPv6 /64."""
+    if isinstance(peer, ipaddress.IPv6Address):
+        return ipaddress.IPv6Network((peer, IPV6_SHARE_PREFIX), strict=False)
+    return peer
 
 
 class _HeadWatch:
@@ -147,13 +252,18 @@ class _RequestHandler(WSGIRequestHandler):
     # As Werkzeug's make_server sets for threaded servers: chunked responses
     # (event streams) need HTTP/1.1.
     protocol_version = "HTTP/1.1"
-    # http.server's own refusals (unparsable request lines, oversized headers)
-    # answer in JSON like the app's, not HTML.
-    error_content_type = "application/json"
-    error_message_format = '{"error": "bad_request", "message": "%(message)s: %(explain)s"}'
 
     def make_environ(self) -> dict[str, Any]:
         environ = super().make_environ()
+        # Werkzeug replaces Host with the authority of an absolute-form target
+        # (GET http://name/mcp). Step 2 must see the Host the client sent, and
+        # judges the target's authority on its own; joined as Werkzeug joins
+        # repeated headers, so two Host lines stay a malformed Host.
+        hosts = self.headers.get_all("Host")
+        if hosts is None:
+            environ.pop("HTTP_HOST", None)
+        else:
+            environ["HTTP_HOST"] = ",".join(value.replace("\r\n", "") for value in hosts)
         # The app may bound how long this connection may take from here on
         # (reading a body, draining after the answer); None lifts the bound.
         environ[DEADLINE_ENVIRON_KEY] = self._set_deadline
@@ -170,15 +280,29 @@ class _RequestHandler(WSGIRequestHandler):
         # client that connects and sends nothing, and any later request read
         # from the same connection.
         self.server.head_watch.arm(self.connection, time.monotonic() + self.server.head_deadline)
+        # The head is read through a reader that counts it (parse_request
+        # gives the connection's own reader back, for the body).
+        unbounded = self.rfile
+        self.rfile = _BoundedHead(unbounded, MAX_HEAD_BYTES)
         try:
             super().handle_one_request()
+        except _HeadTooLarge:
+            if not hasattr(self, "request_version"):  # it ended inside the request line
+                self.requestline, self.request_version, self.command = "", "", ""
+            self.send_error(
+                HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+                f"The request head is over {MAX_HEAD_BYTES} bytes; send fewer or shorter headers",
+            )
         finally:
+            self.rfile = unbounded
             self.server.head_watch.disarm(self.connection)  # if the head never got as far as parse_request
 
     def parse_request(self) -> bool:
         try:
             parsed = super().parse_request()
         finally:
+            if isinstance(self.rfile, _BoundedHead):
+                self.rfile = self.rfile.raw  # the head is read: the body is bounded elsewhere
             on_time = self.server.head_watch.disarm(self.connection)
         if not on_time:
             # The watchdog shut the connection mid-head; what was read ends at
@@ -188,12 +312,20 @@ class _RequestHandler(WSGIRequestHandler):
         return parsed
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's refusals, written as the app writes its own: a JSON body, standard reason phrase."""
         # Everything http.server refuses before the app runs is the client's
         # doing (a request line it cannot parse, HTTP/2.0+ on an HTTP/1.1
         # port): a 4xx, never a 5xx.
-        if code >= 500:
-            code, message = 400, message or "Bad Request"
-        super().send_error(code, message, explain)
+        status = HTTPStatus(code) if code < 500 else HTTPStatus.BAD_REQUEST
+        # http.server's messages end by quoting the request, as "(...)": that part is dropped.
+        text = (message or status.phrase).split(" (", 1)[0] + (f": {explain}" if explain else "")
+        _, headers, body = _rendered(_BeforeTheApp(status, text), self.command or "GET")
+        self.send_response(status.value, status.phrase)  # no status line at all for an HTTP/0.9 request
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Connection", "close")  # and this connection reads no further request
+        self.end_headers()
+        self.wfile.write(body)
 
     def connection_dropped(self, error: BaseException, environ: Any = None) -> None:
         # A WebSocket took this connection over and has ended it: do not read
@@ -248,16 +380,23 @@ class _Server(ThreadingMixIn, BaseWSGIServer):
     multithread = True
     daemon_threads = True  # an open event stream must not keep the process alive at exit
 
-    def __init__(self, host: str, port: int, app: Any, max_connections: int, head_deadline: float) -> None:
+    def __init__(
+        self, host: str, port: int, app: Any, max_connections: int, max_per_address: int, head_deadline: float
+    ) -> None:
         # Set before binding: a failed bind calls server_close, which uses them.
         self.max_connections = max_connections
+        self.max_per_address = max_per_address
         self.head_deadline = head_deadline
         self.head_watch = _HeadWatch(min(HEAD_WATCH_TICK_SECONDS, head_deadline / 4))
-        # The sockets holding a slot. Released in shutdown_request, which every
+        # Step 1 at accept time, when the app is one whose pipeline we know.
+        self.guard: Guard | None = None
+        # The sockets holding a slot, each with the share it counts against
+        # (None: a trusted proxy's). Released in shutdown_request, which every
         # path through socketserver calls exactly once per accepted connection
         # (at the end of its thread, or when starting the thread failed);
-        # discarding from a set makes a second call harmless anyway.
-        self._holding: set[socket.socket] = set()
+        # popping with a default makes a second call harmless anyway.
+        self._holding: dict[socket.socket, Any] = {}
+        self._per_share: dict[Any, int] = {}
         self._holding_lock = threading.Lock()
         super().__init__(host, port, app, handler=_RequestHandler)
         self._pool = _ThreadPool(self.process_request_thread, f"mcp-auth-http:{self.server_address[1]}")
@@ -268,12 +407,32 @@ class _Server(ThreadingMixIn, BaseWSGIServer):
             return len(self._holding)
 
     def process_request(self, request: Any, client_address: Any) -> None:
+        # On the accepting thread, before anything is read from the socket.
+        peer = parse_address(str(client_address[0])) if client_address else None
+        share = None if peer is None else _share_of(peer)
+        guard = self.guard
+        if guard is not None and peer is not None:
+            try:
+                if guard.check_peer(peer):
+                    share = None  # a trusted proxy speaks for many clients: held to the global cap only
+            except IpNotAllowed as refusal:
+                # Answered and closed by this thread, like a connection past the cap:
+                # it never gets a thread, and nothing it sent is ever parsed.
+                audit.denial(str(peer), refusal.step, refusal.error)
+                self._refuse_at_accept(request, _raw_response(refusal))
+                return
         with self._holding_lock:
-            admitted = len(self._holding) < self.max_connections
-            if admitted:
-                self._holding.add(request)
-        if not admitted:
-            self._refuse_over_capacity(request)
+            if len(self._holding) >= self.max_connections:
+                refusal_bytes: bytes | None = _OVER_CAPACITY
+            elif share is not None and self._per_share.get(share, 0) >= self.max_per_address:
+                refusal_bytes = _OVER_SHARE
+            else:
+                refusal_bytes = None
+                self._holding[request] = share
+                if share is not None:
+                    self._per_share[share] = self._per_share.get(share, 0) + 1
+        if refusal_bytes is not None:
+            self._refuse_at_accept(request, refusal_bytes)
             return
         # ThreadingMixIn's per-connection body (finish, handle errors, shut down), on a pooled thread.
         self._pool.submit(request, client_address)
@@ -283,21 +442,27 @@ class _Server(ThreadingMixIn, BaseWSGIServer):
             super().shutdown_request(request)
         finally:
             with self._holding_lock:
-                self._holding.discard(request)
+                share = self._holding.pop(request, None)
+                if share is not None:
+                    left = self._per_share[share] - 1
+                    if left:
+                        self._per_share[share] = left
+                    else:
+                        del self._per_share[share]
 
-    def _refuse_over_capacity(self, request: socket.socket) -> None:
+    def _refuse_at_accept(self, request: socket.socket, response: bytes) -> None:
         # On the accepting thread, so nothing here may block: one non-blocking
         # send of a response that fits any empty send buffer.
         try:
             request.setblocking(False)
             try:
-                # Whatever the client has sent already is read first: closing a
-                # socket with unread data resets the connection, which can
-                # destroy the response before the client reads it.
+                # Whatever the client has sent already is read first (and dropped,
+                # unparsed): closing a socket with unread data resets the
+                # connection, which can destroy the response before the client reads it.
                 request.recv(65536)
             except BlockingIOError:
                 pass
-            request.send(_OVER_CAPACITY)
+            request.send(response)
         except OSError:
             pass  # the client is gone, or sent more than it should: it is closed either way
         finally:
@@ -329,21 +494,39 @@ class EmbeddedServer:
         port: int,
         *,
         max_connections: int = MAX_CONNECTIONS,
+        max_connections_per_address: int | None = None,
         head_deadline: float = HEAD_DEADLINE_SECONDS,
     ) -> None:
         """`app` may be None until `.app` is set; requests before then get 503.
 
         `max_connections` and `head_deadline` (seconds) default to `MAX_CONNECTIONS`
-        and `HEAD_DEADLINE_SECONDS`; tests set them small.
+        and `HEAD_DEADLINE_SECONDS`; `max_connections_per_address` to
+        1/`CONNECTION_SHARE_DIVISOR` of `max_connections` (at least 1). Tests set them small.
+        When `app` is an `McpAuthApp`, its step 1 also runs at accept time.
         """
         if isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections < 1:
             raise ConfigError(f"max_connections must be a whole number of at least 1, not {max_connections!r}")
+        if max_connections_per_address is None:
+            max_connections_per_address = max(1, max_connections // CONNECTION_SHARE_DIVISOR)
+        if (
+            isinstance(max_connections_per_address, bool)
+            or not isinstance(max_connections_per_address, int)
+            or not 1 <= max_connections_per_address <= max_connections
+        ):
+            raise ConfigError(
+                "max_connections_per_address must be a whole number from 1 to max_connections, "
+                f"not {max_connections_per_address!r}"
+            )
         if isinstance(head_deadline, bool) or not isinstance(head_deadline, int | float) or not head_deadline > 0:
             raise ConfigError(f"head_deadline must be a positive number of seconds, not {head_deadline!r}")
         try:
-            self._server = _Server(host, port, app or _not_ready, max_connections, float(head_deadline))
+            self._server = _Server(
+                host, port, _not_ready, max_connections, max_connections_per_address, float(head_deadline)
+            )
         except SystemExit:  # Werkzeug printed why (port in use, address not available) and gave up
             raise ConfigError(f"cannot listen on {host} port {port}; choose another --port or --host") from None
+        if app is not None:
+            self.app = app
 
     @property
     def app(self) -> Any:
@@ -351,6 +534,8 @@ class EmbeddedServer:
 
     @app.setter
     def app(self, app: Any) -> None:
+        # The guard first: no connection may be admitted by the new app's rules before they apply.
+        self._server.guard = app.guard if isinstance(app, McpAuthApp) else None
         self._server.app = app
 
     @property

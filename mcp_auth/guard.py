@@ -17,12 +17,27 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import AuthSetup, Config
-from .network import ForwardedForError, HostError, IPAddress, parse_address, parse_host, resolve_client_address
+from .network import (
+    ForwardedForError,
+    HostError,
+    IPAddress,
+    is_trusted_proxy,
+    parse_address,
+    parse_host,
+    request_target_authority,
+    resolve_client_address,
+)
 from .ratelimit import FailureRateLimiter
 from .refusals import HostInvalid, HostNotAllowed, IpNotAllowed, OriginNotAllowed, RateLimited, Unauthorized
 from .tokens import ANONYMOUS, Principal, parse_bearer
 
 ENVIRON_CLIENT_KEY = "mcp_auth.client_address"
+
+_LOOPBACK_ONLY = (
+    "This server runs without an explicit token (or with --no-auth) and serves loopback clients only; "
+    "the operator can set MCP_AUTH_TOKEN, --token-file or --tokens-file"
+)
+_NOT_ALLOWED = "This client address is not in the server's allowed networks (--allowed-ip); ask the operator to add it"
 
 
 @dataclass(frozen=True)
@@ -54,10 +69,7 @@ class Guard:
         if peer is None:
             raise IpNotAllowed("The server could not determine the client address")
         if self.loopback_peers_only and not peer.is_loopback:
-            raise IpNotAllowed(
-                "This server runs without an explicit token (or with --no-auth) and serves loopback clients only; "
-                "the operator can set MCP_AUTH_TOKEN, --token-file or --tokens-file"
-            )
+            raise IpNotAllowed(_LOOPBACK_ONLY)
         forwarded = environ.get("HTTP_X_FORWARDED_FOR")
         try:
             client = resolve_client_address(peer, [forwarded] if forwarded else [], self.config.proxy_networks)
@@ -66,25 +78,45 @@ class Guard:
             raise IpNotAllowed("The X-Forwarded-For header from the proxy is malformed") from None
         environ[ENVIRON_CLIENT_KEY] = str(client)
         if not self.config.address_allowlist.allows(client):
-            raise IpNotAllowed(
-                "This client address is not in the server's allowed networks (--allowed-ip); ask the operator to add it"
-            )
+            raise IpNotAllowed(_NOT_ALLOWED)
         return client
+
+    def check_peer(self, peer: IPAddress) -> bool:
+        """Step 1 as far as the TCP peer alone decides it, for a server that asks before reading a byte.
+
+        Raises IpNotAllowed when `client_address` would refuse every request
+        from this peer. Returns True when the peer is a trusted proxy (its
+        clients are judged per request, from X-Forwarded-For), else False.
+        """
+        if self.loopback_peers_only and not peer.is_loopback:
+            raise IpNotAllowed(_LOOPBACK_ONLY)
+        if is_trusted_proxy(peer, self.config.proxy_networks):
+            return True
+        if not self.config.address_allowlist.allows(peer):
+            raise IpNotAllowed(_NOT_ALLOWED)
+        return False
 
     # steps 2 and 3
     def check_browser_headers(self, environ: dict[str, Any]) -> None:
         raw_host = environ.get("HTTP_HOST")
         if raw_host is None:
             raise HostInvalid("The Host header is missing")
-        try:
-            host, port = parse_host(raw_host)
-        except HostError:
-            raise HostInvalid("The Host header is malformed; send host or host:port") from None
-        if not self.config.host_policy.allows(host, port):
-            raise HostNotAllowed(
-                "This Host is not allowed: connect through localhost or 127.0.0.1, or ask the operator "
-                "to add the name with --allowed-host"
-            )
+        named = [("The Host header", raw_host)]
+        # An absolute-form target (GET http://name/mcp) names a host of its own, which
+        # RFC 9112 has a server prefer to Host: both must be hosts this server answers to.
+        authority = request_target_authority(environ.get("RAW_URI") or environ.get("REQUEST_URI") or "")
+        if authority is not None:
+            named.append(("The host in the request target", authority))
+        for where, value in named:
+            try:
+                host, port = parse_host(value)
+            except HostError:
+                raise HostInvalid(f"{where} is malformed; send host or host:port") from None
+            if not self.config.host_policy.allows(host, port):
+                raise HostNotAllowed(
+                    "This Host is not allowed: connect through localhost or 127.0.0.1, or ask the operator "
+                    "to add the name with --allowed-host"
+                )
         origin = environ.get("HTTP_ORIGIN")
         if origin is not None and not self.config.origin_policy.allows(origin):
             raise OriginNotAllowed(

@@ -108,6 +108,8 @@ _SCHEME = re.compile(r"[a-z][a-z0-9+.-]*", re.ASCII)
 
 # A zone id is an interface name or number (RFC 6874: unreserved characters).
 _ZONE_ID = re.compile(r"[A-Za-z0-9._~-]+", re.ASCII)
+# An absolute-form request target: scheme "://" authority, then the path, query or fragment.
+_ABSOLUTE_TARGET = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://(?P<authority>[^/?#]*)", re.ASCII)
 
 
 def _excerpt(text: str) -> str:
@@ -322,6 +324,11 @@ def resolve_client_address(
     return client
 
 
+def is_trusted_proxy(peer: IPAddress, trusted_proxies: tuple[IPNetwork, ...]) -> bool:
+    """Whether the TCP peer is a configured trusted proxy (whose X-Forwarded-For is believed)."""
+    return _in_any(_unmap(peer), trusted_proxies)
+
+
 class HostError(ValueError):
     """A Host header value (or host in an Origin) does not follow the grammar."""
 
@@ -373,6 +380,20 @@ def parse_host(value: str) -> tuple[str, int | None]:
     if not MIN_PORT <= port <= MAX_PORT:
         raise HostError(f"host {_excerpt(value)} has port {port}, outside {MIN_PORT}-{MAX_PORT}")
     return host, port
+
+
+def request_target_authority(target: str) -> str | None:
+    """The authority of an absolute-form request target (``http://name:port/path``), else None.
+
+    Origin-form (``/path``) and asterisk-form (``*``) targets name no host. An
+    absolute-form one does, and RFC 9112 section 3.2.2 tells an origin server to
+    prefer it to the Host header, so a proxy in front that judged only Host
+    would be bypassed unless the target's authority is judged as a Host too.
+    The authority is returned raw (it may hold userinfo, or be empty): the
+    caller parses it with `parse_host`, which refuses anything but host[:port].
+    """
+    match = _ABSOLUTE_TARGET.match(target)
+    return match.group("authority") if match else None
 
 
 class HostPolicy:

@@ -190,7 +190,7 @@ def holding(served: Served, count: int) -> Iterator[list[socket.socket]]:
     ],
 )
 def test_past_the_cap_a_new_connection_is_answered_503_at_once(sends: bytes) -> None:
-    with serving(max_connections=3) as served, holding(served, 3) as holders:
+    with serving(max_connections=3, max_connections_per_address=3) as served, holding(served, 3) as holders:
         for _ in range(5):
             # Answered while every slot is still held: by the accepting thread, not a new one.
             with connected(served.port) as refused:
@@ -219,7 +219,7 @@ def test_past_the_cap_a_new_connection_is_answered_503_at_once(sends: bytes) -> 
 
 
 def test_the_cap_refuses_without_starting_threads() -> None:
-    with serving(max_connections=4) as served:
+    with serving(max_connections=4, max_connections_per_address=4) as served:
         threads_before = threading.active_count()
         with holding(served, 4):
             assert threading.active_count() <= threads_before + 4  # one per connection: no timers, no extras
@@ -293,7 +293,7 @@ def _websocket_session(served: Served) -> None:
 )
 def test_every_way_a_connection_ends_gives_its_slot_back(use: Callable[[Served], None]) -> None:
     cap = 2
-    with serving(max_connections=cap) as served:
+    with serving(max_connections=cap, max_connections_per_address=cap) as served:
         # Many more connections than the cap, one after another: a slot leaked by
         # any of them would show here, and would end in a 503 below.
         for _ in range(3 * cap):
