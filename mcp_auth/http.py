@@ -80,7 +80,8 @@ def _media_types(header: str | None) -> set[str]:
         media = media.strip().lower()
         if not media:
             continue
-        if any(p.strip().replace(" ", "") in ("q=0", "q=0.0", "q=0.00", "q=0.000") for p in params.split(";")):
+        # Parameter names are case-insensitive (RFC 9110), so "Q=0" refuses the type too.
+        if any(p.strip().replace(" ", "").lower() in ("q=0", "q=0.0", "q=0.00", "q=0.000") for p in params.split(";")):
             continue
         found.add(media)
     return found

@@ -61,6 +61,8 @@ def test_list_and_call_in_a_session(live: Live) -> None:
         pytest.param({"Accept": "text/event-stream"}, 406, "Accept", id="accept-sse-only"),
         pytest.param({"Accept": None}, 406, "Accept", id="accept-missing"),
         pytest.param({"Accept": "application/json, text/event-stream;q=0"}, 406, "Accept", id="accept-q0"),
+        # RFC 9110: parameter names are case-insensitive, so Q=0 refuses the type too.
+        pytest.param({"Accept": "application/json, text/event-stream;Q=0"}, 406, "Accept", id="accept-upper-q0"),
         pytest.param({"MCP-Protocol-Version": "1999-01-01"}, 400, "Unsupported MCP-Protocol-Version", id="bad-version"),
     ],
 )
