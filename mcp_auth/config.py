@@ -278,6 +278,14 @@ def _read_toml(path: str, origin: str) -> dict[str, Any]:
         raise ConfigError(f"config file {path} (from {origin}) cannot be read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} (from {origin}) is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        # tomllib decodes the bytes itself and lets this escape: TOML files are UTF-8.
+        raise ConfigError(
+            f"config file {path} (from {origin}) is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        ) from None
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables recursively; no setting nests at all.
+        raise ConfigError(f"config file {path} (from {origin}) nests arrays or tables too deeply to read") from None
     # Settings may sit at the top level or in an [mcp_auth] table.
     table: Any = data.get("mcp_auth", data)
     if not isinstance(table, dict):

@@ -184,7 +184,8 @@ class HttpTransport:
         raw_length = (environ.get("CONTENT_LENGTH") or "").strip()
         stream = environ["wsgi.input"]
         if raw_length:
-            if not raw_length.isdigit() or len(raw_length) > MAX_CONTENT_LENGTH_DIGITS:
+            # ASCII digits only: str.isdigit is also true for superscripts that int() refuses.
+            if not (raw_length.isascii() and raw_length.isdigit()) or len(raw_length) > MAX_CONTENT_LENGTH_DIGITS:
                 raise BadRequest("Content-Length is not a valid number")
             length = int(raw_length)
             if length > self.max_body_bytes:

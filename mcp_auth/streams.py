@@ -38,7 +38,9 @@ def event_id(stream_id: str, sequence: int) -> str:
 
 def parse_event_id(value: str) -> tuple[str, int] | None:
     stream_id, _, sequence = value.strip().rpartition("_")
-    if not stream_id or not sequence.isdigit() or len(sequence) > 12:
+    # ASCII digits only: str.isdigit is also true for superscripts ("\xb2", which a
+    # latin-1 header can carry) that int() refuses.
+    if not stream_id or not (sequence.isascii() and sequence.isdigit()) or len(sequence) > 12:
         return None
     return stream_id, int(sequence)
 

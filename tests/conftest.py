@@ -7,9 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis_profiles import load_profile
 from support import Live, live_server
 
 ENV_PREFIX = "MCP_AUTH_"
+
+# Property tests run with a fixed budget and seed unless HYPOTHESIS_PROFILE names another profile.
+load_profile()
 
 
 @pytest.fixture(autouse=True)

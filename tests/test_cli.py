@@ -548,6 +548,9 @@ def test_refused_configuration_exits_2_with_the_fix(
             id="bad-network-names-the-file",
         ),
         pytest.param('port = 0\nhost = "0.0.0.0"\n', ["MCP_AUTH_TOKEN"], id="toml-host-needs-a-token"),
+        pytest.param(
+            "allowed_ips = " + "[" * 1000 + "]" * 1000 + "\n", ["config.toml", "too deeply"], id="deep-nesting"
+        ),
     ],
 )
 def test_refused_toml_config_exits_2(tmp_path: Path, isolated_home: Path, toml: str, expected: list[str]) -> None:
@@ -563,6 +566,15 @@ def test_refused_toml_config_exits_2(tmp_path: Path, isolated_home: Path, toml: 
         assert "Traceback" not in result.stderr and result.stdout == ""
         assert TOKEN not in result.stderr
     assert not default_token_file(isolated_home).exists()
+
+
+def test_a_config_file_that_is_not_utf8_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_bytes(b"port = 0 # caf\xe9\n")  # latin-1, as some editors save it
+    result = run_cli("--config", str(path))
+    assert result.returncode == 2, result.stderr
+    assert "config.toml" in result.stderr and "UTF-8" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_missing_toml_config_exits_2(tmp_path: Path) -> None:
