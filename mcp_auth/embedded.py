@@ -36,6 +36,7 @@ import io
 import ipaddress
 import logging
 import queue
+import selectors
 import socket
 import threading
 import time
@@ -72,6 +73,19 @@ MAX_CONNECTIONS = 1024
 # the share never stops one client short of what the app would give it, while
 # it takes at least four addresses to fill the server.
 CONNECTION_SHARE_DIVISOR = 4
+# A connection refused at accept time is answered at once, and the client may
+# not have sent its request yet: closing the socket when that request arrives
+# resets the connection, and a reset can destroy the answer before the client
+# reads it. So a refused socket is closed "lingering" (as Apache does): its
+# write side is shut, and one thread reads and drops (never parses) what still
+# comes, for at most LINGER_SECONDS and LINGER_MAX_BYTES, before closing it.
+# Long enough for a client to send its head and read the answer on any real
+# network; bounded so a refused peer holds nothing for long: at most
+# MAX_LINGERING sockets at once (one descriptor each, no thread), past which
+# a refused socket is closed at once as before.
+LINGER_SECONDS = 2.0
+LINGER_MAX_BYTES = 64 * 1024
+MAX_LINGERING = 256
 # The prefix of an IPv6 address that counts as one client for that share: a
 # single host usually holds a whole /64 and can pick any address inside it.
 IPV6_SHARE_PREFIX = 64
@@ -374,6 +388,124 @@ class _ThreadPool:
             self._idle.release()
 
 
+class _LingeringCloser:
+    """Closes refused sockets after the client has had time to read their answer (see LINGER_SECONDS)."""
+
+    def __init__(self, clock: Any = time.monotonic) -> None:
+        self._clock = clock
+        self._selector = selectors.DefaultSelector()
+        self._lock = threading.Lock()
+        self._lingering: dict[socket.socket, tuple[float, int]] = {}  # socket -> (deadline, bytes read)
+        self._stopped = False
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        # One thread per server, started with it (never one per connection).
+        self._thread = threading.Thread(target=self._run, name="mcp-auth-linger", daemon=True)
+        self._thread.start()
+
+    def close_later(self, sock: socket.socket) -> None:
+        """Shut the write side now; close when the peer is done or the bounds run out."""
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        with self._lock:
+            if self._stopped or len(self._lingering) >= MAX_LINGERING:
+                sock.close()
+                return
+            try:
+                self._selector.register(sock, selectors.EVENT_READ)
+            except (OSError, ValueError):
+                sock.close()
+                return
+            self._lingering[sock] = (self._clock() + LINGER_SECONDS, 0)
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass
+
+    @property
+    def lingering(self) -> int:
+        with self._lock:
+            return len(self._lingering)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if self._stopped:
+                    return
+                now = self._clock()
+                deadlines = [deadline for deadline, _ in self._lingering.values()]
+            timeout = max(0.0, min(deadlines) - now) if deadlines else None
+            for key, _events in self._selector.select(timeout):
+                sock = key.fileobj
+                if sock is self._wake_r:
+                    try:
+                        self._wake_r.recv(4096)
+                    except OSError:
+                        pass
+                    continue
+                assert isinstance(sock, socket.socket)
+                self._drop_what_came(sock)
+            self._close_expired()
+
+    def _drop_what_came(self, sock: socket.socket) -> None:
+        try:
+            data = sock.recv(LINGER_MAX_BYTES)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        with self._lock:
+            entry = self._lingering.get(sock)
+            if entry is None:
+                return
+            total = entry[1] + len(data)
+            if data and total < LINGER_MAX_BYTES:
+                self._lingering[sock] = (entry[0], total)
+                return
+        self._close(sock)  # the peer closed, or sent more than a refused client may
+
+    def _close_expired(self) -> None:
+        now = self._clock()
+        with self._lock:
+            expired = [sock for sock, (deadline, _) in self._lingering.items() if deadline <= now]
+        for sock in expired:
+            self._close(sock)
+
+    def _close(self, sock: socket.socket) -> None:
+        with self._lock:
+            if self._lingering.pop(sock, None) is None:
+                return
+            try:
+                self._selector.unregister(sock)
+            except (KeyError, ValueError):
+                pass
+        sock.close()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            sockets = list(self._lingering)
+            self._lingering.clear()
+            for sock in sockets:
+                try:
+                    self._selector.unregister(sock)
+                except (KeyError, ValueError):
+                    pass
+        for sock in sockets:
+            sock.close()
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass
+        self._thread.join(timeout=5)
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+
 class _Server(ThreadingMixIn, BaseWSGIServer):
     """Werkzeug's threaded server with a cap on connections and a watchdog on request heads."""
 
@@ -398,6 +530,7 @@ class _Server(ThreadingMixIn, BaseWSGIServer):
         self._holding: dict[socket.socket, Any] = {}
         self._per_share: dict[Any, int] = {}
         self._holding_lock = threading.Lock()
+        self.lingering = _LingeringCloser()
         super().__init__(host, port, app, handler=_RequestHandler)
         self._pool = _ThreadPool(self.process_request_thread, f"mcp-auth-http:{self.server_address[1]}")
 
@@ -464,9 +597,9 @@ class _Server(ThreadingMixIn, BaseWSGIServer):
                 pass
             request.send(response)
         except OSError:
-            pass  # the client is gone, or sent more than it should: it is closed either way
-        finally:
-            self.shutdown_request(request)
+            self.shutdown_request(request)  # the client is gone, or sent more than it should
+            return
+        self.lingering.close_later(request)  # holds no slot: closed once the client has read the answer
 
     def log(self, type: str, message: str, *args: Any) -> None:
         # Werkzeug reports here what went wrong on a connection after the app was
@@ -476,6 +609,7 @@ class _Server(ThreadingMixIn, BaseWSGIServer):
 
     def server_close(self) -> None:
         self.head_watch.stop()
+        self.lingering.stop()
         super().server_close()
 
 
