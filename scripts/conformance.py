@@ -71,14 +71,27 @@ TOOL_RAISED = re.compile(r" mcp_auth\.server: tool \S+ raised ")
 
 
 def npm_install(prefix: Path, spec: str) -> None:
-    """`npm install --prefix PREFIX SPEC` (no lifecycle scripts: none of these packages needs one)."""
+    """`npm install --prefix PREFIX SPEC` (no lifecycle scripts: none of these packages needs one).
+
+    Errors only: npm runs on the machine's Node 20 and would warn about the suite's engines (node >= 22).
+    """
     prefix.mkdir(parents=True, exist_ok=True)
     npm = shutil.which("npm")
     if npm is None:
         raise SystemExit("npm is not on PATH; it is needed to install " + spec)
     print(f"conformance: installing {spec} into {prefix.relative_to(ROOT)}", flush=True)
     subprocess.run(
-        [npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund", "--ignore-scripts", spec],
+        [
+            npm,
+            "install",
+            "--prefix",
+            str(prefix),
+            "--no-audit",
+            "--no-fund",
+            "--ignore-scripts",
+            "--loglevel=error",
+            spec,
+        ],
         check=True,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -88,11 +101,16 @@ def npm_install(prefix: Path, spec: str) -> None:
 
 def ensure_node(explicit: str | None) -> str:
     """The Node binary to run the suite with: --node, or Node 22 from the cache (installed on first use)."""
-    node = explicit
-    if node is None:
+    if explicit is None:
         if not NODE_BINARY.exists():
             npm_install(NODE_BINARY.parents[3], NODE_PACKAGE)
         node = str(NODE_BINARY)
+    else:
+        # The suite runs in a temporary directory: a relative path must not depend on it.
+        found = shutil.which(explicit)
+        if found is None:
+            raise SystemExit(f"--node {explicit}: no such executable")
+        node = str(Path(found).resolve())
     version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True, timeout=60).stdout
     match = re.match(r"v(\d+)\.", version.strip())
     if match is None or int(match.group(1)) < NODE_MAJOR:
@@ -206,6 +224,8 @@ def main() -> int:
                 env=suite_env,
             )
             elapsed = time.monotonic() - started
+        except subprocess.TimeoutExpired:
+            raise SystemExit(f"FAIL: the suite did not finish within {SUITE_DEADLINE_SECONDS}s") from None
         finally:
             code = stop_server(server)
         details = failed_checks(output_dir)
