@@ -21,8 +21,10 @@ from typing import Any
 
 from ._version import __version__
 from .audit import configure_logging
+from .auth.tokens import Principal
 from .config import Config
-from .content import (
+from .errors import ConfigError
+from .mcp.content import (
     ToolResult,
     audio_content,
     embedded_resource,
@@ -31,9 +33,7 @@ from .content import (
     resource_link,
     text_content,
 )
-from .errors import ConfigError
 from .server import AsyncContext, Context, McpServer
-from .tokens import Principal
 
 __all__ = [
     "AsyncContext",

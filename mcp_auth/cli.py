@@ -33,11 +33,11 @@ from typing import Any, TextIO
 from ._version import __version__
 from .app import MCP_PATH, McpAuthApp
 from .audit import configure_logging
+from .auth.tokens import add_token, default_token_path, list_tokens, read_token_file, revoke_token, rotate_token
 from .config import LOG_LEVELS, AuthSetup, Config, open_token_source
 from .errors import ConfigError
 from .network import format_url_host
 from .server import McpServer
-from .tokens import add_token, default_token_path, list_tokens, read_token_file, revoke_token, rotate_token
 
 logger = logging.getLogger("mcp_auth.cli")
 

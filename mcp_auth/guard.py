@@ -16,11 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .auth.tokens import ANONYMOUS, Principal, parse_bearer
 from .config import AuthSetup, Config
 from .network import ForwardedForError, HostError, IPAddress, parse_address, parse_host, resolve_client_address
 from .ratelimit import FailureRateLimiter
 from .refusals import HostInvalid, HostNotAllowed, IpNotAllowed, OriginNotAllowed, RateLimited, Unauthorized
-from .tokens import ANONYMOUS, Principal, parse_bearer
 
 ENVIRON_CLIENT_KEY = "mcp_auth.client_address"
 

@@ -24,7 +24,7 @@ from typing import Any
 from .capacity import Capacity, Slot, principal_key
 from .config import DEFAULT_MAX_STREAMS
 from .guard import Admission
-from .jsonrpc import (
+from .mcp.jsonrpc import (
     INTERNAL_ERROR,
     UNSUPPORTED_PROTOCOL_VERSION,
     ErrorResponse,

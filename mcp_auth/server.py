@@ -32,8 +32,9 @@ from typing import Any, Protocol
 
 from . import audit
 from ._version import __version__ as _package_version
-from .content import ToolResult, is_content, resource_contents, text_content
-from .jsonrpc import (
+from .auth.tokens import Principal
+from .mcp.content import ToolResult, is_content, resource_contents, text_content
+from .mcp.jsonrpc import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,
@@ -46,10 +47,9 @@ from .jsonrpc import (
     Request,
     Response,
 )
+from .mcp.uritemplate import RefusedValue, UriTemplate
 from .schema import CompiledSchema, JsonSchema, SchemaError, Signature, compile_schema, function_schema, return_schema
 from .sessions import Session
-from .tokens import Principal
-from .uritemplate import RefusedValue, UriTemplate
 
 logger = logging.getLogger("mcp_auth.server")
 

@@ -33,7 +33,7 @@ from . import audit
 from .capacity import Capacity, CapacityExhausted, Slot, principal_key
 from .config import DEFAULT_MAX_STREAMS
 from .guard import Admission
-from .jsonrpc import (
+from .mcp.jsonrpc import (
     FORBIDDEN,
     INTERNAL_ERROR,
     ErrorResponse,

@@ -26,10 +26,10 @@ from ws_client import websocket_client, ws_url
 
 import mcp_auth
 from mcp_auth import Context, McpServer
-from mcp_auth.jsonrpc import REQUEST_CANCELLED, Notification, Request
+from mcp_auth.auth.tokens import Principal
+from mcp_auth.mcp.jsonrpc import REQUEST_CANCELLED, Notification, Request
 from mcp_auth.server import LATEST_PROTOCOL_VERSION, Call
 from mcp_auth.sessions import Session
-from mcp_auth.tokens import Principal
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 # Bound on waiting for something that happens at once when the code is right.

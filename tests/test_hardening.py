@@ -19,13 +19,13 @@ from websockets.exceptions import ConnectionClosed
 from ws_client import ws_url
 
 from mcp_auth import Config, ConfigError, Context, McpServer
+from mcp_auth.auth.tokens import ANONYMOUS, Principal, StaticToken, add_token, revoke_token
 from mcp_auth.config import AuthSetup
 from mcp_auth.guard import Guard
-from mcp_auth.jsonrpc import INVALID_PARAMS, Request
+from mcp_auth.mcp.jsonrpc import INVALID_PARAMS, Request
 from mcp_auth.refusals import IpNotAllowed
 from mcp_auth.server import MAX_URI_LENGTH, Call
 from mcp_auth.sessions import Session, SessionStore
-from mcp_auth.tokens import ANONYMOUS, Principal, StaticToken, add_token, revoke_token
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 

@@ -36,12 +36,12 @@ from support import (
 )
 
 from mcp_auth.app import McpAuthApp
+from mcp_auth.auth.tokens import Principal, StaticToken, TokenSource, add_token, revoke_token
 from mcp_auth.config import AuthSetup, Config
 from mcp_auth.diagnostics import build_diagnostics
 from mcp_auth.embedded import EmbeddedServer
-from mcp_auth.jsonrpc import FORBIDDEN
+from mcp_auth.mcp.jsonrpc import FORBIDDEN
 from mcp_auth.server import McpServer
-from mcp_auth.tokens import Principal, StaticToken, TokenSource, add_token, revoke_token
 
 # Presented tokens carry an ASCII marker, so the log scan can find them even
 # when the rest of the token is bytes no formatter prints verbatim.

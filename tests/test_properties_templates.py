@@ -18,11 +18,12 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 from mcp_auth import McpServer
-from mcp_auth.jsonrpc import INVALID_PARAMS, RESOURCE_NOT_FOUND, JsonRpcError, Request
+from mcp_auth.auth.tokens import Principal
+from mcp_auth.auth.tokens.principal import uri_glob_match
+from mcp_auth.mcp.jsonrpc import INVALID_PARAMS, RESOURCE_NOT_FOUND, JsonRpcError, Request
+from mcp_auth.mcp.uritemplate import RefusedValue, TemplateError, UriTemplate
 from mcp_auth.server import Call, ScopeDenied
 from mcp_auth.sessions import Session
-from mcp_auth.tokens import Principal
-from mcp_auth.uritemplate import RefusedValue, TemplateError, UriTemplate, uri_glob_match
 
 # --- profiles: "ci" (the suite's default) and "deep"; registered here only if no one else did ---
 

@@ -15,8 +15,9 @@ from typing import Any, TypedDict
 
 import pytest
 
-from mcp_auth.content import ToolResult, image_content, text_content
-from mcp_auth.jsonrpc import (
+from mcp_auth.auth.tokens import Principal
+from mcp_auth.mcp.content import ToolResult, image_content, text_content
+from mcp_auth.mcp.jsonrpc import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,
@@ -40,7 +41,6 @@ from mcp_auth.server import (
     ScopeDenied,
 )
 from mcp_auth.sessions import Session
-from mcp_auth.tokens import Principal
 
 EVERYONE = Principal(name="admin", tool_patterns=None, credential_id="a" * 64)
 CI = Principal(name="ci", tool_patterns=("echo",), credential_id="x")
