@@ -47,8 +47,9 @@ from .mcp.jsonrpc import (
     Request,
     Response,
 )
+from .mcp.schema import JsonSchema, SchemaError, Signature, function_schema, return_schema
 from .mcp.uritemplate import RefusedValue, UriTemplate
-from .schema import CompiledSchema, JsonSchema, SchemaError, Signature, compile_schema, function_schema, return_schema
+from .mcp.validation import CompiledSchema, compile_schema
 from .sessions import Session
 
 logger = logging.getLogger("mcp_auth.server")
