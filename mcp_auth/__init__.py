@@ -73,7 +73,7 @@ def create_app(target: str | None = None) -> Any:
         configure_logging(config.log_format, config.log_level)
     target = target or os.environ.get("MCP_AUTH_TARGET")
     server = load_target(target) if target else build_diagnostics()
-    app = McpAuthApp(server, config)
+    app = McpAuthApp(server.dispatcher, config)
     # The WSGI server owns the bind; say what we know, and refuse non-loopback
     # clients when there is no explicit token (the guard does, per request).
     announce(config, app.auth, server, None)

@@ -363,7 +363,7 @@ def serve(args: argparse.Namespace) -> int:
         raise
     for warning in warnings:
         logger.warning(warning)
-    app = McpAuthApp(server, config, auth)
+    app = McpAuthApp(server.dispatcher, config, auth)
     embedded.app = app  # before serve_forever: no request can arrive earlier
     url = f"http://{format_url_host(config.host)}:{embedded.port}{MCP_PATH}"
     announce(config, auth, server, url, args.print_config)

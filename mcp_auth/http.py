@@ -24,6 +24,8 @@ from typing import Any
 from .capacity import Capacity, Slot, principal_key
 from .config import DEFAULT_MAX_STREAMS
 from .guard import Admission
+from .mcp.context import Call
+from .mcp.dispatch import Dispatcher as McpServer  # the transport's view of a server: its dispatcher
 from .mcp.jsonrpc import (
     INTERNAL_ERROR,
     UNSUPPORTED_PROTOCOL_VERSION,
@@ -35,6 +37,8 @@ from .mcp.jsonrpc import (
     dumps,
     parse_message,
 )
+from .mcp.outcome import PrincipalRevoked, ScopeDenied
+from .mcp.protocol import RESUMABLE_SINCE, SUPPORTED_PROTOCOL_VERSIONS
 from .refusals import (
     BadRequest,
     InsufficientScope,
@@ -46,7 +50,6 @@ from .refusals import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from .server import RESUMABLE_SINCE, SUPPORTED_PROTOCOL_VERSIONS, Call, McpServer, PrincipalRevoked, ScopeDenied
 from .sessions import Session, SessionStore
 from .streams import EventStream, encode_event, parse_event_id, priming_event
 

@@ -33,6 +33,8 @@ from . import audit
 from .capacity import Capacity, CapacityExhausted, Slot, principal_key
 from .config import DEFAULT_MAX_STREAMS
 from .guard import Admission
+from .mcp.context import Call
+from .mcp.dispatch import Dispatcher as McpServer  # the transport's view of a server: its dispatcher
 from .mcp.jsonrpc import (
     FORBIDDEN,
     INTERNAL_ERROR,
@@ -45,8 +47,8 @@ from .mcp.jsonrpc import (
     dumps,
     parse_message,
 )
+from .mcp.outcome import PrincipalRevoked, ScopeDenied
 from .refusals import BadRequest
-from .server import Call, McpServer, PrincipalRevoked, ScopeDenied
 from .sessions import Session
 
 logger = logging.getLogger("mcp_auth.websocket")

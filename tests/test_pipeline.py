@@ -897,7 +897,7 @@ def _serve(app: McpAuthApp) -> Iterator[int]:
 def test_step_7_refuses_a_principal_revoked_after_step_5(logs: LogWatch) -> None:
     calls: list[str] = []
     source = _RevokedAfterStep5()
-    app = McpAuthApp(_counting_server(calls), Config(token=TOKEN), auth=AuthSetup(source))
+    app = McpAuthApp(_counting_server(calls).dispatcher, Config(token=TOKEN), auth=AuthSetup(source))
     with _serve(app) as port:
         session_id = open_session(port)
         source.current = False
