@@ -6,16 +6,16 @@ Responsible for
   URI's length whatever the template;
 - turning the matched text of each variable into the value its handler
   receives (`UriTemplate.resolve`): percent-decoded, and refused
-  (`RefusedValue`) when it could walk out of the place the template names;
-- (resource scope globs, `resource:<glob>`, are matched by
-  `mcp_auth.auth.tokens.principal.uri_glob_match`, also without backtracking.)
+  (`RefusedValue`) when it could walk out of the place the template names.
+Resource scope globs (`resource:<glob>`) are matched, also without
+backtracking, by `mcp_auth.auth.tokens.principal.uri_glob_match`.
 
 What it trusts
-- Templates and scope patterns: they come from the developer and the
-  operator. Only their shape is checked (`TemplateError`).
+- Templates: they come from the developer. Only their shape is checked
+  (`TemplateError`).
 - Nothing in a URI. Whatever a client sends, these functions return a match,
   no match, or `RefusedValue`, and never look at a character twice per
-  variable or per pattern position.
+  variable.
 
 Matching rule (RFC 6570 defines expansion, not matching, so this is ours):
 the text before the first variable must begin the URI and the text after the

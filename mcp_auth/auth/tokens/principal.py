@@ -1,8 +1,9 @@
 """Who a request acts as: `Principal`, its scope patterns and their globs.
 
-Imports nothing from mcp_auth but `errors`, so the MCP layer may use `Principal`
-without depending on how tokens are read. Resource scope globs (`uri_glob_match`)
-match without backtracking: linear in the URI's length whatever the pattern.
+Imports nothing from mcp_auth (`errors` at most), so the MCP layer may use
+`Principal` without depending on how tokens are read. Resource scope globs
+(`uri_glob_match`) match without backtracking: linear in the URI's length,
+whatever the pattern; they come from the operator, and only a URI is untrusted.
 """
 
 from __future__ import annotations
