@@ -21,8 +21,10 @@ from typing import Any
 
 from ._version import __version__
 from .audit import configure_logging
+from .auth.tokens import Principal
 from .config import Config
-from .content import (
+from .errors import ConfigError
+from .mcp.content import (
     ToolResult,
     audio_content,
     embedded_resource,
@@ -31,9 +33,7 @@ from .content import (
     resource_link,
     text_content,
 )
-from .errors import ConfigError
 from .server import AsyncContext, Context, McpServer
-from .tokens import Principal
 
 __all__ = [
     "AsyncContext",
@@ -73,7 +73,7 @@ def create_app(target: str | None = None) -> Any:
         configure_logging(config.log_format, config.log_level)
     target = target or os.environ.get("MCP_AUTH_TARGET")
     server = load_target(target) if target else build_diagnostics()
-    app = McpAuthApp(server, config)
+    app = McpAuthApp(server.dispatcher, config)
     # The WSGI server owns the bind; say what we know, and refuse non-loopback
     # clients when there is no explicit token (the guard does, per request).
     announce(config, app.auth, server, None)

@@ -20,8 +20,8 @@ from . import audit
 from .config import AuthSetup, Config, open_token_source
 from .guard import ENVIRON_CLIENT_KEY, Admission, Guard
 from .http import DEADLINE_ENVIRON_KEY, DRAIN_DEADLINE_SECONDS, HttpTransport, json_response
+from .mcp.dispatch import Dispatcher
 from .refusals import SUBPROTOCOL_CARRIER_OFF_HINT, NotFound, Refusal, Unauthorized
-from .server import McpServer
 from .sessions import SessionStore
 from .websocket import WebSocketDone, WebSocketTransport, is_upgrade, subprotocol_token
 
@@ -47,11 +47,11 @@ StartResponse = Callable[..., Any]
 
 
 class McpAuthApp:
-    """A WSGI application serving one McpServer behind the pipeline."""
+    """A WSGI application serving one McpServer (its `Dispatcher`) behind the pipeline."""
 
     def __init__(
         self,
-        server: McpServer,
+        server: Dispatcher,
         config: Config,
         auth: AuthSetup | None = None,
         environ: Mapping[str, str] | None = None,

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 from .refusals import ServiceUnavailable
 
 if TYPE_CHECKING:
-    from .tokens import Principal
+    from .auth.tokens import Principal
 
 # A token may hold at most this fraction of a capacity unless told otherwise:
 # half, so a single busy token always leaves the other half to everyone else,

@@ -33,11 +33,11 @@ from typing import Any, TextIO
 from ._version import __version__
 from .app import MCP_PATH, McpAuthApp
 from .audit import configure_logging
+from .auth.tokens import add_token, default_token_path, list_tokens, read_token_file, revoke_token, rotate_token
 from .config import LOG_LEVELS, AuthSetup, Config, open_token_source
 from .errors import ConfigError
 from .network import format_url_host
 from .server import McpServer
-from .tokens import add_token, default_token_path, list_tokens, read_token_file, revoke_token, rotate_token
 
 logger = logging.getLogger("mcp_auth.cli")
 
@@ -363,7 +363,7 @@ def serve(args: argparse.Namespace) -> int:
         raise
     for warning in warnings:
         logger.warning(warning)
-    app = McpAuthApp(server, config, auth)
+    app = McpAuthApp(server.dispatcher, config, auth)
     embedded.app = app  # before serve_forever: no request can arrive earlier
     url = f"http://{format_url_host(config.host)}:{embedded.port}{MCP_PATH}"
     announce(config, auth, server, url, args.print_config)

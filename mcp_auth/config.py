@@ -22,6 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .auth.tokens import (
+    StaticToken,
+    TokenFile,
+    TokensFile,
+    TokenSource,
+    default_token_path,
+    ensure_default_token,
+)
 from .errors import ConfigError
 from .network import (
     AddressAllowlist,
@@ -32,14 +40,6 @@ from .network import (
     parse_trusted_proxies,
 )
 from .refusals import UNAUTHORIZED_HINT
-from .tokens import (
-    StaticToken,
-    TokenFile,
-    TokensFile,
-    TokenSource,
-    default_token_path,
-    ensure_default_token,
-)
 
 __all__ = ["AuthSetup", "Config", "ConfigError", "open_token_source"]
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .auth.tokens import ANONYMOUS, Principal, parse_bearer
 from .config import AuthSetup, Config
 from .network import (
     ForwardedForError,
@@ -29,7 +30,6 @@ from .network import (
 )
 from .ratelimit import FailureRateLimiter
 from .refusals import HostInvalid, HostNotAllowed, IpNotAllowed, OriginNotAllowed, RateLimited, Unauthorized
-from .tokens import ANONYMOUS, Principal, parse_bearer
 
 ENVIRON_CLIENT_KEY = "mcp_auth.client_address"
 

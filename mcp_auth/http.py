@@ -26,7 +26,9 @@ from werkzeug.http import parse_accept_header, parse_options_header
 from .capacity import Capacity, Slot, principal_key
 from .config import DEFAULT_MAX_STREAMS
 from .guard import Admission
-from .jsonrpc import (
+from .mcp.context import Call
+from .mcp.dispatch import Dispatcher as McpServer  # the transport's view of a server: its dispatcher
+from .mcp.jsonrpc import (
     INTERNAL_ERROR,
     UNSUPPORTED_PROTOCOL_VERSION,
     ErrorResponse,
@@ -37,6 +39,8 @@ from .jsonrpc import (
     dumps,
     parse_message,
 )
+from .mcp.outcome import PrincipalRevoked, ScopeDenied
+from .mcp.protocol import RESUMABLE_SINCE, SUPPORTED_PROTOCOL_VERSIONS, protocol_at_least
 from .refusals import (
     BadRequest,
     InsufficientScope,
@@ -47,15 +51,6 @@ from .refusals import (
     SessionNotFound,
     Unauthorized,
     UnsupportedMediaType,
-)
-from .server import (
-    RESUMABLE_SINCE,
-    SUPPORTED_PROTOCOL_VERSIONS,
-    Call,
-    McpServer,
-    PrincipalRevoked,
-    ScopeDenied,
-    protocol_at_least,
 )
 from .sessions import Session, SessionStore
 from .streams import EventStream, encode_event, parse_event_id, priming_event

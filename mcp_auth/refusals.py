@@ -26,7 +26,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from .jsonrpc import FORBIDDEN, INVALID_REQUEST, JsonRpcError, RequestId
+from .mcp.jsonrpc import FORBIDDEN, INVALID_REQUEST, JsonRpcError, RequestId
 
 StartResponse = Any  # the WSGI start_response callable
 

@@ -20,10 +20,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .auth.tokens import Principal
 from .capacity import Capacity, CapacityExhausted, Slot, principal_key
-from .jsonrpc import ErrorResponse, Response
+from .mcp.jsonrpc import ErrorResponse, Response
 from .streams import EventStream
-from .tokens import Principal
 
 # Sessions are cheap (a few hundred bytes), but each is created by an
 # authenticated client; this bounds memory if one misbehaves in a loop.

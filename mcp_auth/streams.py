@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .jsonrpc import dumps
+from .mcp.jsonrpc import dumps
 
 # Messages kept per stream for resumption. A POST stream carries a few
 # notifications and one answer; the standalone stream is bounded here too.

@@ -33,7 +33,9 @@ from . import audit
 from .capacity import Capacity, CapacityExhausted, Slot, principal_key
 from .config import DEFAULT_MAX_STREAMS
 from .guard import Admission
-from .jsonrpc import (
+from .mcp.context import Call
+from .mcp.dispatch import Dispatcher as McpServer  # the transport's view of a server: its dispatcher
+from .mcp.jsonrpc import (
     FORBIDDEN,
     INTERNAL_ERROR,
     ErrorResponse,
@@ -45,8 +47,8 @@ from .jsonrpc import (
     dumps,
     parse_message,
 )
+from .mcp.outcome import PrincipalRevoked, ScopeDenied
 from .refusals import BadRequest
-from .server import Call, McpServer, PrincipalRevoked, ScopeDenied
 from .sessions import Session
 
 logger = logging.getLogger("mcp_auth.websocket")

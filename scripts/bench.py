@@ -759,7 +759,8 @@ def typical_tool(
 
 def measure_validation(calls: int) -> dict[str, Any]:
     """Microseconds per `problems()` call on a typical tool's inferred schema, valid and invalid input."""
-    from mcp_auth.schema import compile_schema, function_schema
+    from mcp_auth.mcp.schema import function_schema
+    from mcp_auth.mcp.validation import compile_schema
     from mcp_auth.server import Context
 
     schema = function_schema(typical_tool, Context).input_schema

@@ -69,7 +69,7 @@ def live_server(
     if "no_auth" not in settings and "tokens_file" not in settings and "token_file" not in settings:
         settings.setdefault("token", TOKEN)
     config = Config(host=host, port=0, **settings)
-    app = McpAuthApp(server or build_diagnostics(), config, clock=clock)
+    app = McpAuthApp((server or build_diagnostics()).dispatcher, config, clock=clock)
     embedded = EmbeddedServer(app, host, 0)
     thread = threading.Thread(target=embedded.serve_forever, daemon=True)
     thread.start()

@@ -26,10 +26,11 @@ from ws_client import websocket_client, ws_url
 
 import mcp_auth
 from mcp_auth import Context, McpServer
-from mcp_auth.jsonrpc import REQUEST_CANCELLED, Notification, Request
-from mcp_auth.server import LATEST_PROTOCOL_VERSION, Call
+from mcp_auth.auth.tokens import Principal
+from mcp_auth.mcp.context import Call
+from mcp_auth.mcp.jsonrpc import REQUEST_CANCELLED, Notification, Request
+from mcp_auth.mcp.protocol import LATEST_PROTOCOL_VERSION
 from mcp_auth.sessions import Session
-from mcp_auth.tokens import Principal
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 # Bound on waiting for something that happens at once when the code is right.
@@ -421,8 +422,8 @@ class ListChannel:
 
 def _call(server: McpServer, channel: Any = None) -> Call:
     call = Call(Session(principal=ADMIN, session_id="s"), ADMIN, channel or ListChannel(), "127.0.0.1", lambda p: True)
-    server.dispatch(Request("init", "initialize", {"protocolVersion": LATEST_PROTOCOL_VERSION}), call)
-    server.handle_notification(Notification("notifications/initialized"), call)
+    server.dispatcher.dispatch(Request("init", "initialize", {"protocolVersion": LATEST_PROTOCOL_VERSION}), call)
+    server.dispatcher.handle_notification(Notification("notifications/initialized"), call)
     return call
 
 
@@ -463,13 +464,15 @@ def test_a_client_that_stops_reading_holds_only_its_own_call(closing: Callable[[
     blocked = BlockingChannel()
     stuck_answer: dict[str, Any] = {}
     stuck = threading.Thread(
-        target=lambda: stuck_answer.update(server.dispatch(_tool_call("chatty", progress=True), _call(server, blocked)))
+        target=lambda: stuck_answer.update(
+            server.dispatcher.dispatch(_tool_call("chatty", progress=True), _call(server, blocked))
+        )
     )
     stuck.start()
     try:
         assert blocked.entered.wait(PATIENCE_SECONDS)
         # The loop is free while chatty's write waits: another async call completes.
-        assert server.dispatch(_tool_call("quick"), _call(server))["content"][0]["text"] == "quick"
+        assert server.dispatcher.dispatch(_tool_call("quick"), _call(server))["content"][0]["text"] == "quick"
     finally:
         blocked.release.set()
         stuck.join(PATIENCE_SECONDS)
@@ -491,8 +494,8 @@ def test_system_exit_in_an_async_tool_does_not_stop_the_loop(closing: Callable[[
     call = _call(server)
     # As with a plain tool: SystemExit is not a tool result; the transport answers "Internal error".
     with pytest.raises(SystemExit):
-        server.dispatch(_tool_call("exits"), call)
-    assert server.dispatch(_tool_call("fine"), call)["content"][0]["text"] == "still here"
+        server.dispatcher.dispatch(_tool_call("exits"), call)
+    assert server.dispatcher.dispatch(_tool_call("fine"), call)["content"][0]["text"] == "still here"
 
 
 def test_a_blocking_context_method_inside_a_coroutine_is_refused_with_a_hint(
@@ -509,7 +512,7 @@ def test_a_blocking_context_method_inside_a_coroutine_is_refused_with_a_hint(
         """Plain function returning a coroutine: it gets the sync Context."""
         return inner(ctx)
 
-    result = server.dispatch(_tool_call("wrapper"), _call(server))
+    result = server.dispatcher.dispatch(_tool_call("wrapper"), _call(server))
     assert result["isError"] is True
     assert "AsyncContext" in result["content"][0]["text"] and "await" in result["content"][0]["text"]
 
@@ -526,7 +529,7 @@ def test_async_context_annotation_makes_a_plain_callable_async(closing: Callable
         return inner(ctx)  # type: ignore[return-value]
 
     call = _call(server)
-    assert server.dispatch(_tool_call("wrapper"), call)["content"][0]["text"] == "ok"
+    assert server.dispatcher.dispatch(_tool_call("wrapper"), call)["content"][0]["text"] == "ok"
     assert call.channel.messages[-1]["params"]["data"] == "from inner"  # type: ignore[attr-defined]
     # `-> Coroutine[..., Sum]` describes what the call produces.
     assert server._registry.tools["wrapper"].definition["outputSchema"]["properties"]["by"] == {"type": "string"}
@@ -547,8 +550,8 @@ def test_a_context_kept_after_its_call_cannot_talk_to_the_client(closing: Callab
         return "sent"
 
     call = _call(server)
-    server.dispatch(_tool_call("keeps"), call)
-    result = server.dispatch(_tool_call("uses_kept"), call)
+    server.dispatcher.dispatch(_tool_call("keeps"), call)
+    result = server.dispatcher.dispatch(_tool_call("uses_kept"), call)
     assert result["isError"] is True and "this call has ended" in result["content"][0]["text"]
 
 
@@ -564,10 +567,10 @@ def test_a_late_call_after_close_starts_the_loop_again_and_nothing_is_left_unawa
     call = _call(server)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert server.dispatch(_tool_call("hello"), call)["content"][0]["text"] == "hello"
+        assert server.dispatcher.dispatch(_tool_call("hello"), call)["content"][0]["text"] == "hello"
         server.close()
         server.close()  # twice is harmless
-        assert server.dispatch(_tool_call("hello"), call)["content"][0]["text"] == "hello"
+        assert server.dispatcher.dispatch(_tool_call("hello"), call)["content"][0]["text"] == "hello"
         server.close()
         gc.collect()
     assert [str(w.message) for w in caught] == []
@@ -592,10 +595,10 @@ def test_a_coroutine_that_swallows_cancellation_answers_with_what_it_returns(
 
     call = _call(server)
     answer: dict[str, Any] = {}
-    worker = threading.Thread(target=lambda: answer.update(server.dispatch(_tool_call("stubborn"), call)))
+    worker = threading.Thread(target=lambda: answer.update(server.dispatcher.dispatch(_tool_call("stubborn"), call)))
     worker.start()
     assert started.wait(PATIENCE_SECONDS)
-    server.handle_notification(Notification("notifications/cancelled", {"requestId": 1}), call)
+    server.dispatcher.handle_notification(Notification("notifications/cancelled", {"requestId": 1}), call)
     worker.join(PATIENCE_SECONDS)
     assert answer["content"][0]["text"] == "stopped early, cancelled=True"
 
@@ -615,14 +618,14 @@ def test_a_cancelled_async_resource_read_is_answered_as_cancelled(closing: Calla
 
     def read() -> None:
         try:
-            server.dispatch(Request(1, "resources/read", {"uri": "slow://thing"}), call)
+            server.dispatcher.dispatch(Request(1, "resources/read", {"uri": "slow://thing"}), call)
         except Exception as exc:
             errors.append(exc)
 
     worker = threading.Thread(target=read)
     worker.start()
     assert started.wait(PATIENCE_SECONDS)
-    server.handle_notification(Notification("notifications/cancelled", {"requestId": 1}), call)
+    server.dispatcher.handle_notification(Notification("notifications/cancelled", {"requestId": 1}), call)
     worker.join(PATIENCE_SECONDS)
     assert [getattr(e, "code", None) for e in errors] == [REQUEST_CANCELLED]  # not INTERNAL_ERROR
 
@@ -631,7 +634,7 @@ def test_a_coroutine_that_ignores_cancellation_cannot_hold_up_closing(
     closing: Callable[[], McpServer], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Closing waits ASYNC_SHUTDOWN_SECONDS (shortened here) for cancelled handlers, then ends the loop anyway."""
-    monkeypatch.setattr("mcp_auth.server.ASYNC_SHUTDOWN_SECONDS", 0.2)
+    monkeypatch.setattr("mcp_auth.mcp.asyncrun.ASYNC_SHUTDOWN_SECONDS", 0.2)
     server = closing()
     started = threading.Event()
 
@@ -649,7 +652,7 @@ def test_a_coroutine_that_ignores_cancellation_cannot_hold_up_closing(
 
     def run() -> None:
         try:
-            server.dispatch(_tool_call("deaf"), call)
+            server.dispatcher.dispatch(_tool_call("deaf"), call)
         except Exception as exc:
             errors.append(exc)
 
@@ -710,6 +713,6 @@ def test_the_output_schema_describes_what_the_call_produces(
     server = closing()
     server.tool(name="t")(fn)
     assert server._registry.tools["t"].definition.get("outputSchema") == output_schema
-    result = server.dispatch(_tool_call("t"), _call(server))
+    result = server.dispatcher.dispatch(_tool_call("t"), _call(server))
     assert result.get("isError") is None
     assert result.get("structuredContent") == ({"total": 1, "by": "x"} if output_schema else None)

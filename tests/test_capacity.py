@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
+from mcp_auth.auth.tokens import Principal
 from mcp_auth.capacity import DEFAULT_SHARE_DIVISOR, Capacity, CapacityExhausted, default_share, principal_key
 from mcp_auth.refusals import ServiceUnavailable
 from mcp_auth.sessions import SessionStore
-from mcp_auth.tokens import Principal
 
 
 @pytest.mark.parametrize(

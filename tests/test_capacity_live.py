@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from ws_client import ws_url
 
 from mcp_auth import Context, McpServer
-from mcp_auth.tokens import add_token, revoke_token
+from mcp_auth.auth.tokens import add_token, revoke_token
 
 # Generous: these waits end as soon as the server has noticed; the bound only
 # keeps a broken build from hanging the suite.

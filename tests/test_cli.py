@@ -1160,7 +1160,7 @@ def test_token_file_value_that_starts_with_a_dash(start: Start, tmp_path: Path) 
 
 
 def test_generated_tokens_never_start_with_a_dash() -> None:
-    from mcp_auth.tokens import generate_token
+    from mcp_auth.auth.tokens import generate_token
 
     # 1 in 64 of secrets.token_urlsafe(32) starts with '-': 10,000 draws without a check would hit one.
     tokens = [generate_token() for _ in range(10_000)]

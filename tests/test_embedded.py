@@ -53,7 +53,7 @@ class Served:
 @contextmanager
 def serving(server: McpServer | None = None, *, host: str = "127.0.0.1", **limits: Any) -> Iterator[Served]:
     """The app for `server` (default: diagnostics) on host:0 with `limits` for EmbeddedServer; always stopped."""
-    app = McpAuthApp(server or build_diagnostics(), Config(host=host, port=0, token=TOKEN))
+    app = McpAuthApp((server or build_diagnostics()).dispatcher, Config(host=host, port=0, token=TOKEN))
     paths: list[str] = []
 
     def recording(environ: dict[str, Any], start_response: Any) -> Any:
@@ -142,7 +142,7 @@ def test_a_busy_port_is_a_config_error(capsys: pytest.CaptureFixture[str]) -> No
 
 def test_without_an_app_the_answer_is_503_until_one_is_set() -> None:
     embedded = EmbeddedServer(None, "127.0.0.1", 0)
-    app = McpAuthApp(build_diagnostics(), Config(port=0, token=TOKEN))
+    app = McpAuthApp(build_diagnostics().dispatcher, Config(port=0, token=TOKEN))
     thread = threading.Thread(target=embedded.serve_forever, daemon=True)
     thread.start()
     try:

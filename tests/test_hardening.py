@@ -19,12 +19,14 @@ from websockets.exceptions import ConnectionClosed
 from ws_client import ws_url
 
 from mcp_auth import Config, ConfigError, Context, McpServer
+from mcp_auth.auth.tokens import ANONYMOUS, Principal, StaticToken, add_token, revoke_token
 from mcp_auth.config import AuthSetup
 from mcp_auth.guard import Guard
 from mcp_auth.http import BODY_DEADLINE_SECONDS
-from mcp_auth.jsonrpc import INVALID_PARAMS, Request
+from mcp_auth.mcp.context import Call
+from mcp_auth.mcp.jsonrpc import INVALID_PARAMS, Request
+from mcp_auth.mcp.protocol import MAX_URI_LENGTH
 from mcp_auth.refusals import IpNotAllowed
-from mcp_auth.server import MAX_URI_LENGTH, Call
 from mcp_auth.sessions import (
     SESSION_IDLE_SECONDS,
     STREAM_RETENTION_SECONDS,
@@ -32,7 +34,6 @@ from mcp_auth.sessions import (
     Session,
     SessionStore,
 )
-from mcp_auth.tokens import ANONYMOUS, Principal, StaticToken, add_token, revoke_token
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -72,7 +73,7 @@ def _call(server: McpServer, principal: Principal = ANONYMOUS) -> Call:
             pass
 
     call = Call(Session(principal=principal), principal, Sink(), "127.0.0.1", lambda p: True)
-    server.dispatch(Request(0, "initialize", {"protocolVersion": "2025-11-25"}), call)
+    server.dispatcher.dispatch(Request(0, "initialize", {"protocolVersion": "2025-11-25"}), call)
     return call
 
 
@@ -83,7 +84,7 @@ def _call(server: McpServer, principal: Principal = ANONYMOUS) -> Call:
 def test_set_level_with_a_bad_value_is_invalid_params(level: Any) -> None:
     server = McpServer("x")
     with pytest.raises(Exception) as info:
-        server.dispatch(Request(1, "logging/setLevel", {"level": level}), _call(server))
+        server.dispatcher.dispatch(Request(1, "logging/setLevel", {"level": level}), _call(server))
     assert getattr(info.value, "code", None) == INVALID_PARAMS
 
 
@@ -92,11 +93,11 @@ def test_over_long_uris_are_refused_before_template_matching() -> None:
     call = _call(server)
     started = time.monotonic()
     with pytest.raises(Exception) as info:
-        server.dispatch(Request(1, "resources/read", {"uri": "files://" + "a" * 60_000 + ".txt"}), call)
+        server.dispatcher.dispatch(Request(1, "resources/read", {"uri": "files://" + "a" * 60_000 + ".txt"}), call)
     assert getattr(info.value, "code", None) == INVALID_PARAMS
     assert str(MAX_URI_LENGTH) in str(info.value)
     assert time.monotonic() - started < 5  # an upper bound, not a benchmark: backtracking took 15 s
-    ok = server.dispatch(Request(2, "resources/read", {"uri": "files://notes.txt"}), call)
+    ok = server.dispatcher.dispatch(Request(2, "resources/read", {"uri": "files://notes.txt"}), call)
     assert ok["contents"][0]["text"] == "notes.txt"
 
 
@@ -110,7 +111,7 @@ def test_a_session_keeps_only_bounded_client_strings() -> None:
         "clientInfo": {"name": huge, "version": "1", "extra": {"nested": huge}},
         "capabilities": {f"cap{n}": {"data": huge} for n in range(100)},
     }
-    server.dispatch(Request(1, "initialize", params), call)
+    server.dispatcher.dispatch(Request(1, "initialize", params), call)
     assert len(call.session.client_info["name"]) == 256 and "extra" not in call.session.client_info
     assert len(call.session.client_capabilities) == 32
     assert all(value is True for value in call.session.client_capabilities.values())
@@ -120,9 +121,9 @@ def test_subscriptions_are_bounded_per_session() -> None:
     server = McpServer("x")
     call = _call(server)
     for n in range(100):
-        server.dispatch(Request(n, "resources/subscribe", {"uri": f"x://{n}"}), call)
+        server.dispatcher.dispatch(Request(n, "resources/subscribe", {"uri": f"x://{n}"}), call)
     with pytest.raises(Exception) as info:
-        server.dispatch(Request(101, "resources/subscribe", {"uri": "x://one-too-many"}), call)
+        server.dispatcher.dispatch(Request(101, "resources/subscribe", {"uri": "x://one-too-many"}), call)
     assert "at most 100" in str(info.value)
 
 

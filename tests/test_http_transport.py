@@ -11,8 +11,8 @@ import pytest
 from support import ACCEPT_BOTH, TOKEN, Live, initialize_body, live_server, open_session, raw_exchange, request, rpc
 
 from mcp_auth import Context, McpServer
-from mcp_auth.jsonrpc import INVALID_REQUEST, PARSE_ERROR, UNSUPPORTED_PROTOCOL_VERSION
-from mcp_auth.server import protocol_at_least
+from mcp_auth.mcp.jsonrpc import INVALID_REQUEST, PARSE_ERROR, UNSUPPORTED_PROTOCOL_VERSION
+from mcp_auth.mcp.protocol import protocol_at_least
 
 LIST = {"jsonrpc": "2.0", "id": 5, "method": "tools/list"}
 

@@ -1,4 +1,4 @@
-"""Tables for mcp_auth.jsonrpc: parsing one message, refusing the rest, serializing."""
+"""Tables for mcp_auth.mcp.jsonrpc: parsing one message, refusing the rest, serializing."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from mcp_auth.jsonrpc import (
+from mcp_auth.mcp.jsonrpc import (
     INVALID_REQUEST,
     MAX_JSON_DEPTH,
     PARSE_ERROR,

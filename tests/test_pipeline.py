@@ -41,14 +41,14 @@ from support import (
 )
 
 from mcp_auth.app import McpAuthApp
+from mcp_auth.auth.tokens import Principal, StaticToken, TokenSource, add_token, revoke_token
 from mcp_auth.config import AuthSetup, Config, open_token_source
 from mcp_auth.diagnostics import build_diagnostics
 from mcp_auth.embedded import EmbeddedServer
 from mcp_auth.guard import ENVIRON_CLIENT_KEY, Guard
-from mcp_auth.jsonrpc import FORBIDDEN
+from mcp_auth.mcp.jsonrpc import FORBIDDEN
 from mcp_auth.refusals import Refusal, Unauthorized
 from mcp_auth.server import McpServer
-from mcp_auth.tokens import Principal, StaticToken, TokenSource, add_token, revoke_token
 
 # Presented tokens carry an ASCII marker, so the log scan can find them even
 # when the rest of the token is bytes no formatter prints verbatim.
@@ -972,7 +972,7 @@ def _serve(app: McpAuthApp) -> Iterator[int]:
 def test_step_7_refuses_a_principal_revoked_after_step_5(logs: LogWatch) -> None:
     calls: list[str] = []
     source = _RevokedAfterStep5()
-    app = McpAuthApp(_counting_server(calls), Config(token=TOKEN), auth=AuthSetup(source))
+    app = McpAuthApp(_counting_server(calls).dispatcher, Config(token=TOKEN), auth=AuthSetup(source))
     with _serve(app) as port:
         session_id = open_session(port)
         source.current = False

@@ -38,10 +38,11 @@ from hypothesis import assume, event, example, given, settings
 from hypothesis import strategies as st
 from hypothesis_profiles import CI_MAX_EXAMPLES, DEFAULT_PROFILE, PROFILE_VARIABLE
 
+from mcp_auth.auth.tokens import MAX_AUTHORIZATION_HEADER_CHARS, Principal, parse_bearer
 from mcp_auth.config import _SETTINGS, Config, ConfigError, open_token_source
 from mcp_auth.guard import Admission, Guard
 from mcp_auth.http import HttpTransport, _acceptable, _accepts, _media_type
-from mcp_auth.jsonrpc import (
+from mcp_auth.mcp.jsonrpc import (
     INVALID_PARAMS,
     INVALID_REQUEST,
     MAX_JSON_DEPTH,
@@ -56,6 +57,8 @@ from mcp_auth.jsonrpc import (
     loads,
     parse_message,
 )
+from mcp_auth.mcp.protocol import SUPPORTED_PROTOCOL_VERSIONS
+from mcp_auth.mcp.results import _decode_cursor, _encode_cursor
 from mcp_auth.network import (
     MAX_FORWARDED_FOR_HOPS,
     MAX_FORWARDED_FOR_LENGTH,
@@ -74,10 +77,9 @@ from mcp_auth.network import (
     resolve_client_address,
 )
 from mcp_auth.refusals import BadRequest, PayloadTooLarge, Refusal
-from mcp_auth.server import SUPPORTED_PROTOCOL_VERSIONS, McpServer, _decode_cursor, _encode_cursor
+from mcp_auth.server import McpServer
 from mcp_auth.sessions import SessionStore
 from mcp_auth.streams import event_id, parse_event_id
-from mcp_auth.tokens import MAX_AUTHORIZATION_HEADER_CHARS, Principal, parse_bearer
 from mcp_auth.websocket import TOKEN_SUBPROTOCOL_PREFIX, subprotocol_token
 
 # --- input generators ------------------------------------------------------------------
@@ -702,7 +704,7 @@ def test_protocol_version_is_supported_or_bad_request(version: str) -> None:
 
 
 BODY_LIMIT = 4096
-TRANSPORT = HttpTransport(McpServer(), SessionStore(), lambda principal: True, BODY_LIMIT, threading.Event())
+TRANSPORT = HttpTransport(McpServer().dispatcher, SessionStore(), lambda principal: True, BODY_LIMIT, threading.Event())
 
 
 @given(near(st.integers(0, 2 * BODY_LIMIT).map(str)))

@@ -18,11 +18,13 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 from mcp_auth import McpServer
-from mcp_auth.jsonrpc import INVALID_PARAMS, RESOURCE_NOT_FOUND, JsonRpcError, Request
-from mcp_auth.server import Call, ScopeDenied
+from mcp_auth.auth.tokens import Principal
+from mcp_auth.auth.tokens.principal import uri_glob_match
+from mcp_auth.mcp.context import Call
+from mcp_auth.mcp.jsonrpc import INVALID_PARAMS, RESOURCE_NOT_FOUND, JsonRpcError, Request
+from mcp_auth.mcp.outcome import ScopeDenied
+from mcp_auth.mcp.uritemplate import RefusedValue, TemplateError, UriTemplate
 from mcp_auth.sessions import Session
-from mcp_auth.tokens import Principal
-from mcp_auth.uritemplate import RefusedValue, TemplateError, UriTemplate, uri_glob_match
 
 # --- profiles: "ci" (the suite's default) and "deep"; registered here only if no one else did ---
 
@@ -257,9 +259,9 @@ def test_a_scoped_read_reaches_the_handler_only_inside_the_scope(scope: str, uri
     server = _files_server(reached)
     principal = Principal("scoped", (f"resource:{scope}",), "x")
     call = Call(Session(principal=principal), principal, _Sink(), "127.0.0.1", lambda p: True)
-    server.dispatch(Request(0, "initialize", {"protocolVersion": "2025-11-25"}), call)
+    server.dispatcher.dispatch(Request(0, "initialize", {"protocolVersion": "2025-11-25"}), call)
     try:
-        server.dispatch(Request(1, method, {"uri": uri}), call)
+        server.dispatcher.dispatch(Request(1, method, {"uri": uri}), call)
     except ScopeDenied:
         assert reached == []
         return

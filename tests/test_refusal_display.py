@@ -23,10 +23,10 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from support import TOKEN, Live, initialize_body, live_server, open_session, raw_exchange, request, rpc
 
+from mcp_auth.auth.tokens import add_token, revoke_token
 from mcp_auth.config import Config, open_token_source
 from mcp_auth.guard import Guard
 from mcp_auth.refusals import Unauthorized
-from mcp_auth.tokens import add_token, revoke_token
 
 WRONG_TOKEN = "wrong-token-0123456789abcdefghijklmn"
 # What the old 401 said whatever the token source was.

@@ -21,9 +21,9 @@ from support import TOKEN, RawResponse, live_server, open_session, raw_exchange
 
 from mcp_auth import Context, McpServer
 from mcp_auth.audit import TextFormatter
-from mcp_auth.jsonrpc import INVALID_PARAMS
-from mcp_auth.server import MAX_URI_LENGTH
-from mcp_auth.tokens import add_token
+from mcp_auth.auth.tokens import add_token
+from mcp_auth.mcp.jsonrpc import INVALID_PARAMS
+from mcp_auth.mcp.protocol import MAX_URI_LENGTH
 
 # Finding 1 is about time, so its test has a time bound: generous (matching the
 # URI below took 46 s before the fix; it now takes well under a millisecond).

@@ -1,4 +1,4 @@
-"""Tables for mcp_auth.schema: JSON Schema from type hints, schema checks at registration, validation."""
+"""Tables for mcp_auth.mcp.schema, .validation, .formats: schemas from hints, checks at registration, validation."""
 
 from __future__ import annotations
 
@@ -13,19 +13,9 @@ from typing import Annotated, Any, ClassVar, Literal, NotRequired, Optional, Req
 
 import pytest
 
-from mcp_auth.schema import (
-    FORMAT_CHECKS,
-    MAX_REPORTED_ERRORS,
-    JsonSchema,
-    SchemaError,
-    compile_schema,
-    ecma_pattern,
-    function_schema,
-    return_schema,
-    split_docstring,
-    type_schema,
-    validate,
-)
+from mcp_auth.mcp.formats import FORMAT_CHECKS, ecma_pattern
+from mcp_auth.mcp.schema import JsonSchema, SchemaError, function_schema, return_schema, split_docstring, type_schema
+from mcp_auth.mcp.validation import MAX_REPORTED_ERRORS, compile_schema, validate
 from mcp_auth.server import Context
 
 

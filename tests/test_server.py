@@ -1,4 +1,4 @@
-"""Tables for mcp_auth.server: registration and dispatch, with no transport.
+"""Tables for mcp_auth.server and mcp_auth.mcp.dispatch: registration and dispatch, with no transport.
 
 Every test builds a `Call` by hand, with a list standing in for the channel a
 transport would stream server-to-client messages into.
@@ -15,8 +15,10 @@ from typing import Any, TypedDict
 
 import pytest
 
-from mcp_auth.content import ToolResult, image_content, text_content
-from mcp_auth.jsonrpc import (
+from mcp_auth.auth.tokens import Principal
+from mcp_auth.mcp.content import ToolResult, image_content, text_content
+from mcp_auth.mcp.context import Call, Context
+from mcp_auth.mcp.jsonrpc import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,
@@ -26,21 +28,16 @@ from mcp_auth.jsonrpc import (
     Notification,
     Request,
 )
-from mcp_auth.server import (
+from mcp_auth.mcp.outcome import DispatchDenied, PrincipalRevoked, ScopeDenied
+from mcp_auth.mcp.protocol import (
     LATEST_PROTOCOL_VERSION,
     LOG_LEVELS,
     MAX_COMPLETION_VALUES,
     PAGE_SIZE,
     SUPPORTED_PROTOCOL_VERSIONS,
-    Call,
-    Context,
-    DispatchDenied,
-    McpServer,
-    PrincipalRevoked,
-    ScopeDenied,
 )
+from mcp_auth.server import McpServer
 from mcp_auth.sessions import Session
-from mcp_auth.tokens import Principal
 
 EVERYONE = Principal(name="admin", tool_patterns=None, credential_id="a" * 64)
 CI = Principal(name="ci", tool_patterns=("echo",), credential_id="x")
@@ -68,8 +65,8 @@ def make_call(principal: Principal = EVERYONE, is_current: Callable[[Principal],
 
 def initialized_call(server: McpServer, principal: Principal = EVERYONE) -> Call:
     call = make_call(principal)
-    server.dispatch(Request("init", "initialize", {"protocolVersion": LATEST_PROTOCOL_VERSION}), call)
-    server.handle_notification(Notification("notifications/initialized"), call)
+    server.dispatcher.dispatch(Request("init", "initialize", {"protocolVersion": LATEST_PROTOCOL_VERSION}), call)
+    server.dispatcher.handle_notification(Notification("notifications/initialized"), call)
     return call
 
 
@@ -264,7 +261,7 @@ def fx() -> Fixture:
 
 def dispatch_error(server: McpServer, request: Request, call: Call) -> JsonRpcError:
     with pytest.raises(JsonRpcError) as info:
-        server.dispatch(request, call)
+        server.dispatcher.dispatch(request, call)
     return info.value
 
 
@@ -291,7 +288,7 @@ def test_supported_versions_newest_first() -> None:
 def test_initialize_negotiates_version(fx: Fixture, requested: str, negotiated: str) -> None:
     call = make_call()
     params = {"protocolVersion": requested, "clientInfo": {"name": "t", "version": "1"}, "capabilities": {"roots": {}}}
-    result = fx.server.dispatch(Request(1, "initialize", params), call)
+    result = fx.server.dispatcher.dispatch(Request(1, "initialize", params), call)
     assert result == {
         "protocolVersion": negotiated,
         "capabilities": {
@@ -310,7 +307,9 @@ def test_initialize_negotiates_version(fx: Fixture, requested: str, negotiated: 
 
 
 def test_initialize_without_instructions_omits_them() -> None:
-    result = McpServer("bare").dispatch(Request(1, "initialize", {"protocolVersion": "2025-06-18"}), make_call())
+    result = McpServer("bare").dispatcher.dispatch(
+        Request(1, "initialize", {"protocolVersion": "2025-06-18"}), make_call()
+    )
     assert "instructions" not in result
     assert result["serverInfo"]["name"] == "bare"
 
@@ -335,7 +334,7 @@ def test_initialize_needs_protocol_version(fx: Fixture, params: dict[str, Any]) 
 
 def test_second_initialize_refused(fx: Fixture) -> None:
     call = make_call()
-    fx.server.dispatch(Request(1, "initialize", {"protocolVersion": "2025-03-26"}), call)
+    fx.server.dispatcher.dispatch(Request(1, "initialize", {"protocolVersion": "2025-03-26"}), call)
     error = dispatch_error(fx.server, Request(2, "initialize", {"protocolVersion": "2025-11-25"}), call)
     assert (error.code, error.request_id) == (INVALID_REQUEST, 2)
     assert "already initialized" in error.message
@@ -344,9 +343,9 @@ def test_second_initialize_refused(fx: Fixture) -> None:
 
 def test_initialized_notification_marks_session(fx: Fixture) -> None:
     call = make_call()
-    fx.server.dispatch(Request(1, "initialize", {"protocolVersion": "2025-11-25"}), call)
+    fx.server.dispatcher.dispatch(Request(1, "initialize", {"protocolVersion": "2025-11-25"}), call)
     assert call.session.initialized is False
-    fx.server.handle_notification(Notification("notifications/initialized"), call)
+    fx.server.dispatcher.handle_notification(Notification("notifications/initialized"), call)
     assert call.session.initialized is True
 
 
@@ -379,9 +378,9 @@ def test_requests_before_initialize_refused(fx: Fixture, method: str, params: di
 
 def test_ping_before_and_after_initialize(fx: Fixture) -> None:
     call = make_call()
-    assert fx.server.dispatch(Request(1, "ping"), call) == {}
-    fx.server.dispatch(Request(2, "initialize", {"protocolVersion": "2025-11-25"}), call)
-    assert fx.server.dispatch(Request(3, "ping"), call) == {}
+    assert fx.server.dispatcher.dispatch(Request(1, "ping"), call) == {}
+    fx.server.dispatcher.dispatch(Request(2, "initialize", {"protocolVersion": "2025-11-25"}), call)
+    assert fx.server.dispatcher.dispatch(Request(3, "ping"), call) == {}
 
 
 @pytest.mark.parametrize(
@@ -405,7 +404,7 @@ def test_unknown_method(fx: Fixture, method: str, initialize_first: bool) -> Non
 
 
 def test_tools_list_definitions(fx: Fixture) -> None:
-    tools = fx.server.dispatch(Request(1, "tools/list"), initialized_call(fx.server))["tools"]
+    tools = fx.server.dispatcher.dispatch(Request(1, "tools/list"), initialized_call(fx.server))["tools"]
     by_name = {tool["name"]: tool for tool in tools}
     assert [tool["name"] for tool in tools] == fx.server.tool_names
     assert by_name["echo"] == {
@@ -462,7 +461,7 @@ def test_tools_list_pagination(count: int, page_sizes: list[int]) -> None:
     sizes: list[int] = []
     params: dict[str, Any] = {}
     for request_id in range(1, 10):
-        result = server.dispatch(Request(request_id, "tools/list", params), call)
+        result = server.dispatcher.dispatch(Request(request_id, "tools/list", params), call)
         names.extend(tool["name"] for tool in result["tools"])
         sizes.append(len(result["tools"]))
         if "nextCursor" not in result:
@@ -499,7 +498,9 @@ def test_list_bad_cursor(fx: Fixture, method: str, bad_cursor: Any) -> None:
 
 def test_cursor_past_the_end_is_an_empty_last_page() -> None:
     server = paged_server(3)
-    result = server.dispatch(Request(1, "tools/list", {"cursor": cursor("offset:500")}), initialized_call(server))
+    result = server.dispatcher.dispatch(
+        Request(1, "tools/list", {"cursor": cursor("offset:500")}), initialized_call(server)
+    )
     assert result == {"tools": []}
 
 
@@ -618,7 +619,7 @@ def test_cursor_past_the_end_is_an_empty_last_page() -> None:
 )
 def test_tools_call(fx: Fixture, name: str, arguments: dict[str, Any] | None, expected: dict[str, Any]) -> None:
     params: dict[str, Any] = {"name": name, "arguments": arguments}
-    assert fx.server.dispatch(Request(5, "tools/call", params), initialized_call(fx.server)) == expected
+    assert fx.server.dispatcher.dispatch(Request(5, "tools/call", params), initialized_call(fx.server)) == expected
 
 
 @pytest.mark.parametrize(
@@ -630,7 +631,7 @@ def test_tools_call(fx: Fixture, name: str, arguments: dict[str, Any] | None, ex
     ],
 )
 def test_invalid_arguments_do_not_run_the_tool(fx: Fixture, name: str, arguments: dict[str, Any]) -> None:
-    result = fx.server.dispatch(
+    result = fx.server.dispatcher.dispatch(
         Request(5, "tools/call", {"name": name, "arguments": arguments}), initialized_call(fx.server)
     )
     assert result["isError"] is True
@@ -656,7 +657,7 @@ def test_tools_call_protocol_errors(fx: Fixture, params: dict[str, Any], fragmen
 
 def test_context_properties(fx: Fixture) -> None:
     call = initialized_call(fx.server)
-    result = fx.server.dispatch(Request(77, "tools/call", {"name": "whoami"}), call)
+    result = fx.server.dispatcher.dispatch(Request(77, "tools/call", {"name": "whoami"}), call)
     assert result["structuredContent"] == {
         "principal": "admin",
         "client": "127.0.0.1",
@@ -717,7 +718,7 @@ def hand_written_server(ran: list[dict[str, Any]]) -> McpServer:
 def test_hand_written_schema_enforced(arguments: dict[str, Any], problem: str | None) -> None:
     ran: list[dict[str, Any]] = []
     server = hand_written_server(ran)
-    result = server.dispatch(
+    result = server.dispatcher.dispatch(
         Request(1, "tools/call", {"name": "count", "arguments": arguments}), initialized_call(server)
     )
     if problem is None:
@@ -732,21 +733,21 @@ def test_hand_written_schema_enforced(arguments: dict[str, Any], problem: str | 
 
 
 def test_schema_compiled_once_at_registration(monkeypatch: pytest.MonkeyPatch) -> None:
-    import mcp_auth.server as server_module
+    import mcp_auth.mcp.registry as registry_module
 
     compiled: list[str] = []
-    real = server_module.compile_schema
+    real = registry_module.compile_schema
 
     def spy(schema: Any, owner: str) -> Any:
         compiled.append(owner)
         return real(schema, owner)
 
-    monkeypatch.setattr(server_module, "compile_schema", spy)
+    monkeypatch.setattr(registry_module, "compile_schema", spy)
     server = hand_written_server([])
     assert compiled == ["tool 'count': inputSchema"]
     call = initialized_call(server)
     for n in (1, -1, 2):
-        server.dispatch(Request(n, "tools/call", {"name": "count", "arguments": {"n": n}}), call)
+        server.dispatcher.dispatch(Request(n, "tools/call", {"name": "count", "arguments": {"n": n}}), call)
     assert compiled == ["tool 'count': inputSchema"]
 
 
@@ -754,7 +755,7 @@ def test_invalid_argument_message_is_bounded() -> None:
     ran: list[dict[str, Any]] = []
     server = hand_written_server(ran)
     arguments = {"n": 1, "tags": ["x" * 1_000_000], "y" * 100_000: 1}
-    result = server.dispatch(
+    result = server.dispatcher.dispatch(
         Request(1, "tools/call", {"name": "count", "arguments": arguments}), initialized_call(server)
     )
     assert result["isError"] is True
@@ -808,7 +809,7 @@ def test_bad_schema_refused_at_decoration_naming_the_tool(kwargs: dict[str, Any]
             return {"n": n}
 
     assert fragment in str(caught.value)
-    listed = server.dispatch(Request(1, "tools/list", {}), initialized_call(server))
+    listed = server.dispatcher.dispatch(Request(1, "tools/list", {}), initialized_call(server))
     assert listed["tools"] == []  # nothing half-registered
 
 
@@ -850,7 +851,9 @@ def test_structured_output_validated(
 ) -> None:
     caplog.set_level(logging.INFO, logger="mcp_auth.audit")
     server = output_server()
-    result = server.dispatch(Request(1, "tools/call", {"name": name, "arguments": arguments}), initialized_call(server))
+    result = server.dispatcher.dispatch(
+        Request(1, "tools/call", {"name": name, "arguments": arguments}), initialized_call(server)
+    )
     outcomes = [r.audit["outcome"] for r in caplog.records if hasattr(r, "audit")]
     assert outcomes == ["ok" if problem is None else "invalid_output"]
     if problem is None:
@@ -866,7 +869,7 @@ def test_structured_output_validated(
 
 def test_error_result_output_is_not_validated() -> None:
     server = output_server()
-    result = server.dispatch(
+    result = server.dispatcher.dispatch(
         Request(1, "tools/call", {"name": "explicit", "arguments": {"ok": False}}), initialized_call(server)
     )
     assert result == {"content": [{"type": "text", "text": "x"}], "structuredContent": {}, "isError": True}
@@ -917,7 +920,7 @@ def test_report_progress(fx: Fixture, meta: Any, expected: list[dict[str, Any]])
     params: dict[str, Any] = {"name": "progress", "arguments": {}}
     if meta is not None:
         params["_meta"] = meta
-    result = fx.server.dispatch(Request(9, "tools/call", params), call)
+    result = fx.server.dispatcher.dispatch(Request(9, "tools/call", params), call)
     assert result == {"content": [{"type": "text", "text": "done"}]}
     assert sent(call) == expected
 
@@ -935,9 +938,9 @@ def test_report_progress(fx: Fixture, meta: Any, expected: list[dict[str, Any]])
 def test_log_respects_set_level(fx: Fixture, threshold: str | None, expected_levels: list[str]) -> None:
     call = initialized_call(fx.server)
     if threshold is not None:
-        assert fx.server.dispatch(Request(1, "logging/setLevel", {"level": threshold}), call) == {}
+        assert fx.server.dispatcher.dispatch(Request(1, "logging/setLevel", {"level": threshold}), call) == {}
         assert call.session.log_level == threshold
-    fx.server.dispatch(Request(2, "tools/call", {"name": "chatty"}), call)
+    fx.server.dispatcher.dispatch(Request(2, "tools/call", {"name": "chatty"}), call)
     assert sent(call) == [
         {"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": level, "data": f"at {level}"}}
         for level in expected_levels
@@ -946,7 +949,7 @@ def test_log_respects_set_level(fx: Fixture, threshold: str | None, expected_lev
 
 def test_log_helpers_and_logger_name(fx: Fixture) -> None:
     call = initialized_call(fx.server)
-    fx.server.dispatch(Request(2, "tools/call", {"name": "named_logger"}), call)
+    fx.server.dispatcher.dispatch(Request(2, "tools/call", {"name": "named_logger"}), call)
     assert sent(call) == [
         {"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "warning", "data": {"k": 1}}},
         {"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "x", "logger": "db"}},
@@ -965,7 +968,7 @@ def test_log_helpers_and_logger_name(fx: Fixture) -> None:
 )
 def test_set_level_refuses_invalid(fx: Fixture, level: Any) -> None:
     call = initialized_call(fx.server)
-    fx.server.dispatch(Request(1, "logging/setLevel", {"level": "error"}), call)
+    fx.server.dispatcher.dispatch(Request(1, "logging/setLevel", {"level": "error"}), call)
     error = dispatch_error(fx.server, Request(2, "logging/setLevel", {"level": level}), call)
     assert (error.code, error.request_id) == (INVALID_PARAMS, 2)
     assert "log level" in error.message
@@ -974,7 +977,7 @@ def test_set_level_refuses_invalid(fx: Fixture, level: Any) -> None:
 
 def test_context_log_refuses_invalid_level(fx: Fixture) -> None:
     call = initialized_call(fx.server)
-    result = fx.server.dispatch(Request(2, "tools/call", {"name": "bad_level"}), call)
+    result = fx.server.dispatcher.dispatch(Request(2, "tools/call", {"name": "bad_level"}), call)
     assert result["isError"] is True
     assert result["content"][0]["text"].startswith("ValueError: unknown log level 'verbose'")
     assert sent(call) == []
@@ -985,14 +988,14 @@ def test_context_log_refuses_invalid_level(fx: Fixture) -> None:
 
 def test_resources_list_and_templates(fx: Fixture) -> None:
     call = initialized_call(fx.server)
-    resources = fx.server.dispatch(Request(1, "resources/list"), call)["resources"]
+    resources = fx.server.dispatcher.dispatch(Request(1, "resources/list"), call)["resources"]
     assert resources == [
         {"uri": "note://hello", "name": "hello", "description": "A greeting"},
         {"uri": "bin://logo", "name": "logo", "mimeType": "image/png"},
         {"uri": "bin://raw", "name": "raw"},
         {"uri": "note://broken", "name": "broken"},
     ]
-    templates = fx.server.dispatch(Request(2, "resources/templates/list"), call)["resourceTemplates"]
+    templates = fx.server.dispatcher.dispatch(Request(2, "resources/templates/list"), call)["resourceTemplates"]
     assert templates == [
         {"uriTemplate": "users://{user_id}/profile", "name": "profile", "mimeType": "text/markdown"},
         {"uriTemplate": "docs://{+path}", "name": "doc"},
@@ -1044,7 +1047,7 @@ def test_resources_list_and_templates(fx: Fixture) -> None:
     ],
 )
 def test_resources_read(fx: Fixture, uri: str, contents: list[dict[str, Any]]) -> None:
-    result = fx.server.dispatch(Request(3, "resources/read", {"uri": uri}), initialized_call(fx.server))
+    result = fx.server.dispatcher.dispatch(Request(3, "resources/read", {"uri": uri}), initialized_call(fx.server))
     assert result == {"contents": contents}
 
 
@@ -1125,8 +1128,8 @@ def test_resource_template_variables_must_match_parameters(
         with pytest.raises(error):
             server.resource(uri)(fn)
         call = initialized_call(server)
-        assert server.dispatch(Request(1, "resources/list"), call) == {"resources": []}
-        assert server.dispatch(Request(2, "resources/templates/list"), call) == {"resourceTemplates": []}
+        assert server.dispatcher.dispatch(Request(1, "resources/list"), call) == {"resources": []}
+        assert server.dispatcher.dispatch(Request(2, "resources/templates/list"), call) == {"resourceTemplates": []}
 
 
 def test_resource_registered_twice_refused() -> None:
@@ -1139,7 +1142,9 @@ def test_resource_registered_twice_refused() -> None:
 def test_two_variable_template_splits_values() -> None:
     server = McpServer("reg")
     server.resource("pair://{a}-{b}")(_takes_two)
-    result = server.dispatch(Request(1, "resources/read", {"uri": "pair://left-right"}), initialized_call(server))
+    result = server.dispatcher.dispatch(
+        Request(1, "resources/read", {"uri": "pair://left-right"}), initialized_call(server)
+    )
     assert result["contents"][0]["text"] == "leftright"
 
 
@@ -1147,7 +1152,7 @@ def test_two_variable_template_splits_values() -> None:
 
 
 def test_prompts_list(fx: Fixture) -> None:
-    prompts = fx.server.dispatch(Request(1, "prompts/list"), initialized_call(fx.server))["prompts"]
+    prompts = fx.server.dispatcher.dispatch(Request(1, "prompts/list"), initialized_call(fx.server))["prompts"]
     assert prompts == [
         {
             "name": "review",
@@ -1199,7 +1204,7 @@ def test_prompts_list(fx: Fixture) -> None:
     ],
 )
 def test_prompts_get(fx: Fixture, params: dict[str, Any], expected: dict[str, Any]) -> None:
-    assert fx.server.dispatch(Request(4, "prompts/get", params), initialized_call(fx.server)) == expected
+    assert fx.server.dispatcher.dispatch(Request(4, "prompts/get", params), initialized_call(fx.server)) == expected
 
 
 @pytest.mark.parametrize(
@@ -1290,7 +1295,7 @@ def complete_params(ref: dict[str, Any], name: str, value: str, context: Any = N
 )
 def test_completion(fx: Fixture, params: dict[str, Any], expected: dict[str, Any], ran: list[str]) -> None:
     assert MAX_COMPLETION_VALUES == 100
-    result = fx.server.dispatch(Request(6, "completion/complete", params), initialized_call(fx.server))
+    result = fx.server.dispatcher.dispatch(Request(6, "completion/complete", params), initialized_call(fx.server))
     assert result == {"completion": expected}
     assert fx.ran == ran
 
@@ -1410,7 +1415,7 @@ def test_revoked_principal_stops_before_any_handler(fx: Fixture, method: str, pa
 
     call.principal_is_current = revoked
     with pytest.raises(PrincipalRevoked) as info:
-        fx.server.dispatch(Request("rv", method, params), call)
+        fx.server.dispatcher.dispatch(Request("rv", method, params), call)
     assert info.value.request_id == "rv"
     assert "revoked" in info.value.message
     assert not isinstance(info.value, ScopeDenied)
@@ -1424,18 +1429,19 @@ def test_revoked_principal_stops_before_any_handler(fx: Fixture, method: str, pa
 def test_revoked_before_initialize_leaves_session_uninitialized(fx: Fixture) -> None:
     call = make_call(is_current=lambda p: False)
     with pytest.raises(PrincipalRevoked):
-        fx.server.dispatch(Request(1, "initialize", {"protocolVersion": "2025-11-25"}), call)
+        fx.server.dispatcher.dispatch(Request(1, "initialize", {"protocolVersion": "2025-11-25"}), call)
     assert call.session.protocol_version is None
 
 
 def list_names(server: McpServer, call: Call) -> dict[str, list[str]]:
     return {
-        "tools": [t["name"] for t in server.dispatch(Request(1, "tools/list"), call)["tools"]],
-        "resources": [r["uri"] for r in server.dispatch(Request(2, "resources/list"), call)["resources"]],
+        "tools": [t["name"] for t in server.dispatcher.dispatch(Request(1, "tools/list"), call)["tools"]],
+        "resources": [r["uri"] for r in server.dispatcher.dispatch(Request(2, "resources/list"), call)["resources"]],
         "templates": [
-            r["uriTemplate"] for r in server.dispatch(Request(3, "resources/templates/list"), call)["resourceTemplates"]
+            r["uriTemplate"]
+            for r in server.dispatcher.dispatch(Request(3, "resources/templates/list"), call)["resourceTemplates"]
         ],
-        "prompts": [p["name"] for p in server.dispatch(Request(4, "prompts/list"), call)["prompts"]],
+        "prompts": [p["name"] for p in server.dispatcher.dispatch(Request(4, "prompts/list"), call)["prompts"]],
     }
 
 
@@ -1511,11 +1517,11 @@ def test_scoped_lists_show_only_what_may_be_used(
 def test_ci_principal_calls_only_echo(fx: Fixture, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="mcp_auth.audit")
     call = initialized_call(fx.server, CI)
-    assert fx.server.dispatch(Request(1, "tools/call", {"name": "echo", "arguments": {"text": "ok"}}), call) == {
-        "content": [{"type": "text", "text": "ok"}]
-    }
+    assert fx.server.dispatcher.dispatch(
+        Request(1, "tools/call", {"name": "echo", "arguments": {"text": "ok"}}), call
+    ) == {"content": [{"type": "text", "text": "ok"}]}
     with pytest.raises(ScopeDenied) as info:
-        fx.server.dispatch(Request(2, "tools/call", {"name": "secret"}), call)
+        fx.server.dispatcher.dispatch(Request(2, "tools/call", {"name": "secret"}), call)
     assert info.value.request_id == 2
     assert "'ci'" in info.value.message and "'secret'" in info.value.message
     assert fx.ran == ["echo"]
@@ -1544,7 +1550,7 @@ def test_scope_denied_before_handler_runs(
 ) -> None:
     call = initialized_call(fx.server, Principal(name="scoped", tool_patterns=patterns, credential_id="x"))
     with pytest.raises(ScopeDenied) as info:
-        fx.server.dispatch(Request("sd", method, params), call)
+        fx.server.dispatcher.dispatch(Request("sd", method, params), call)
     assert info.value.request_id == "sd"
     assert "'scoped'" in info.value.message
     assert fx.ran == []
@@ -1576,7 +1582,7 @@ def test_scope_allows_matching_resource_and_prompt(
     fx: Fixture, patterns: tuple[str, ...], method: str, params: dict[str, Any], expected: dict[str, Any]
 ) -> None:
     call = initialized_call(fx.server, Principal(name="scoped", tool_patterns=patterns, credential_id="x"))
-    assert fx.server.dispatch(Request(1, method, params), call) == expected
+    assert fx.server.dispatcher.dispatch(Request(1, method, params), call) == expected
 
 
 @pytest.mark.parametrize(
@@ -1603,7 +1609,9 @@ def test_scoped_completion(
     fx: Fixture, patterns: tuple[str, ...], ref: dict[str, Any], expected_values: list[str], ran: list[str]
 ) -> None:
     call = initialized_call(fx.server, Principal(name="scoped", tool_patterns=patterns, credential_id="x"))
-    result = fx.server.dispatch(Request(1, "completion/complete", complete_params(ref, "language", "p")), call)
+    result = fx.server.dispatcher.dispatch(
+        Request(1, "completion/complete", complete_params(ref, "language", "p")), call
+    )
     assert result["completion"]["values"] == expected_values
     assert fx.ran == ran
 
@@ -1624,18 +1632,18 @@ def test_scoped_completion(
 def test_cancelled_notification_reaches_in_flight_request(request_id: Any, cancel_id: Any, cancelled: bool) -> None:
     server = McpServer("cancel")
     call = make_call()
-    server.dispatch(Request(0, "initialize", {"protocolVersion": "2025-11-25"}), call)
+    server.dispatcher.dispatch(Request(0, "initialize", {"protocolVersion": "2025-11-25"}), call)
     observed: list[tuple[bool, bool, list[Any]]] = []
 
     @server.tool()
     def long(ctx: Context) -> str:
         before = ctx.cancelled
         params = {"reason": "user"} if cancel_id is None else {"requestId": cancel_id, "reason": "user"}
-        server.handle_notification(Notification("notifications/cancelled", params), call)
+        server.dispatcher.handle_notification(Notification("notifications/cancelled", params), call)
         observed.append((before, ctx.cancelled, list(call.session.in_flight)))
         return "finished"
 
-    result = server.dispatch(Request(request_id, "tools/call", {"name": "long"}), call)
+    result = server.dispatcher.dispatch(Request(request_id, "tools/call", {"name": "long"}), call)
     assert result == {"content": [{"type": "text", "text": "finished"}]}
     assert observed == [(False, cancelled, [request_id])]
     assert call.session.in_flight == {}
@@ -1643,8 +1651,8 @@ def test_cancelled_notification_reaches_in_flight_request(request_id: Any, cance
 
 def test_cancelling_a_finished_request_is_ignored(fx: Fixture) -> None:
     call = initialized_call(fx.server)
-    fx.server.dispatch(Request(3, "tools/call", {"name": "echo", "arguments": {"text": "x"}}), call)
-    fx.server.handle_notification(Notification("notifications/cancelled", {"requestId": 3}), call)
+    fx.server.dispatcher.dispatch(Request(3, "tools/call", {"name": "echo", "arguments": {"text": "x"}}), call)
+    fx.server.dispatcher.handle_notification(Notification("notifications/cancelled", {"requestId": 3}), call)
     assert call.session.in_flight == {}
 
 
@@ -1658,7 +1666,7 @@ def test_cancelling_a_finished_request_is_ignored(fx: Fixture) -> None:
 def test_cancelled_with_unhashable_request_id_is_ignored(fx: Fixture, params: dict[str, Any]) -> None:
     """Notification params come straight from the client; a malformed one must not raise."""
     call = initialized_call(fx.server)
-    assert fx.server.handle_notification(Notification("notifications/cancelled", params), call) is None
+    assert fx.server.dispatcher.handle_notification(Notification("notifications/cancelled", params), call) is None
     assert call.session.in_flight == {}
 
 
@@ -1672,6 +1680,6 @@ def test_cancelled_with_unhashable_request_id_is_ignored(fx: Fixture, params: di
 )
 def test_other_notifications_ignored(fx: Fixture, method: str) -> None:
     call = make_call()
-    assert fx.server.handle_notification(Notification(method, {"requestId": 1}), call) is None
+    assert fx.server.dispatcher.handle_notification(Notification(method, {"requestId": 1}), call) is None
     assert call.session.initialized is False
     assert sent(call) == []

@@ -1,4 +1,4 @@
-"""Tests for mcp_auth.tokens: header parsing, matching, token files, rotation, first run.
+"""Tests for mcp_auth.auth.tokens: header parsing, matching, token files, rotation, first run.
 
 Every file lives under tmp_path; the real home directory is never touched.
 """
@@ -19,8 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from mcp_auth.errors import ConfigError
-from mcp_auth.tokens import (
+from mcp_auth.auth.tokens import (
     ANONYMOUS,
     MAX_AUTHORIZATION_HEADER_CHARS,
     MAX_NAMED_TOKENS,
@@ -39,6 +38,7 @@ from mcp_auth.tokens import (
     read_token_file,
     revoke_token,
 )
+from mcp_auth.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "tok-0123456789abcdefghijklmnopqrstuvwxyz"  # visible ASCII, long enough
@@ -1098,7 +1098,7 @@ def test_default_path_is_a_directory(tmp_path: Path) -> None:
 RACE_CHILD = r"""
 import hashlib, json, os, sys
 from pathlib import Path
-from mcp_auth.tokens import ensure_default_token
+from mcp_auth.auth.tokens import ensure_default_token
 path = Path(sys.argv[1])
 sys.stdin.readline()   # blocks until the parent says go: start together, to make the create race real
 source, token = ensure_default_token(path)

@@ -15,8 +15,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from ws_client import websocket_client, ws_url
 
 from mcp_auth import Context, McpServer
-from mcp_auth.jsonrpc import FORBIDDEN, PARSE_ERROR
-from mcp_auth.tokens import add_token, revoke_token
+from mcp_auth.auth.tokens import add_token, revoke_token
+from mcp_auth.mcp.jsonrpc import FORBIDDEN, PARSE_ERROR
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 NO_RATE_LIMIT: dict[str, Any] = {"rate_limit_failures": 100_000}

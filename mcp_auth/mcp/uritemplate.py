@@ -1,4 +1,4 @@
-"""Resource URIs: matching URI templates, the values handlers get, and resource scope globs.
+"""Resource URIs: matching URI templates and the values handlers get.
 
 Responsible for
 - matching a client's URI against a resource template (`UriTemplate.match`) in
@@ -6,16 +6,16 @@ Responsible for
   URI's length whatever the template;
 - turning the matched text of each variable into the value its handler
   receives (`UriTemplate.resolve`): percent-decoded, and refused
-  (`RefusedValue`) when it could walk out of the place the template names;
-- matching a resource scope pattern (`resource:<glob>`) against a URI
-  (`uri_glob_match`), also without backtracking.
+  (`RefusedValue`) when it could walk out of the place the template names.
+Resource scope globs (`resource:<glob>`) are matched, also without
+backtracking, by `mcp_auth.auth.tokens.principal.uri_glob_match`.
 
 What it trusts
-- Templates and scope patterns: they come from the developer and the
-  operator. Only their shape is checked (`TemplateError`).
+- Templates: they come from the developer. Only their shape is checked
+  (`TemplateError`).
 - Nothing in a URI. Whatever a client sends, these functions return a match,
   no match, or `RefusedValue`, and never look at a character twice per
-  variable or per pattern position.
+  variable.
 
 Matching rule (RFC 6570 defines expansion, not matching, so this is ours):
 the text before the first variable must begin the URI and the text after the
@@ -32,7 +32,6 @@ at registration.
 
 from __future__ import annotations
 
-import functools
 import re
 import urllib.parse
 from dataclasses import dataclass
@@ -184,78 +183,3 @@ class UriTemplate:
         if not _DOT_SEGMENTS.isdisjoint(value.split("/")):
             raise RefusedValue(self.text, name, "contains a '.' or '..' path segment")
         return value
-
-
-# --- resource scope globs ------------------------------------------------------------------
-
-# Token kinds of a compiled glob.
-_ANY_RUN = 0  # "**": any characters, '/' included
-_SEGMENT_RUN = 1  # "*": any characters but '/'
-_ONE = 2  # "?": one character but '/'
-_LITERAL = 3
-_RUNS = (_ANY_RUN, _SEGMENT_RUN)
-# Compiled patterns kept: far more than a tokens file holds, small in memory.
-_GLOB_CACHE_SIZE = 1024
-
-
-@functools.lru_cache(maxsize=_GLOB_CACHE_SIZE)
-def _compile_glob(pattern: str) -> tuple[tuple[int, str], ...]:
-    tokens: list[tuple[int, str]] = []
-    index = 0
-    while index < len(pattern):
-        char = pattern[index]
-        if char == "*":
-            run = 2 if pattern.startswith("**", index) else 1
-            while pattern.startswith("*", index):  # "***" is "**": any run of stars spans '/' from two on
-                index += 1
-            tokens.append((_ANY_RUN if run == 2 else _SEGMENT_RUN, ""))
-            continue
-        tokens.append((_ONE, "") if char == "?" else (_LITERAL, char))
-        index += 1
-    return tuple(tokens)
-
-
-def _closure(states: set[int], tokens: tuple[tuple[int, str], ...]) -> set[int]:
-    """Add the states reachable by letting a run match nothing."""
-    out = set(states)
-    for state in states:
-        while state < len(tokens) and tokens[state][0] in _RUNS:
-            state += 1
-            out.add(state)
-    return out
-
-
-def uri_glob_match(pattern: str, uri: str) -> bool:
-    """Whether a resource scope glob matches `uri`, case-sensitively.
-
-    `*` matches any run of characters without '/', `**` any run including
-    '/', `?` one character other than '/'; everything else, `[` included (URIs
-    hold IPv6 literals), matches itself. The pattern is run as a set of
-    positions over the URI, one character at a time: no backtracking, so the
-    cost is at most len(uri) x len(pattern) steps whatever both contain.
-    """
-    tokens = _compile_glob(pattern)
-    if all(kind == _LITERAL for kind, _ in tokens):
-        return pattern == uri
-    # The usual shapes, "prefix/**" and "prefix/*", without the general loop.
-    if tokens[-1][0] in _RUNS and all(kind == _LITERAL for kind, _ in tokens[:-1]):
-        prefix = pattern.rstrip("*")
-        if not uri.startswith(prefix):
-            return False
-        return tokens[-1][0] == _ANY_RUN or "/" not in uri[len(prefix) :]
-    accept = len(tokens)
-    states = _closure({0}, tokens)
-    for char in uri:
-        following: set[int] = set()
-        for state in states:
-            if state == accept:
-                continue
-            kind, literal = tokens[state]
-            if kind == _ANY_RUN or (kind == _SEGMENT_RUN and char != "/"):
-                following.add(state)
-            elif (kind == _ONE and char != "/") or (kind == _LITERAL and char == literal):
-                following.add(state + 1)
-        if not following:
-            return False
-        states = _closure(following, tokens)
-    return accept in states

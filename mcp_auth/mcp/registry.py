@@ -1,0 +1,216 @@
+"""What a server offers: its tools, resources (and templates), prompts and completions.
+
+`Registry.add_tool` and its siblings do what the `McpServer` decorators
+promise: infer the schemas from type hints, check and compile them (a bad
+schema is an error at decoration time, naming the tool), check names and
+template variables, and file the handler.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .context import _CallContext
+from .protocol import _NAME
+from .schema import JsonSchema, SchemaError, Signature, function_schema, return_schema
+from .uritemplate import UriTemplate
+from .validation import CompiledSchema, compile_schema
+
+
+def _default_name(fn: Callable[..., Any]) -> str:
+    """A handler's name when none is given: its function's, through partials."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return str(getattr(fn, "__name__", type(fn).__name__))
+
+
+def _is_coroutine_callable(fn: Callable[..., Any]) -> bool:
+    """`async def` functions, partials of them, their functools.wraps wrappers, objects with async __call__."""
+    if inspect.iscoroutinefunction(fn):
+        return True
+    try:
+        if inspect.iscoroutinefunction(inspect.unwrap(fn)):
+            return True
+    except ValueError:  # a __wrapped__ cycle
+        return False
+    return callable(fn) and not inspect.isroutine(fn) and inspect.iscoroutinefunction(type(fn).__call__)
+
+
+@dataclass
+class _Tool:
+    name: str
+    fn: Callable[..., Any]
+    signature: Signature
+    definition: dict[str, Any]
+    output_schema: JsonSchema | None
+    arguments: CompiledSchema  # built once, at registration
+    output: CompiledSchema | None
+
+
+@dataclass
+class _Resource:
+    uri: str
+    fn: Callable[..., Any]
+    signature: Signature
+    definition: dict[str, Any]
+    mime_type: str | None
+    template: UriTemplate | None = None  # set for URI templates
+
+
+@dataclass(frozen=True)
+class _Target:
+    """A resource a URI resolved to, with its handler's arguments and the URI scopes are judged on."""
+
+    resource: _Resource
+    arguments: dict[str, str]
+    effective_uri: str
+
+
+@dataclass
+class _Prompt:
+    name: str
+    fn: Callable[..., Any]
+    signature: Signature
+    definition: dict[str, Any]
+    arguments: CompiledSchema
+
+
+@dataclass
+class Registry:
+    """The handlers a server offers, by kind; filled by the `McpServer` decorators through `add_*`."""
+
+    tools: dict[str, _Tool] = field(default_factory=dict)
+    resources: dict[str, _Resource] = field(default_factory=dict)
+    templates: dict[str, _Resource] = field(default_factory=dict)
+    prompts: dict[str, _Prompt] = field(default_factory=dict)
+    completions: dict[tuple[str, str], Callable[..., Any]] = field(default_factory=dict)
+
+    def add_tool(
+        self,
+        fn: Callable[..., Any],
+        name: str | None = None,
+        *,
+        title: str | None = None,
+        description: str | None = None,
+        annotations: dict[str, Any] | None = None,
+        input_schema: JsonSchema | None = None,
+        output_schema: JsonSchema | None = None,
+        structured_output: bool | None = None,
+    ) -> None:
+        """File a tool: its schemas inferred (or given), checked and compiled; SchemaError names the tool."""
+        tool_name = self._check_name(name or _default_name(fn), "tool", self.tools)
+        signature = function_schema(fn, _CallContext)
+        schema = input_schema if input_schema is not None else signature.input_schema
+        out_schema = output_schema
+        if out_schema is None and structured_output is not False:
+            out_schema = return_schema(fn)
+        arguments = _compile_object_schema(schema, f"tool {tool_name!r}: inputSchema")
+        output = None if out_schema is None else _compile_object_schema(out_schema, f"tool {tool_name!r}: outputSchema")
+        definition: dict[str, Any] = {"name": tool_name, "inputSchema": schema}
+        if title:
+            definition["title"] = title
+        if description or signature.description:
+            definition["description"] = description or signature.description
+        if out_schema is not None:
+            definition["outputSchema"] = out_schema
+        if annotations:
+            definition["annotations"] = annotations
+        self.tools[tool_name] = _Tool(
+            tool_name, fn, replace(signature, input_schema=schema), definition, out_schema, arguments, output
+        )
+
+    def add_resource(
+        self,
+        fn: Callable[..., Any],
+        uri: str,
+        *,
+        name: str | None = None,
+        title: str | None = None,
+        description: str | None = None,
+        mime_type: str | None = None,
+    ) -> None:
+        """File a resource; a URI with `{variables}` is a template whose variables must be `fn`'s parameters."""
+        signature = function_schema(fn, _CallContext)
+        parsed = UriTemplate.parse(uri)  # TemplateError (a ValueError) for an ambiguous template
+        is_template = bool(parsed.variables)
+        table = self.templates if is_template else self.resources
+        if uri in table:
+            raise ValueError(f"resource {uri!r} is already registered")
+        definition: dict[str, Any] = {
+            "uriTemplate" if is_template else "uri": uri,
+            "name": name or _default_name(fn),
+        }
+        if title:
+            definition["title"] = title
+        if description or signature.description:
+            definition["description"] = description or signature.description
+        if mime_type:
+            definition["mimeType"] = mime_type
+        template = None
+        if is_template:
+            template = parsed
+            variables = set(template.names)
+            if variables != set(signature.parameters):
+                raise TypeError(
+                    f"resource template {uri!r} has variables {sorted(variables)} but "
+                    f"{fn.__qualname__} takes {sorted(signature.parameters)}; they must match"
+                )
+        elif signature.parameters:
+            raise TypeError(f"{fn.__qualname__}: a resource without {{variables}} takes no arguments")
+        table[uri] = _Resource(uri, fn, signature, definition, mime_type, template)
+
+    def add_prompt(
+        self,
+        fn: Callable[..., Any],
+        name: str | None = None,
+        *,
+        title: str | None = None,
+        description: str | None = None,
+    ) -> None:
+        """File a prompt; its parameters are the prompt's (string) arguments."""
+        prompt_name = self._check_name(name or _default_name(fn), "prompt", self.prompts)
+        signature = function_schema(fn, _CallContext)
+        required = set(signature.input_schema.get("required", []))
+        arguments = []
+        for parameter in signature.parameters:
+            argument: dict[str, Any] = {"name": parameter, "required": parameter in required}
+            if parameter in signature.parameter_descriptions:
+                argument["description"] = signature.parameter_descriptions[parameter]
+            arguments.append(argument)
+        definition: dict[str, Any] = {"name": prompt_name, "arguments": arguments}
+        if title:
+            definition["title"] = title
+        if description or signature.description:
+            definition["description"] = description or signature.description
+        validator = compile_schema(signature.input_schema, f"prompt {prompt_name!r}")
+        self.prompts[prompt_name] = _Prompt(prompt_name, fn, signature, definition, validator)
+
+    @staticmethod
+    def completion_key(prompt: str | None, resource_template: str | None) -> tuple[str, str]:
+        """Which completions table entry `completion(prompt=...)` or `completion(resource_template=...)` names."""
+        if (prompt is None) == (resource_template is None):
+            raise TypeError("completion() takes exactly one of prompt= or resource_template=")
+        return ("ref/prompt", prompt) if prompt is not None else ("ref/resource", resource_template)  # type: ignore[return-value]
+
+    def add_completion(self, key: tuple[str, str], fn: Callable[..., Any]) -> None:
+        """File argument completion for the prompt or resource template `key` names."""
+        self.completions[key] = fn
+
+    @staticmethod
+    def _check_name(name: str, kind: str, table: dict[str, Any]) -> str:
+        if not _NAME.fullmatch(name):
+            raise ValueError(f"{kind} name {name!r}: use 1-128 of A-Z a-z 0-9 _ - . /")
+        if name in table:
+            raise ValueError(f"{kind} {name!r} is already registered")
+        return name
+
+
+def _compile_object_schema(schema: Any, owner: str) -> CompiledSchema:
+    # MCP says a tool's input and output schemas describe objects.
+    if not isinstance(schema, dict) or schema.get("type") != "object":
+        raise SchemaError(f'{owner}: must be a JSON Schema with "type": "object"')
+    return compile_schema(schema, owner)
