@@ -1125,11 +1125,16 @@ class McpServer:
     # --- serving ----------------------------------------------------------
 
     def wsgi_app(self, config: Any = None) -> Any:
-        """The WSGI application serving this server behind the auth pipeline."""
-        from .app import McpAuthApp
-        from .config import Config
+        """The WSGI application serving this server behind the auth pipeline.
 
-        return McpAuthApp(self, config if config is not None else Config.from_sources())
+        Prints nothing, except on a first run that creates the default token
+        file: then the token and client configurations go to stdout, once
+        (a token nobody was shown is no use; a log would keep a secret).
+        """
+        from .config import Config
+        from .startup import build_app
+
+        return build_app(self, config if config is not None else Config.from_sources(), summary=False)
 
     def close(self) -> None:
         """Stop the event loop of async handlers, cancelling those still running.
