@@ -500,7 +500,7 @@ class _BodyWithin:
         self._armed = False
 
     def read(self, size: int | None = -1, /) -> bytes:
-        return self._read(self._raw.read, size)
+        return self._read(self._raw.read, size, to_the_end=size is None or size < 0)
 
     def read1(self, size: int | None = -1, /) -> bytes:
         return self._read(getattr(self._raw, "read1", self._raw.read), size)
@@ -508,7 +508,7 @@ class _BodyWithin:
     def readline(self, size: int | None = -1, /) -> bytes:
         return self._read(self._raw.readline, size)
 
-    def _read(self, read: Any, size: int | None) -> bytes:
+    def _read(self, read: Any, size: int | None, to_the_end: bool = False) -> bytes:
         wanted = -1 if size is None or size < 0 else size
         if self._remaining is not None:
             wanted = self._remaining if wanted < 0 else min(wanted, self._remaining)
@@ -523,7 +523,7 @@ class _BodyWithin:
             if not self._end():
                 raise self._timed_out() from None
             raise
-        if not data:  # the end of the body, or the watchdog shut the connection down
+        if not data or (to_the_end and self._remaining is None):  # the end, or the watchdog shut the connection
             if not self._end():
                 raise self._timed_out()
         elif self._remaining is not None:
