@@ -24,10 +24,27 @@ trusts nothing about the peer:
   line, a head too large) are the app's JSON refusal bodies, properly escaped;
 - the Host header in the WSGI environ is the one the client sent, even for an
   absolute-form request target (Werkzeug would put the target's host there);
+- a request body must arrive within `BODY_DEADLINE_SECONDS` of the app's
+  first read of it, however it trickles (a chunked one too), and after the
+  answer a client gets `DRAIN_DEADLINE_SECONDS` to stop sending;
 - a connection that stops sending or accepting bytes is dropped after
   `SOCKET_TIMEOUT_SECONDS`.
 
-Per-request access logs are left to the audit log.
+All of this stays in this module. What the app sees of the server, and all
+it may rely on (`_Bounded` puts it in place around the app):
+
+- `wsgi.input` reads at most what was asked for and may fail: an OSError
+  (`TimeoutError` at the body deadline) or ValueError (a broken chunked body);
+- `werkzeug.socket` is the connection, which a WebSocket takes over
+  (simple-websocket finds it there); when the socket is over, the app ends its
+  call by raising `WebSocketDone` (`mcp_auth.websocket.finish_upgraded_request`),
+  a ConnectionError that Werkzeug hands to `connection_dropped`, and no
+  response is written on the connection.
+
+The Werkzeug, http.server and socketserver hooks overridden or relied on here
+are not Werkzeug's public API: setup.cfg pins Werkzeug to the minor series
+tested, and tests/test_werkzeug_contract.py checks each hook's signature and
+behaviour. Per-request access logs are left to the audit log.
 """
 
 from __future__ import annotations
@@ -76,6 +93,8 @@ CONNECTION_SHARE_DIVISOR = 4
 # The prefix of an IPv6 address that counts as one client for that share: a
 # single host usually holds a whole /64 and can pick any address inside it.
 IPV6_SHARE_PREFIX = 64
+# BODY_DEADLINE_SECONDS (from the transport: the same bound it checks between
+# reads) is enforced here on the connection, so it also holds inside one read.
 # The whole request head must arrive within this, however slowly it trickles:
 # SOCKET_TIMEOUT_SECONDS is per read, so without it a client sending a header
 # byte every 29 s would hold a thread forever before it is ever authenticated.
@@ -196,10 +215,12 @@ def _share_of(peer: IPAddress) -> IPAddress | ipaddress.IPv6Network:
 
 
 class _HeadWatch:
-    """One thread per server that shuts down connections whose request head is overdue.
+    """One thread per server that shuts down connections whose deadline has passed.
 
-    Handlers arm a deadline before reading a request line and disarm it as soon
-    as the head is parsed. Shutting a socket down (rather than closing it) makes
+    One deadline per connection at a time: handlers arm the head's before reading
+    a request line and disarm it as soon as the head is parsed; `_BodyWithin`
+    arms the body's at the app's first read and disarms it at the body's end;
+    `_DrainBounded` arms the drain's after the answer. Shutting a socket down (rather than closing it) makes
     the handler's blocked read return, so the handler ends the connection on
     its own thread. Arming, disarming and enforcing happen under one lock: once
     `disarm` has returned, the watchdog never touches that socket again.
