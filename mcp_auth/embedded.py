@@ -659,10 +659,10 @@ class EmbeddedServer:
             self._server = _Server(
                 host, port, _not_ready, max_connections, max_connections_per_address, float(head_deadline)
             )
-            self._app: Any = None
-            self._server.app = _Bounded(_not_ready, self._server.head_watch, self._body_deadline)
         except SystemExit:  # Werkzeug printed why (port in use, address not available) and gave up
             raise ConfigError(f"cannot listen on {host} port {port}; choose another --port or --host") from None
+        self._app: Any = None
+        self._server.app = _Bounded(_not_ready, self._server.head_watch, self._body_deadline)
         if app is not None:
             self.app = app
 

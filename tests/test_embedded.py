@@ -122,6 +122,8 @@ def read_until_dropped(sock: socket.socket) -> bytes:
         pytest.param({"head_deadline": -1.0}, id="negative-deadline"),
         pytest.param({"head_deadline": float("nan")}, id="nan-deadline"),
         pytest.param({"head_deadline": "20"}, id="string-deadline"),
+        pytest.param({"body_deadline": 0}, id="zero-body-deadline"),
+        pytest.param({"body_deadline": True}, id="bool-body-deadline"),
     ],
 )
 def test_nonsense_limits_are_a_config_error(limits: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ by name, rather than somewhere in the hardening tests.
 from __future__ import annotations
 
 import configparser
+import http.client
 import http.server
 import inspect
 import socket
@@ -213,6 +214,9 @@ def test_the_handler_attributes_we_set_or_read_exist() -> None:
     assert http.server.BaseHTTPRequestHandler.protocol_version == "HTTP/1.0"  # the default we replace
     assert hasattr(socketserver.ThreadingMixIn, "daemon_threads")
     assert serving.BaseWSGIServer.multithread is False  # we set it: Werkzeug's own threaded server does the same
+    # Our make_environ reads every Host line the client sent.
+    assert http.server.BaseHTTPRequestHandler.MessageClass is http.client.HTTPMessage
+    assert callable(http.client.HTTPMessage.get_all)
     # run_wsgi's dropped-connection clause: WebSocketDone must be one of them.
     assert issubclass(WebSocketDone, serving.connection_dropped_errors)
 
