@@ -63,18 +63,16 @@ def create_app(target: str | None = None) -> Any:
 
         gunicorn -k gthread --threads 16 'mcp_auth:create_app()'
     """
-    from .app import McpAuthApp
     from .audit import configure_logging, logging_configured
-    from .cli import announce, load_target
     from .diagnostics import build_diagnostics
+    from .startup import build_app
+    from .target import load_target
 
     config = Config.from_sources({}, os.environ)
     if not logging_configured():  # the host has not set up logging: audit (and tools' logs) to stderr
         configure_logging(config.log_format, config.log_level)
     target = target or os.environ.get("MCP_AUTH_TARGET")
     server = load_target(target) if target else build_diagnostics()
-    app = McpAuthApp(server.dispatcher, config)
     # The WSGI server owns the bind; say what we know, and refuse non-loopback
     # clients when there is no explicit token (the guard does, per request).
-    announce(config, app.auth, server, None)
-    return app
+    return build_app(server, config)

@@ -13,13 +13,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import audit
-from .config import AuthSetup, Config, open_token_source
+from .config import AuthSetup, Config
 from .guard import ENVIRON_CLIENT_KEY, Admission, Guard
-from .http import DEADLINE_ENVIRON_KEY, DRAIN_DEADLINE_SECONDS, HttpTransport, json_response
+from .http import HttpTransport, json_response
 from .mcp.dispatch import Dispatcher
 from .refusals import SUBPROTOCOL_CARRIER_OFF_HINT, NotFound, Refusal, Unauthorized
 from .sessions import SessionStore
@@ -53,17 +53,15 @@ class McpAuthApp:
         self,
         server: Dispatcher,
         config: Config,
-        auth: AuthSetup | None = None,
-        environ: Mapping[str, str] | None = None,
+        auth: AuthSetup,
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`clock` (monotonic seconds) times session idleness, stream retention, socket
+        """`auth` is the token source, already open: building the app does no I/O
+        (`mcp_auth.startup.build_app` opens it and says what it did).
+
+        `clock` (monotonic seconds) times session idleness, stream retention, socket
         idleness and body deadlines; tests pass one they advance by hand."""
-        if auth is None:
-            auth, warnings = open_token_source(config, environ)
-            for warning in warnings:
-                logger.warning(warning)
         self.server = server
         self.config = config
         self.auth = auth
@@ -99,11 +97,6 @@ class McpAuthApp:
         self.server.close()  # async handlers still running are cancelled; the loop's thread ends
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        body = self._respond(environ, start_response)
-        set_deadline = environ.get(DEADLINE_ENVIRON_KEY)
-        return body if set_deadline is None else _DrainBounded(body, set_deadline)
-
-    def _respond(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         start_response = self._with_cors(environ, start_response)
         admission: Admission | None = None
         try:
@@ -189,25 +182,3 @@ class McpAuthApp:
         client = environ.get(ENVIRON_CLIENT_KEY) or environ.get("REMOTE_ADDR") or "?"
         reason = refusal.audit_reason if isinstance(refusal, Unauthorized) else refusal.error
         audit.denial(str(client), refusal.step, reason, token_name)
-
-
-class _DrainBounded:
-    """A response body after which the connection gets DRAIN_DEADLINE_SECONDS to go quiet.
-
-    The built-in server reads what a client still sends after the answer before
-    it closes; without a bound, a client trickling bytes (an unauthenticated one
-    with a large Content-Length, say) would hold the thread indefinitely.
-    """
-
-    def __init__(self, body: Iterable[bytes], set_deadline: Callable[[float | None], None]) -> None:
-        self._body = body
-        self._set_deadline = set_deadline
-
-    def __iter__(self) -> Iterator[bytes]:
-        yield from self._body
-        self._set_deadline(DRAIN_DEADLINE_SECONDS)
-
-    def close(self) -> None:
-        close = getattr(self._body, "close", None)
-        if close is not None:
-            close()

@@ -17,36 +17,29 @@ project files such as `.mcp.json` can be committed without it.
 from __future__ import annotations
 
 import argparse
-import importlib
-import inspect
-import json
 import logging
 import os
-import shlex
 import signal
 import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from ._version import __version__
-from .app import MCP_PATH, McpAuthApp
+from .app import MCP_PATH
 from .audit import configure_logging
 from .auth.tokens import add_token, default_token_path, list_tokens, read_token_file, revoke_token, rotate_token
-from .config import LOG_LEVELS, AuthSetup, Config, open_token_source
+from .config import LOG_LEVELS, Config
 from .errors import ConfigError
 from .network import format_url_host
-from .server import McpServer
+from .startup import CLIENT_TOKEN_VARIABLE, CONFIG_FORMS, build_app, print_client_configs
+from .target import load_target
 
 logger = logging.getLogger("mcp_auth.cli")
 
 EXIT_CONFIG = 2
 DEFAULT_URL = "http://127.0.0.1:8765/mcp"
-# The variable the printed client configurations read the token from. Not
-# MCP_AUTH_TOKEN: a server started from the same shell would take that as its own.
-CLIENT_TOKEN_VARIABLE = "MCP_AUTH_CLIENT_TOKEN"
-CONFIG_FORMS = ("env", "literal")
 USAGE = """python -m mcp_auth [serve] [TARGET] [options]
        python -m mcp_auth token {show,add,rotate,list,revoke} ...   (python -m mcp_auth token --help)"""
 # Options that take a value: a value that starts with '-' (a token, say) is
@@ -282,41 +275,6 @@ def _token_command(args: argparse.Namespace) -> int:
 # --- serve ---------------------------------------------------------------------
 
 
-def load_target(target: str) -> McpServer:
-    """Import `module:attribute`; the attribute is an McpServer or a function returning one."""
-    module_name, _, attribute = target.partition(":")
-    if not module_name or not attribute:
-        raise ConfigError(f"TARGET {target!r} must look like package.module:server")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"cannot import {module_name!r} from TARGET {target!r}: {exc}") from None
-    value: Any = module
-    for part in attribute.split("."):
-        value = getattr(value, part, None)
-        if value is None:
-            raise ConfigError(f"{module_name!r} has no attribute {attribute!r} (from TARGET {target!r})")
-    if callable(value) and not isinstance(value, McpServer):
-        try:
-            inspect.signature(value).bind()
-        except TypeError:
-            servers = [name for name, item in vars(module).items() if isinstance(item, McpServer)]
-            hint = f"; did you mean {module_name}:{servers[0]}?" if servers else ""
-            raise ConfigError(
-                f"TARGET {target!r} is a function that takes arguments (a tool?), not an mcp_auth.McpServer: "
-                f"point TARGET at the McpServer object, or at a function that takes no arguments and returns one"
-                f"{hint}"
-            ) from None
-        except ValueError:
-            pass  # no signature to check (some builtins): calling it reports any problem
-        value = value()
-    if not isinstance(value, McpServer):
-        raise ConfigError(f"TARGET {target!r} is a {type(value).__name__}, not an mcp_auth.McpServer")
-    return value
-
-
 def _flags(args: argparse.Namespace) -> dict[str, Any]:
     names = (
         "host",
@@ -356,17 +314,13 @@ def serve(args: argparse.Namespace) -> int:
     # Bind before the default token file may be created: a first run that cannot
     # listen must not leave behind a token whose first-run guidance nobody saw.
     embedded = EmbeddedServer(None, config.host, config.port)
+    url = f"http://{format_url_host(config.host)}:{embedded.port}{MCP_PATH}"
     try:
-        auth, warnings = open_token_source(config, os.environ)
+        app = build_app(server, config, url=url, config_form=args.print_config)
     except BaseException:
         embedded.close()
         raise
-    for warning in warnings:
-        logger.warning(warning)
-    app = McpAuthApp(server.dispatcher, config, auth)
     embedded.app = app  # before serve_forever: no request can arrive earlier
-    url = f"http://{format_url_host(config.host)}:{embedded.port}{MCP_PATH}"
-    announce(config, auth, server, url, args.print_config)
 
     stop = threading.Event()
 
@@ -383,117 +337,3 @@ def serve(args: argparse.Namespace) -> int:
     embedded.close()
     print("mcp_auth: stopped", file=sys.stderr, flush=True)
     return 0
-
-
-def announce(config: Config, auth: AuthSetup, server: McpServer, url: str | None, config_form: str = "env") -> None:
-    """Everything a start says: warnings, the summary (stderr), first-run guidance (stdout)."""
-    if config.no_auth:
-        logger.warning(
-            "authentication is OFF (--no-auth): any local process and any allowed browser page can call every tool"
-        )
-    shown_url = (
-        url or f"http://{format_url_host(config.host)}:{config.port}{MCP_PATH} (or wherever the WSGI server binds)"
-    )
-    print_summary(config, auth, server, shown_url, sys.stderr)
-    if auth.generated_token is not None:
-        print_first_run(auth.generated_token, auth.description, url or shown_url.split(" ")[0], sys.stdout, config_form)
-
-
-def print_summary(config: Config, auth: AuthSetup, server: McpServer, url: str, out: TextIO) -> None:
-    """The one startup summary: everything but the token."""
-    networks = "any (*)" if config.address_allowlist.allow_all else ", ".join(config.allowed_ips)
-    hosts = ", ".join(("localhost", "127.0.0.1", "[::1]", *config.allowed_hosts))
-    origins = ", ".join(("http(s)://localhost, 127.0.0.1, [::1] on any port", *config.allowed_origins))
-    proxies = ", ".join(config.trusted_proxies) or "none (X-Forwarded-For is ignored)"
-    auth_state = "OFF (--no-auth)" if auth.source is None else f"bearer token from {auth.description}"
-    lines = [
-        f"mcp_auth {__version__}: serving '{server.name}' ({len(server.tool_names)} tools) at {url}",
-        f"  auth:             {auth_state}",
-        f"  allowed networks: {networks}",
-        f"  allowed hosts:    {hosts}",
-        f"  allowed origins:  {origins}",
-        f"  trusted proxies:  {proxies}",
-        f"  websocket:        {url.replace('http://', 'ws://', 1)} "
-        f"(subprotocol mcp; at most {config.max_websockets} open; "
-        f"token as subprotocol: {'ON' if config.websocket_token_subprotocol else 'off'})",
-    ]
-    print("\n".join(lines), file=out, flush=True)
-
-
-def print_first_run(token: str, where: str, url: str, out: TextIO, config_form: str = "env") -> None:
-    """First run only: the new token and ready-to-paste client configurations."""
-    print(
-        f"""
-First run: generated a bearer token and saved it (mode 0600) in the {where}.
-It is printed this once; 'python -m mcp_auth token show' prints it again
-('token show --config' with these client configurations).
-
-    {token}
-""",
-        file=out,
-        flush=True,
-    )
-    print_client_configs(url, token, config_form, out, from_default_file=True)
-
-
-def _invocation() -> str:
-    """How to run this mcp_auth again from any shell: this interpreter, by absolute path."""
-    return f"{shlex.quote(sys.executable)} -m mcp_auth"
-
-
-def print_client_configs(url: str, token: str, form: str, out: TextIO, *, from_default_file: bool = False) -> None:
-    """Claude Code, VS Code, Cursor and curl configurations for `url`.
-
-    form "env": the configurations read the token from $MCP_AUTH_CLIENT_TOKEN
-    (VS Code prompts for it once and keeps it in its secret storage), so the
-    files can be committed; the export line to set it comes first. form
-    "literal": the token is written into each configuration.
-    """
-    variable = CLIENT_TOKEN_VARIABLE
-    if form == "literal":
-        claude_value = vscode_value = cursor_value = f"Bearer {token}"
-        curl_header = shlex.quote(f"Authorization: Bearer {token}")
-        preface = "Client configurations (the token is written into them: keep these files out of version control):"
-        vscode_inputs: list[dict[str, Any]] = []
-    else:
-        claude_value = f"Bearer ${{{variable}}}"  # Claude Code expands ${VAR} in headers
-        cursor_value = f"Bearer ${{env:{variable}}}"  # Cursor's spelling
-        vscode_value = "Bearer ${input:mcp-auth-token}"  # VS Code prompts once, keeps it in secret storage
-        curl_header = f'"Authorization: Bearer ${variable}"'
-        source = f'"$({_invocation()} token show)"' if from_default_file else shlex.quote(token)
-        preface = (
-            f"Client configurations: they read the token from ${variable}, so they can be committed.\n"
-            f"Set it in the shell that starts your client:\n\n"
-            f"    export {variable}={source}"
-        )
-        vscode_inputs = [
-            {"type": "promptString", "id": "mcp-auth-token", "description": "mcp_auth bearer token", "password": True}
-        ]
-    claude = {"mcpServers": {"mcp-auth": {"type": "http", "url": url, "headers": {"Authorization": claude_value}}}}
-    vscode: dict[str, Any] = {
-        "servers": {"mcp-auth": {"type": "http", "url": url, "headers": {"Authorization": vscode_value}}}
-    }
-    if vscode_inputs:
-        vscode = {"inputs": vscode_inputs, **vscode}
-    cursor = {"mcpServers": {"mcp-auth": {"url": url, "headers": {"Authorization": cursor_value}}}}
-    curl = (
-        f"curl -sS {url} -H {curl_header} -H 'Content-Type: application/json' "
-        "-H 'Accept: application/json, text/event-stream' "
-        '-d \'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25",'
-        '"capabilities":{},"clientInfo":{"name":"curl","version":"1"}}}\''
-    )
-    text = f"""{preface}
-
-Claude Code (.mcp.json; Claude Code asks once to approve a project's server):
-{json.dumps(claude, indent=2)}
-
-VS Code (.vscode/mcp.json{"" if form == "literal" else "; asks for the token once"}):
-{json.dumps(vscode, indent=2)}
-
-Cursor (.cursor/mcp.json):
-{json.dumps(cursor, indent=2)}
-
-The initialize request with curl (its answer's Mcp-Session-Id header names the session):
-{curl}
-"""
-    print(text, file=out, flush=True)

@@ -24,10 +24,33 @@ trusts nothing about the peer:
   line, a head too large) are the app's JSON refusal bodies, properly escaped;
 - the Host header in the WSGI environ is the one the client sent, even for an
   absolute-form request target (Werkzeug would put the target's host there);
+- a request body must arrive within `BODY_DEADLINE_SECONDS` of the app's
+  first read of it, however it trickles (a chunked one too), and after the
+  answer a client gets `DRAIN_DEADLINE_SECONDS` to stop sending;
 - a connection that stops sending or accepting bytes is dropped after
   `SOCKET_TIMEOUT_SECONDS`.
 
-Per-request access logs are left to the audit log.
+All of this stays in this module. What the app sees of the server, and all
+it may rely on (`_Bounded` puts it in place around the app):
+
+- `wsgi.input` reads at most what was asked for and may fail: an OSError
+  (`TimeoutError` at the body deadline) or ValueError (a broken chunked body);
+- `werkzeug.socket` is the connection, which a WebSocket takes over
+  (simple-websocket finds it there); when the socket is over, the app ends its
+  call by raising `WebSocketDone` (`mcp_auth.websocket.finish_upgraded_request`),
+  a ConnectionError that Werkzeug hands to `connection_dropped`, and no
+  response is written on the connection.
+
+The Werkzeug, http.server and socketserver hooks overridden or relied on here
+are not Werkzeug's public API: setup.cfg pins Werkzeug to the minor series
+tested, and tests/test_werkzeug_contract.py checks each hook's signature and
+behaviour. Per-request access logs are left to the audit log.
+
+Size: longer than the other modules (about 850 lines) on purpose: it is the
+one owner of the built-in server's hardening (connection caps and shares,
+head/body/drain deadlines, lingering close, early errors), and every piece of
+it leans on the same few Werkzeug hooks, which are easier to audit against the
+pins in one place.
 """
 
 from __future__ import annotations
@@ -40,6 +63,7 @@ import selectors
 import socket
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from http import HTTPStatus
 from socketserver import ThreadingMixIn
 from typing import Any
@@ -50,7 +74,7 @@ from . import audit
 from .app import McpAuthApp
 from .errors import ConfigError
 from .guard import Guard
-from .http import DEADLINE_ENVIRON_KEY
+from .http import BODY_DEADLINE_SECONDS
 from .network import IPAddress, parse_address
 from .refusals import IpNotAllowed, Refusal
 from .websocket import WebSocketDone
@@ -89,6 +113,8 @@ MAX_LINGERING = 256
 # The prefix of an IPv6 address that counts as one client for that share: a
 # single host usually holds a whole /64 and can pick any address inside it.
 IPV6_SHARE_PREFIX = 64
+# BODY_DEADLINE_SECONDS (from the transport: the same bound it checks between
+# reads) is enforced here on the connection, so it also holds inside one read.
 # The whole request head must arrive within this, however slowly it trickles:
 # SOCKET_TIMEOUT_SECONDS is per read, so without it a client sending a header
 # byte every 29 s would hold a thread forever before it is ever authenticated.
@@ -108,6 +134,10 @@ OVER_CAPACITY_RETRY_AFTER_SECONDS = 5
 # this the answer is 431 at once: at most 64 KiB per connection, where
 # http.server alone would hold 100 lines of 64 KiB each until the deadline.
 MAX_HEAD_BYTES = 64 * 1024
+# After the answer, Werkzeug reads what the client still sends (so that the
+# client sees the answer rather than a reset) before it closes; 2 s is plenty
+# for bytes already in flight, and a client trickling more cannot hold the thread.
+DRAIN_DEADLINE_SECONDS = 2.0
 # A message from http.server may quote the request line: bounded so that a
 # refusal never echoes much of what the client sent.
 MAX_ERROR_MESSAGE_LENGTH = 120
@@ -205,12 +235,14 @@ def _share_of(peer: IPAddress) -> IPAddress | ipaddress.IPv6Network:
 
 
 class _HeadWatch:
-    """One thread per server that shuts down connections whose request head is overdue.
+    """One thread per server that shuts down connections whose deadline has passed.
 
-    Handlers arm a deadline before reading a request line and disarm it as soon
-    as the head is parsed. Shutting a socket down (rather than closing it) makes
-    the handler's blocked read return, so the handler ends the connection on
-    its own thread. Arming, disarming and enforcing happen under one lock: once
+    One deadline per connection at a time: handlers arm the head's before reading
+    a request line and disarm it as soon as the head is parsed; `_BodyWithin`
+    arms the body's at the app's first read and disarms it at the body's end;
+    `_DrainBounded` arms the drain's after the answer. Shutting a socket down
+    (rather than closing it) makes the handler's blocked read return, so the
+    handler ends the connection on its own thread. Arming, disarming and enforcing happen under one lock: once
     `disarm` has returned, the watchdog never touches that socket again.
     """
 
@@ -278,16 +310,7 @@ class _RequestHandler(WSGIRequestHandler):
             environ.pop("HTTP_HOST", None)
         else:
             environ["HTTP_HOST"] = ",".join(value.replace("\r\n", "") for value in hosts)
-        # The app may bound how long this connection may take from here on
-        # (reading a body, draining after the answer); None lifts the bound.
-        environ[DEADLINE_ENVIRON_KEY] = self._set_deadline
         return environ
-
-    def _set_deadline(self, seconds: float | None) -> None:
-        if seconds is None:
-            self.server.head_watch.disarm(self.connection)
-        else:
-            self.server.head_watch.arm(self.connection, time.monotonic() + seconds)
 
     def handle_one_request(self) -> None:
         # Armed before the request line is read, so the deadline also covers a
@@ -613,6 +636,120 @@ class _Server(ThreadingMixIn, BaseWSGIServer):
         super().server_close()
 
 
+class _BodyWithin:
+    """`wsgi.input` as the built-in server hands it to the app: a read may time out.
+
+    The first read arms the connection's deadline: the whole body (its
+    Content-Length bytes, or a chunked body to its end) must arrive within
+    `seconds` of it, however it trickles; a chunked body is read a buffer at a
+    time, so the transport's own check between reads cannot see a trickle
+    inside one read. The end of the body disarms it. At the deadline the
+    watchdog shuts the connection down, and the read that was waiting raises
+    `TimeoutError` (an OSError, as any unreadable body), so all the transport
+    sees is "read at most N bytes; the read may fail". A request whose body is
+    never read (a GET, a refused request) never arms it.
+    """
+
+    def __init__(
+        self, raw: Any, watch: _HeadWatch, connection: socket.socket, seconds: float, length: int | None
+    ) -> None:
+        self._raw = raw
+        self._watch = watch
+        self._connection = connection
+        self._seconds = seconds
+        self._remaining = length  # None: unknown (chunked, or no Content-Length): read to the end
+        self._armed = False
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        return self._read(self._raw.read, size, to_the_end=size is None or size < 0)
+
+    def read1(self, size: int | None = -1, /) -> bytes:
+        return self._read(getattr(self._raw, "read1", self._raw.read), size)
+
+    def readline(self, size: int | None = -1, /) -> bytes:
+        return self._read(self._raw.readline, size)
+
+    def _read(self, read: Any, size: int | None, to_the_end: bool = False) -> bytes:
+        wanted = -1 if size is None or size < 0 else size
+        if self._remaining is not None:
+            wanted = self._remaining if wanted < 0 else min(wanted, self._remaining)
+        if wanted == 0:
+            return b""
+        if not self._armed:
+            self._armed = True
+            self._watch.arm(self._connection, time.monotonic() + self._seconds)
+        try:
+            data: bytes = read(wanted)
+        except (OSError, ValueError):
+            if not self._end():
+                raise self._timed_out() from None
+            raise
+        if not data or (to_the_end and self._remaining is None):  # the end, or the watchdog shut the connection
+            if not self._end():
+                raise self._timed_out()
+        elif self._remaining is not None:
+            self._remaining -= len(data)
+            if self._remaining == 0:
+                self._end()  # the whole body is here, even if the deadline passed as it arrived
+        return data
+
+    def _timed_out(self) -> TimeoutError:
+        return TimeoutError(f"the request body was not sent within {self._seconds:g} seconds")
+
+    def _end(self) -> bool:
+        """Disarm; False if the deadline had passed (the connection was shut down mid-body)."""
+        if not self._armed:
+            return True
+        self._armed = False
+        self._remaining = 0  # nothing more is read through this reader
+        return self._watch.disarm(self._connection)
+
+
+class _DrainBounded:
+    """A response body after which the connection gets DRAIN_DEADLINE_SECONDS to go quiet.
+
+    Werkzeug reads what a client still sends after the answer before it closes;
+    without a bound, a client trickling bytes (an unauthenticated one with a
+    large Content-Length, say) would hold the thread indefinitely.
+    """
+
+    def __init__(self, body: Iterable[bytes], watch: _HeadWatch, connection: socket.socket) -> None:
+        self._body = body
+        self._watch = watch
+        self._connection = connection
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._body
+        self._watch.arm(self._connection, time.monotonic() + DRAIN_DEADLINE_SECONDS)
+
+    def close(self) -> None:
+        close = getattr(self._body, "close", None)
+        if close is not None:
+            close()
+
+
+class _Bounded:
+    """The built-in server's own bounds around the app it serves: the app never sees them.
+
+    The body reader times out at the body deadline, and the drain after the
+    answer is bounded, both enforced by the server's watchdog on the
+    connection (`werkzeug.socket`). Under another WSGI server (gunicorn) none
+    of this applies: it has its own timeouts.
+    """
+
+    def __init__(self, app: Any, watch: _HeadWatch, body_deadline: float) -> None:
+        self.app = app
+        self._watch = watch
+        self._body_deadline = body_deadline
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        connection = environ["werkzeug.socket"]
+        raw_length = (environ.get("CONTENT_LENGTH") or "").strip()
+        length = None if environ.get("wsgi.input_terminated") or not raw_length.isdigit() else int(raw_length)
+        environ["wsgi.input"] = _BodyWithin(environ["wsgi.input"], self._watch, connection, self._body_deadline, length)
+        return _DrainBounded(self.app(environ, start_response), self._watch, connection)
+
+
 def _not_ready(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     start_response("503 Service Unavailable", [("Content-Length", "0")])
     return []
@@ -630,11 +767,13 @@ class EmbeddedServer:
         max_connections: int = MAX_CONNECTIONS,
         max_connections_per_address: int | None = None,
         head_deadline: float = HEAD_DEADLINE_SECONDS,
+        body_deadline: float = BODY_DEADLINE_SECONDS,
     ) -> None:
         """`app` may be None until `.app` is set; requests before then get 503.
 
-        `max_connections` and `head_deadline` (seconds) default to `MAX_CONNECTIONS`
-        and `HEAD_DEADLINE_SECONDS`; `max_connections_per_address` to
+        `max_connections`, `head_deadline` and `body_deadline` (seconds) default to
+        `MAX_CONNECTIONS`, `HEAD_DEADLINE_SECONDS` and `BODY_DEADLINE_SECONDS` (the
+        transport's bound between reads); `max_connections_per_address` to
         1/`CONNECTION_SHARE_DIVISOR` of `max_connections` (at least 1). Tests set them small.
         When `app` is an `McpAuthApp`, its step 1 also runs at accept time.
         """
@@ -653,24 +792,30 @@ class EmbeddedServer:
             )
         if isinstance(head_deadline, bool) or not isinstance(head_deadline, int | float) or not head_deadline > 0:
             raise ConfigError(f"head_deadline must be a positive number of seconds, not {head_deadline!r}")
+        if isinstance(body_deadline, bool) or not isinstance(body_deadline, int | float) or not body_deadline > 0:
+            raise ConfigError(f"body_deadline must be a positive number of seconds, not {body_deadline!r}")
+        self._body_deadline = float(body_deadline)
         try:
             self._server = _Server(
                 host, port, _not_ready, max_connections, max_connections_per_address, float(head_deadline)
             )
         except SystemExit:  # Werkzeug printed why (port in use, address not available) and gave up
             raise ConfigError(f"cannot listen on {host} port {port}; choose another --port or --host") from None
+        self._app: Any = None
+        self._server.app = _Bounded(_not_ready, self._server.head_watch, self._body_deadline)
         if app is not None:
             self.app = app
 
     @property
     def app(self) -> Any:
-        return self._server.app
+        return self._app
 
     @app.setter
     def app(self, app: Any) -> None:
         # The guard first: no connection may be admitted by the new app's rules before they apply.
         self._server.guard = app.guard if isinstance(app, McpAuthApp) else None
-        self._server.app = app
+        self._app = app
+        self._server.app = _Bounded(app, self._server.head_watch, self._body_deadline)
 
     @property
     def port(self) -> int:

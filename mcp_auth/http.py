@@ -60,12 +60,6 @@ logger = logging.getLogger("mcp_auth.http")
 SESSION_HEADER = "Mcp-Session-Id"
 # A request body that trickles in slower than this is refused (a thread is held while it reads).
 BODY_DEADLINE_SECONDS = 60.0
-# After the answer is written, a client has this long to stop sending (the server
-# drains what it sent before closing): a client that trickles bytes cannot hold it.
-DRAIN_DEADLINE_SECONDS = 2.0
-# Where a server that can enforce connection deadlines (the built-in one) puts a
-# setter in the WSGI environ: seconds from now, or None to lift the deadline.
-DEADLINE_ENVIRON_KEY = "mcp_auth.set_deadline"
 # A comment line this often keeps proxies from timing out an idle stream and
 # lets the server notice a client that went away, or a token that was revoked.
 KEEPALIVE_SECONDS = 15.0
@@ -164,18 +158,6 @@ class HttpTransport:
             )
 
     def _read_body(self, environ: dict[str, Any]) -> bytes:
-        set_deadline = environ.get(DEADLINE_ENVIRON_KEY)
-        if set_deadline is None:
-            return self._read_body_within(environ)
-        # The server shuts the connection down at the deadline, however the body
-        # trickles in (a chunked body cannot be read a packet at a time).
-        set_deadline(self.body_deadline_seconds)
-        try:
-            return self._read_body_within(environ)
-        finally:
-            set_deadline(None)
-
-    def _read_body_within(self, environ: dict[str, Any]) -> bytes:
         raw_length = (environ.get("CONTENT_LENGTH") or "").strip()
         stream = environ["wsgi.input"]
         if raw_length:
@@ -205,7 +187,7 @@ class HttpTransport:
                 raise BadRequest(f"The request body was not sent within {deadline_seconds:g} seconds")
             try:
                 chunk = read(min(remaining, 65536))
-            except (OSError, ValueError):  # a broken chunked encoding, or the deadline shut the socket
+            except (OSError, ValueError):  # a broken chunked encoding, or the WSGI server's read timed out
                 raise BadRequest(
                     "The request body could not be read (bad chunked encoding, or sent too slowly)"
                 ) from None

@@ -15,12 +15,12 @@ from typing import Any
 
 from . import audit
 from ._version import __version__ as _package_version
-from .app import McpAuthApp
 from .config import Config
 from .mcp.context import AsyncContext, Context
 from .mcp.dispatch import Dispatcher
 from .mcp.registry import Registry
 from .mcp.schema import JsonSchema
+from .startup import build_app
 
 __all__ = ["AsyncContext", "Context", "McpServer"]
 
@@ -164,8 +164,13 @@ class McpServer:
     # --- serving ----------------------------------------------------------
 
     def wsgi_app(self, config: Any = None) -> Any:
-        """The WSGI application serving this server behind the auth pipeline."""
-        return McpAuthApp(self.dispatcher, config if config is not None else Config.from_sources())
+        """The WSGI application serving this server behind the auth pipeline.
+
+        Prints nothing, except on a first run that creates the default token
+        file: then the token and client configurations go to stdout, once
+        (a token nobody was shown is no use; a log would keep a secret).
+        """
+        return build_app(self, config if config is not None else Config.from_sources(), summary=False)
 
     def close(self) -> None:
         """Stop the event loop of async handlers, cancelling those still running.

@@ -21,7 +21,9 @@ from mcp_auth.app import McpAuthApp
 from mcp_auth.config import Config
 from mcp_auth.diagnostics import build_diagnostics
 from mcp_auth.embedded import EmbeddedServer
+from mcp_auth.http import BODY_DEADLINE_SECONDS
 from mcp_auth.server import McpServer
+from mcp_auth.startup import build_app
 
 TOKEN = "test-token-0123456789abcdefghijklmnop"
 ACCEPT_BOTH = "application/json, text/event-stream"
@@ -62,15 +64,17 @@ def live_server(
     *,
     host: str = "127.0.0.1",
     clock: Callable[[], float] = time.monotonic,
+    body_deadline: float = BODY_DEADLINE_SECONDS,
     **settings: Any,
 ) -> Iterator[Live]:
     """Serve `server` (default: diagnostics) on host:0 in a thread; always stopped.
-    `clock` times sessions, streams, socket idleness and body deadlines (a ManualClock in timer tests)."""
+    `clock` times sessions, streams, socket idleness and the transport's body deadline (a ManualClock
+    in timer tests); `body_deadline` is the built-in server's own (real time)."""
     if "no_auth" not in settings and "tokens_file" not in settings and "token_file" not in settings:
         settings.setdefault("token", TOKEN)
     config = Config(host=host, port=0, **settings)
-    app = McpAuthApp((server or build_diagnostics()).dispatcher, config, clock=clock)
-    embedded = EmbeddedServer(app, host, 0)
+    app = build_app(server or build_diagnostics(), config, summary=False, clock=clock)
+    embedded = EmbeddedServer(app, host, 0, body_deadline=body_deadline)
     thread = threading.Thread(target=embedded.serve_forever, daemon=True)
     thread.start()
     try:

@@ -25,11 +25,11 @@ from support import TOKEN, initialize_body, ipv6_loopback_available, open_sessio
 from websockets.asyncio.client import connect
 
 from mcp_auth import McpServer
-from mcp_auth.app import McpAuthApp
 from mcp_auth.config import Config
 from mcp_auth.diagnostics import build_diagnostics
 from mcp_auth.embedded import SOCKET_TIMEOUT_SECONDS, EmbeddedServer
 from mcp_auth.errors import ConfigError
+from mcp_auth.startup import build_app
 
 # The longest any test waits for something that must happen; far below
 # SOCKET_TIMEOUT_SECONDS, so a drop seen within it is the head deadline's doing.
@@ -53,7 +53,7 @@ class Served:
 @contextmanager
 def serving(server: McpServer | None = None, *, host: str = "127.0.0.1", **limits: Any) -> Iterator[Served]:
     """The app for `server` (default: diagnostics) on host:0 with `limits` for EmbeddedServer; always stopped."""
-    app = McpAuthApp((server or build_diagnostics()).dispatcher, Config(host=host, port=0, token=TOKEN))
+    app = build_app(server or build_diagnostics(), Config(host=host, port=0, token=TOKEN), summary=False)
     paths: list[str] = []
 
     def recording(environ: dict[str, Any], start_response: Any) -> Any:
@@ -122,6 +122,8 @@ def read_until_dropped(sock: socket.socket) -> bytes:
         pytest.param({"head_deadline": -1.0}, id="negative-deadline"),
         pytest.param({"head_deadline": float("nan")}, id="nan-deadline"),
         pytest.param({"head_deadline": "20"}, id="string-deadline"),
+        pytest.param({"body_deadline": 0}, id="zero-body-deadline"),
+        pytest.param({"body_deadline": True}, id="bool-body-deadline"),
     ],
 )
 def test_nonsense_limits_are_a_config_error(limits: dict[str, Any]) -> None:
@@ -142,7 +144,7 @@ def test_a_busy_port_is_a_config_error(capsys: pytest.CaptureFixture[str]) -> No
 
 def test_without_an_app_the_answer_is_503_until_one_is_set() -> None:
     embedded = EmbeddedServer(None, "127.0.0.1", 0)
-    app = McpAuthApp(build_diagnostics().dispatcher, Config(port=0, token=TOKEN))
+    app = build_app(build_diagnostics(), Config(port=0, token=TOKEN), summary=False)
     thread = threading.Thread(target=embedded.serve_forever, daemon=True)
     thread.start()
     try:

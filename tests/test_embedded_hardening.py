@@ -38,11 +38,11 @@ import pytest
 from nginx_support import gunicorn_process
 from support import TOKEN, initialize_body, raw_exchange, request
 
-from mcp_auth.app import McpAuthApp
 from mcp_auth.config import Config
 from mcp_auth.diagnostics import build_diagnostics
 from mcp_auth.embedded import HEAD_DEADLINE_SECONDS, MAX_HEAD_BYTES, EmbeddedServer, _share_of
 from mcp_auth.network import request_target_authority
+from mcp_auth.startup import build_app
 
 ROOT = Path(__file__).resolve().parent.parent
 # The longest any test waits for something that must happen; half the head
@@ -67,7 +67,7 @@ class Served:
 @contextmanager
 def serving(settings: dict[str, Any] | None = None, **limits: Any) -> Iterator[Served]:
     """The diagnostics app with `settings` for its Config, served with `limits`; always stopped."""
-    app = McpAuthApp(build_diagnostics().dispatcher, Config(port=0, token=TOKEN, **(settings or {})))
+    app = build_app(build_diagnostics(), Config(port=0, token=TOKEN, **(settings or {})), summary=False)
     embedded = EmbeddedServer(app, "127.0.0.1", 0, **limits)
     thread = threading.Thread(target=embedded.serve_forever, daemon=True)
     thread.start()

@@ -508,9 +508,8 @@ def test_after_the_answer_a_trickling_client_is_cut_off() -> None:
 
 def test_a_trickled_chunked_body_is_cut_off() -> None:
     """A chunked body is read a whole buffer at a time, so the built-in server's connection
-    deadline (real time, set from body_deadline_seconds) is what ends it: a test about time."""
-    with live_server() as live, socket.create_connection(("127.0.0.1", live.port)) as sock:
-        live.app.http.body_deadline_seconds = 0.5
+    deadline (real time, its body_deadline) is what ends it: a test about time."""
+    with live_server(body_deadline=0.5) as live, socket.create_connection(("127.0.0.1", live.port)) as sock:
         sock.sendall(
             (
                 f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"

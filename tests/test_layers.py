@@ -31,7 +31,7 @@ MAX_MODULE_LINES = 450
 # Over the bound today and being reworked on other branches of issue 8 (the
 # outcome-to-wire and construction-path items), so not edited here: remove an
 # entry once its module is split or says why it is not.
-NOT_YET_SIZED = frozenset({"mcp_auth.cli", "mcp_auth.http", "mcp_auth.network"})
+NOT_YET_SIZED = frozenset({"mcp_auth.http"})
 
 
 def module_name(path: Path) -> str:

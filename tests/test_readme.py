@@ -37,7 +37,7 @@ from mcp.client.streamable_http import streamable_http_client
 from support import TOKEN, live_server
 
 from mcp_auth import McpServer
-from mcp_auth.cli import print_summary
+from mcp_auth.startup import print_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
