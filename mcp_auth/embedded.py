@@ -745,7 +745,9 @@ class _Bounded:
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         connection = environ["werkzeug.socket"]
         raw_length = (environ.get("CONTENT_LENGTH") or "").strip()
-        length = None if environ.get("wsgi.input_terminated") or not raw_length.isdigit() else int(raw_length)
+        # ASCII digits only (str.isdigit accepts superscripts that int() refuses); the app judges the rest.
+        known = raw_length.isascii() and raw_length.isdigit() and not environ.get("wsgi.input_terminated")
+        length = int(raw_length) if known else None
         environ["wsgi.input"] = _BodyWithin(environ["wsgi.input"], self._watch, connection, self._body_deadline, length)
         return _DrainBounded(self.app(environ, start_response), self._watch, connection)
 

@@ -719,7 +719,7 @@ def test_content_length_yields_the_body_or_a_refusal(raw_length: str) -> None:
     body = b"x" * BODY_LIMIT
     environ = {"CONTENT_LENGTH": raw_length, "wsgi.input": io.BytesIO(body)}
     try:
-        read = TRANSPORT._read_body_within(environ)
+        read = TRANSPORT._read_body(environ)
     except (BadRequest, PayloadTooLarge):
         return
     stripped = raw_length.strip()
