@@ -44,7 +44,18 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
 
     files = sorted(str(path.relative_to(ROOT)) for path in TESTS.glob("test_properties*.py"))
-    command = [sys.executable, "-m", "pytest", "-p", "no:randomly", "-q", "--hypothesis-show-statistics", *files]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "no:randomly",
+        "-n",
+        "0",
+        "-q",
+        "--hypothesis-show-statistics",
+        *files,
+    ]
     if options.seed is not None:
         command.append(f"--hypothesis-seed={options.seed}")
     if options.keyword:

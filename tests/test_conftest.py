@@ -30,6 +30,8 @@ def test_every_mcp_auth_variable_of_the_shell_is_cleared() -> None:
             "-m",
             "pytest",
             "-q",
+            "-n",
+            "0",
             "-p",
             "no:randomly",
             "-p",
