@@ -67,7 +67,7 @@ class Served:
 @contextmanager
 def serving(settings: dict[str, Any] | None = None, **limits: Any) -> Iterator[Served]:
     """The diagnostics app with `settings` for its Config, served with `limits`; always stopped."""
-    app = McpAuthApp(build_diagnostics(), Config(port=0, token=TOKEN, **(settings or {})))
+    app = McpAuthApp(build_diagnostics().dispatcher, Config(port=0, token=TOKEN, **(settings or {})))
     embedded = EmbeddedServer(app, "127.0.0.1", 0, **limits)
     thread = threading.Thread(target=embedded.serve_forever, daemon=True)
     thread.start()

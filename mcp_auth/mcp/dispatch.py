@@ -83,7 +83,7 @@ class Dispatcher(ResourceHandlers):
         # The registries of live sessions (one per app serving this dispatcher, usually
         # one), for notifications outside a request. Weak: an app dropped without
         # close() takes its sessions with it.
-        self._registries: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._registries: weakref.WeakSet[LiveSessions] = weakref.WeakSet()
         self._registries_lock = threading.Lock()
         # Where async handlers run; a dispatcher dropped without close() still stops its loop.
         self._async = _AsyncRunner()
@@ -124,7 +124,7 @@ class Dispatcher(ResourceHandlers):
 
     def _sessions(self) -> list[McpSession]:
         with self._registries_lock:
-            registries: list[LiveSessions] = list(self._registries)
+            registries = list(self._registries)
         return [session for live in registries for session in live.each_negotiated()]
 
     def notify_resource_updated(self, uri: str) -> None:
