@@ -36,6 +36,8 @@ class Phase(enum.Enum):
 
 
 class LifecycleEvent(enum.Enum):
+    """What the client does that may move a session to another phase."""
+
     INITIALIZE = "initialize"
     INITIALIZED_NOTIFICATION = "notifications/initialized"
 
