@@ -66,7 +66,9 @@ class McpAuthApp:
         self.config = config
         self.auth = auth
         self.guard = Guard(config, auth)
+        # The one registry of live sessions, of both transports; the dispatcher's notifications reach them through it.
         self.sessions = SessionStore(clock=clock)
+        server.attach_sessions(self.sessions)
         self.shutdown_event = threading.Event()
         self.http = HttpTransport(
             server,
@@ -83,6 +85,7 @@ class McpAuthApp:
             max_sockets=config.max_websockets,
             max_message_bytes=config.max_message_bytes,
             ping_interval=config.websocket_ping_interval,
+            sessions=self.sessions,
             idle_timeout=config.websocket_idle_timeout,
             shutdown=self.shutdown_event,
             max_calls=config.max_streams,
@@ -93,6 +96,7 @@ class McpAuthApp:
         """End open streams, sockets and sessions (called on server shutdown)."""
         self.shutdown_event.set()
         self.sessions.close_all()
+        self.server.detach_sessions(self.sessions)
         self.websocket.close_all()
         self.server.close()  # async handlers still running are cancelled; the loop's thread ends
 

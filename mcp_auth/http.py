@@ -52,7 +52,7 @@ from .refusals import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from .sessions import Session, SessionStore
+from .sessions import HttpSession, SessionStore
 from .streams import EventStream, encode_event, parse_event_id, priming_event
 
 logger = logging.getLogger("mcp_auth.http")
@@ -95,7 +95,7 @@ def _accepts(accepted: set[str], media_type: str) -> bool:
 class _SessionChannel:
     """A Channel for messages outside a request stream: they go to the session's GET stream."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: HttpSession) -> None:
         self._session = session
 
     def send(self, message: dict[str, Any]) -> None:
@@ -197,7 +197,7 @@ class HttpTransport:
             remaining -= len(chunk)
         return b"".join(chunks)
 
-    def _session(self, environ: dict[str, Any], admission: Admission) -> Session:
+    def _session(self, environ: dict[str, Any], admission: Admission) -> HttpSession:
         session_id = environ.get("HTTP_MCP_SESSION_ID")
         if not session_id:
             raise BadRequest(f"The {SESSION_HEADER} header is required: send initialize first and reuse its session id")
@@ -206,7 +206,7 @@ class HttpTransport:
             raise SessionNotFound()
         return session
 
-    def _call(self, session: Session, admission: Admission, channel: Any) -> Call:
+    def _call(self, session: HttpSession, admission: Admission, channel: Any) -> Call:
         return Call(session, admission.principal, channel, str(admission.client_address), self.principal_is_current)
 
     # --- POST: one JSON-RPC message -------------------------------------------------
@@ -233,7 +233,7 @@ class HttpTransport:
             return self._accepted(start_response)
         if isinstance(message, (Response, ErrorResponse)):
             # The client's answer to a sampling/elicitation/roots request: wake the waiting handler.
-            session.deliver(message)
+            session.replies.deliver(message)
             return self._accepted(start_response)
         return self._request(message, session, start_response, admission)
 
@@ -251,13 +251,13 @@ class HttpTransport:
         try:
             return self._request(request, session, start_response, admission, headers)
         finally:
-            if session.protocol_version is None:  # initialize failed: no half-made session stays behind
+            if not session.state.negotiated:  # initialize failed: no half-made session stays behind
                 self.sessions.delete(session.session_id, admission.principal)
 
     def _request(
         self,
         request: Request,
-        session: Session,
+        session: HttpSession,
         start_response: StartResponse,
         admission: Admission,
         headers: list[tuple[str, str]] | None = None,
@@ -271,20 +271,20 @@ class HttpTransport:
         # this thread answers JSON if the answer is all there is, SSE otherwise.
         slot = self.calls.acquire(principal_key(admission.principal))
         try:
-            stream = session.new_stream()
+            stream = session.streams.new_stream()
             call = self._call(session, admission, stream)
             self._start_handler(request, call, stream, session, slot.share())
             stream.wait_started()
             if stream.refusal is not None:
                 slot.release()
-                session.drop_stream(stream)
+                session.streams.drop_stream(stream)
                 if isinstance(stream.refusal, Unauthorized) and session.session_id:
                     self.sessions.delete(session.session_id, admission.principal)
                 raise stream.refusal
             only = stream.only_final()
             if only is not None:
                 slot.release()
-                session.drop_stream(stream)
+                session.streams.drop_stream(stream)
                 return self._json_reply(only, start_response, headers)
             start_response("200 OK", _SSE_HEADERS + headers)
             body = self._event_body(stream, session, admission, after=0, prime=True, detachments=0)
@@ -293,7 +293,7 @@ class HttpTransport:
             raise
         return _SlotBody(body, slot)
 
-    def _dispatch_inline(self, request: Request, session: Session, admission: Admission) -> dict[str, Any]:
+    def _dispatch_inline(self, request: Request, session: HttpSession, admission: Admission) -> dict[str, Any]:
         try:
             return Response(
                 request.id, self.server.dispatch(request, self._call(session, admission, _SessionChannel(session)))
@@ -308,7 +308,7 @@ class HttpTransport:
             raise Unauthorized("revoked") from None
 
     def _start_handler(
-        self, request: Request, call: Call, stream: EventStream, session: Session, handler_slot: Slot
+        self, request: Request, call: Call, stream: EventStream, session: HttpSession, handler_slot: Slot
     ) -> None:
         """Run the handler on its own thread, which holds `handler_slot` for as long as it runs."""
         try:
@@ -320,7 +320,7 @@ class HttpTransport:
             ).start()
         except RuntimeError:  # the OS refused a thread: no handler will ever give the place back
             handler_slot.release()
-            session.drop_stream(stream)
+            session.streams.drop_stream(stream)
             raise ServiceUnavailable(
                 "The server cannot start another thread now; try again later",
                 headers=[("Retry-After", str(THREAD_RETRY_AFTER_SECONDS))],
@@ -365,7 +365,14 @@ class HttpTransport:
         return [body]
 
     def _event_body(
-        self, stream: EventStream, session: Session, admission: Admission, *, after: int, prime: bool, detachments: int
+        self,
+        stream: EventStream,
+        session: HttpSession,
+        admission: Admission,
+        *,
+        after: int,
+        prime: bool,
+        detachments: int,
     ) -> Iterator[bytes]:
         """The SSE body of `stream` from sequence `after`; ends with the stream, on detach,
         session end or shutdown, or when the principal's token is revoked (the second lock)."""
@@ -376,7 +383,7 @@ class HttpTransport:
             )
 
         # The priming event (an id, empty data) tells 2025-11-25 clients they may resume.
-        if prime and protocol_at_least(session.protocol_version, RESUMABLE_SINCE):
+        if prime and protocol_at_least(session.state.protocol_version, RESUMABLE_SINCE):
             yield priming_event(stream.stream_id, after)
         else:
             yield b": stream open\n\n"  # sends the head now, not at the first event
@@ -389,8 +396,8 @@ class HttpTransport:
                 session.touch()  # a session that is being sent events is in use
                 yield encode_event(stream.stream_id, *item)
                 sent = item[0]
-        if stream is not session.standalone and stream.fully_sent(sent):
-            session.drop_stream(stream)  # the answer was delivered: nothing left to resume
+        if stream is not session.streams.standalone and stream.fully_sent(sent):
+            session.streams.drop_stream(stream)  # the answer was delivered: nothing left to resume
 
     # --- GET: the session's standalone stream, or resuming a stream ------------------
 
@@ -402,26 +409,20 @@ class HttpTransport:
         last_event_id = environ.get("HTTP_LAST_EVENT_ID")
         if last_event_id:
             parsed = parse_event_id(last_event_id)
-            stream = session.find_stream(parsed[0]) if parsed else None
+            stream = session.streams.find_stream(parsed[0]) if parsed else None
             if parsed is None or stream is None:
                 raise BadRequest(
                     "Last-Event-ID names no stream of this session that can be resumed; send the request again"
                 )
             after, prime = parsed[1], False
         else:
-            stream, after, prime = session.standalone, session.standalone.delivered, True
+            stream, after, prime = session.streams.standalone, session.streams.standalone.delivered, True
         slot = self.event_streams.acquire(principal_key(admission.principal))
         try:
-            if stream is session.standalone:
-                # One reader at a time, and the newest wins: a client reconnecting after a
-                # network drop must not be locked out by its own dead connection. The new
-                # reader's detach baseline is taken with the old one's detach, under one lock.
-                with session.lock:
-                    if stream.readers > 0:
-                        stream.detach()
-                    stream.readers += 1
-                    detachments = stream.attach()
-                slot.also(lambda: _leave(session, stream))
+            if stream is session.streams.standalone:
+                # One reader at a time, and the newest wins (a client reconnecting after a drop).
+                detachments = session.streams.open_standalone()
+                slot.also(session.streams.leave_standalone)
             else:
                 detachments = stream.attach()
             start_response("200 OK", list(_SSE_HEADERS))
@@ -440,11 +441,6 @@ class HttpTransport:
         self.sessions.delete(session.session_id, admission.principal)
         start_response("204 No Content", [])
         return []
-
-
-def _leave(session: Session, stream: EventStream) -> None:
-    with session.lock:
-        stream.readers -= 1
 
 
 class _SlotBody:

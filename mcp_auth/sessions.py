@@ -1,11 +1,24 @@
-"""MCP sessions: per-client protocol state, bound to the principal that made it.
+"""MCP sessions: a composite of owner parts, bound to the principal that made it, and the one registry of live ones.
 
-A `Session` is what `initialize` negotiates (protocol version, client info,
-log level) plus the requests in flight. Over Streamable HTTP sessions live in
-a `SessionStore` keyed by an unguessable id; over WebSocket one session lives
-as long as its socket. The store trusts nothing about a presented session id:
-an id that is unknown, expired, or was created by a different principal gets
-the same answer (None), so ids cannot be probed across principals.
+A `Session` is the lifecycle (id, principal, last use, closed) plus parts,
+each with its own lock and changed only by its owner:
+
+- `state` (`mcp.session_state.ProtocolState`): what initialize negotiated,
+  log level, subscriptions; the MCP layer's.
+- `in_flight` (`InFlight`): the calls running; the MCP layer's.
+- `replies` (`PendingReplies`): server-to-client requests awaiting the
+  client's answers; the MCP layer's (transports only `deliver`).
+- `streams` (`HttpStreams`, on an `HttpSession` only): the answer streams kept
+  for resumption and the standalone GET stream; the HTTP transport's.
+
+`SessionStore` is the one registry of live sessions of every transport:
+Streamable HTTP sessions by an unguessable id (bounded by a `Capacity`),
+and WebSocket sessions registered anonymously for the socket's life (bounded
+by the socket capacity, not this one). Notification fan-out asks it for every
+negotiated session (`each_negotiated`). The store trusts nothing about a
+presented session id: an id that is unknown, expired, or was created by a
+different principal gets the same answer (None), so ids cannot be probed
+across principals.
 """
 
 from __future__ import annotations
@@ -16,13 +29,14 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .auth.tokens import Principal
 from .capacity import Capacity, CapacityExhausted, Slot, principal_key
-from .mcp.jsonrpc import ErrorResponse, Response
+from .mcp.context import Channel, McpSession
+from .mcp.session_state import InFlight, PendingReplies, ProtocolState
 from .streams import EventStream
 
 # Sessions are cheap (a few hundred bytes), but each is created by an
@@ -44,54 +58,23 @@ STREAM_RETENTION_SECONDS = 300.0
 # Idle sessions are swept at most this often (and whenever the store is full).
 SWEEP_INTERVAL_SECONDS = 60.0
 STANDALONE_STREAM_ID = "g"
-# Server-to-client requests a session may have waiting at once (sampling,
-# elicitation, roots): each holds a handler thread, so the number is bounded.
-MAX_PENDING_CLIENT_REQUESTS = 64
 
 
-class PendingReply:
-    """One server-to-client request waiting for the client's answer."""
+class HttpStreams:
+    """The event streams of one HTTP session; the HTTP transport's part. Thread-safe.
 
-    def __init__(self) -> None:
-        self.answered = threading.Event()
-        self.reply: Response | ErrorResponse | None = None
+    The standalone GET stream (messages outside any request, one reader at a
+    time, the newest wins) and the answer streams of requests, kept after they
+    finish so a client can resume them, within a count and a time.
+    """
 
-
-@dataclass(eq=False)
-class Session:
-    """State negotiated by `initialize`; shared by every request of one client."""
-
-    principal: Principal
-    session_id: str | None = None
-    protocol_version: str | None = None
-    client_info: dict[str, Any] = field(default_factory=dict)
-    client_capabilities: dict[str, Any] = field(default_factory=dict)
-    initialized: bool = False
-    log_level: str | None = None
-    # Set from `clock` when the session is made; the store compares it with its idle time.
-    last_used: float = field(init=False)
-    # Requests now running, by id, so notifications/cancelled can reach them.
-    in_flight: dict[Any, threading.Event] = field(default_factory=dict)
-    # Server-to-client messages outside any request: the standalone GET stream.
-    standalone: EventStream = field(default_factory=lambda: EventStream(STANDALONE_STREAM_ID, MAX_QUEUED_NOTIFICATIONS))
-    # Answer streams of requests, kept so a client can resume them.
-    streams: OrderedDict[str, EventStream] = field(default_factory=OrderedDict)
-    # Where messages outside any request go when the transport has a standing
-    # connection (a WebSocket); None means the standalone GET stream.
-    outbound: Any = None
-    # Resource URIs this client subscribed to (resources/subscribe).
-    subscriptions: set[str] = field(default_factory=set)
-    # Server-to-client requests awaiting answers, by the id we gave them.
-    pending: dict[str, PendingReply] = field(default_factory=dict)
-    closed: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    _request_ids: Iterator[int] = field(default_factory=itertools.count)
-    _stream_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
-    # Where "now" comes from (monotonic seconds): idleness and stream retention. Tests pass their own.
-    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
-
-    def __post_init__(self) -> None:
-        self.last_used = self.clock()
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._lock = threading.Lock()
+        # Monotonic seconds: when a finished answer stream is past its retention.
+        self._clock = clock
+        self.standalone = EventStream(STANDALONE_STREAM_ID, MAX_QUEUED_NOTIFICATIONS)
+        self._streams: OrderedDict[str, EventStream] = OrderedDict()
+        self._ids = itertools.count(1)
 
     def new_stream(self) -> EventStream:
         """A resumable answer stream for one request.
@@ -100,73 +83,118 @@ class Session:
         time; a stream whose handler still runs is never dropped (those are
         bounded by the transport's budget of streaming calls).
         """
-        with self.lock:
-            stream = EventStream(f"p{next(self._stream_ids)}", clock=self.clock)
-            self.streams[stream.stream_id] = stream
-            now = self.clock()
-            finished = [s for s in self.streams.values() if s.finished_at is not None]
-            excess = len(self.streams) - MAX_RESUMABLE_STREAMS
+        with self._lock:
+            stream = EventStream(f"p{next(self._ids)}", clock=self._clock)
+            self._streams[stream.stream_id] = stream
+            now = self._clock()
+            finished = [s for s in self._streams.values() if s.finished_at is not None]
+            excess = len(self._streams) - MAX_RESUMABLE_STREAMS
             for old in finished:
                 expired = now - (old.finished_at or now) > STREAM_RETENTION_SECONDS
                 if expired or excess > 0:
-                    del self.streams[old.stream_id]
+                    del self._streams[old.stream_id]
                     excess -= 1
         return stream
 
     def drop_stream(self, stream: EventStream) -> None:
-        with self.lock:
-            self.streams.pop(stream.stream_id, None)
+        with self._lock:
+            self._streams.pop(stream.stream_id, None)
 
     def find_stream(self, stream_id: str) -> EventStream | None:
+        """The stream a Last-Event-ID names: an answer stream still kept, or the standalone one."""
         if stream_id == STANDALONE_STREAM_ID:
             return self.standalone
-        with self.lock:
-            return self.streams.get(stream_id)
+        with self._lock:
+            return self._streams.get(stream_id)
 
-    def expect_reply(self) -> tuple[str, PendingReply]:
-        """A fresh id for a server-to-client request, and where its answer will land."""
-        with self.lock:
-            if len(self.pending) >= MAX_PENDING_CLIENT_REQUESTS:
-                raise RuntimeError("too many requests to the client are waiting for answers")
-            request_id = f"mcp-auth-{next(self._request_ids)}"
-            pending = self.pending[request_id] = PendingReply()
-        return request_id, pending
+    def open_standalone(self) -> int:
+        """A new reader of the standalone stream; its detach baseline.
 
-    def forget_reply(self, request_id: str) -> None:
-        with self.lock:
-            self.pending.pop(request_id, None)
+        One reader at a time, and the newest wins: a client reconnecting after
+        a network drop must not be locked out by its own dead connection. The
+        new reader's baseline is taken with the old one's detach, under one lock.
+        """
+        with self._lock:
+            if self.standalone.readers > 0:
+                self.standalone.detach()
+            self.standalone.readers += 1
+            return self.standalone.attach()
 
-    def deliver(self, reply: Response | ErrorResponse) -> bool:
-        """Route a client's answer to the handler waiting for it; False when nobody is."""
-        if not isinstance(reply.id, str):
-            return False
-        with self.lock:
-            pending = self.pending.get(reply.id)
-        if pending is None:
-            return False
-        pending.reply = reply
-        pending.answered.set()
-        return True
+    def leave_standalone(self) -> None:
+        with self._lock:
+            self.standalone.readers -= 1
+
+    def close(self) -> None:
+        """Wake every reader, so its connection ends."""
+        self.standalone.detach()
+        with self._lock:
+            streams = list(self._streams.values())
+        for stream in streams:
+            stream.detach()
+
+
+@dataclass(eq=False)
+class Session:
+    """One client's session: its lifecycle, and the MCP layer's parts (see the module docstring)."""
+
+    principal: Principal
+    # Where messages outside any request go: the socket of a WebSocket session,
+    # the standalone GET stream of an HTTP one.
+    outbound: Channel
+    session_id: str | None = None
+    # Where "now" comes from (monotonic seconds): idleness and stream retention. Tests pass their own.
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+    state: ProtocolState = field(default_factory=ProtocolState, init=False)
+    in_flight: InFlight = field(default_factory=InFlight, init=False)
+    replies: PendingReplies = field(default_factory=PendingReplies, init=False)
+    closed: threading.Event = field(default_factory=threading.Event, init=False)
+    # Set from `clock` when the session is made; the store compares it with its idle time.
+    last_used: float = field(init=False)
+    # Run once when the session closes (the registry forgetting an anonymous session).
+    _closing: list[Callable[[Session], None]] = field(default_factory=list, init=False, repr=False)
+    _lifecycle_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.last_used = self.clock()
 
     def touch(self) -> None:
         self.last_used = self.clock()
 
+    def on_close(self, callback: Callable[[Session], None]) -> None:
+        """Call `callback(session)` when the session closes; at once when it is closed already."""
+        with self._lifecycle_lock:
+            if not self.closed.is_set():
+                self._closing.append(callback)
+                return
+        callback(self)
+
     def close(self) -> None:
-        """Mark the session ended and wake its stream readers so they end too."""
-        self.closed.set()
-        self.standalone.detach()
-        with self.lock:
-            streams = list(self.streams.values())
-        for stream in streams:
-            stream.detach()
+        """Mark the session ended: handlers waiting on the client give up, notifications stop."""
+        with self._lifecycle_lock:
+            self.closed.set()
+            closing, self._closing = self._closing, []
+        for callback in closing:
+            callback(self)
 
     def push(self, message: dict[str, Any]) -> None:
-        """Send a message outside any request: on the socket, or on the standalone GET stream
-        (kept for a reader within a bound, oldest dropped first)."""
-        if self.outbound is not None:
-            self.outbound.send(message)
-        else:
-            self.standalone.send(message)
+        """Send a message outside any request (kept for a GET reader within a bound, oldest dropped first)."""
+        self.outbound.send(message)
+
+
+class HttpSession(Session):
+    """A Streamable HTTP session: a Session with the HTTP transport's part, `streams`."""
+
+    def __init__(
+        self, principal: Principal, session_id: str | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        streams = HttpStreams(clock)
+        super().__init__(principal, streams.standalone, session_id, clock)
+        self.streams = streams
+
+    def close(self) -> None:
+        """Mark the session ended and wake its stream readers so they end too."""
+        super().close()
+        self.streams.close()
 
 
 def same_principal(a: Principal, b: Principal) -> bool:
@@ -174,8 +202,14 @@ def same_principal(a: Principal, b: Principal) -> bool:
 
 
 class SessionStore:
-    """Session ids to sessions, bounded in number (a `Capacity`: a total and a
-    per-principal share) and in idle time. Thread-safe."""
+    """The one registry of live sessions, of every transport. Thread-safe.
+
+    HTTP sessions by id, bounded in number (a `Capacity`: a total and a
+    per-principal share) and in idle time; WebSocket sessions anonymously, for
+    as long as their socket is open (`register`; they take no place here, the
+    socket capacity bounds them). The app creates one and hands it to the
+    dispatcher (notifications: `each_negotiated`) and both transports.
+    """
 
     def __init__(
         self,
@@ -184,7 +218,9 @@ class SessionStore:
         max_per_principal: int = MAX_SESSIONS_PER_PRINCIPAL,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._sessions: dict[str, Session] = {}
+        self._sessions: dict[str, HttpSession] = {}
+        # Sessions without an id (one per open WebSocket), until they close.
+        self._anonymous: set[Session] = set()
         # The places sessions take, counted by the same mechanism as sockets and
         # streams; a session gives its place back when it is dropped.
         self._capacity = Capacity("sessions", max_sessions, min(max_per_principal, max_sessions))
@@ -198,9 +234,28 @@ class SessionStore:
         self._last_sweep = clock()
 
     def __len__(self) -> int:
+        """The sessions that hold a place: those with an id (HTTP)."""
         return len(self._sessions)
 
-    def create(self, principal: Principal) -> Session | None:
+    def register(self, session: Session) -> Session:
+        """Keep an anonymous session (a WebSocket's) until it closes: it gets notifications
+        like any other. It takes no place: the transport bounds its own."""
+        with self._lock:
+            self._anonymous.add(session)
+        session.on_close(self._forget_anonymous)
+        return session
+
+    def _forget_anonymous(self, session: Session) -> None:
+        with self._lock:
+            self._anonymous.discard(session)
+
+    def each_negotiated(self) -> list[McpSession]:
+        """Every open session of every transport whose initialize was answered."""
+        with self._lock:
+            live: list[Session] = [*self._sessions.values(), *self._anonymous]
+        return [s for s in live if s.state.negotiated and not s.closed.is_set()]
+
+    def create(self, principal: Principal) -> HttpSession | None:
         """A new session, or None when the store is full even after expiry.
 
         A principal at its quota loses its own least recently used session
@@ -213,7 +268,7 @@ class SessionStore:
             if place is None:
                 return None
             session_id = secrets.token_urlsafe(SESSION_ID_BYTES)
-            session = Session(principal=principal, session_id=session_id, clock=self._clock)
+            session = HttpSession(principal, session_id, self._clock)
             self._sessions[session_id] = session
             self._places[session_id] = place
             return session
@@ -237,7 +292,7 @@ class SessionStore:
         except CapacityExhausted:
             return None
 
-    def get(self, session_id: str, principal: Principal) -> Session | None:
+    def get(self, session_id: str, principal: Principal) -> HttpSession | None:
         with self._lock:
             session = self._sessions.get(session_id)
             if session is None:
@@ -259,9 +314,13 @@ class SessionStore:
             return True
 
     def close_all(self) -> None:
+        """Close every live session (server shutdown): HTTP ones are forgotten, anonymous ones leave as they close."""
         with self._lock:
             for session_id in list(self._sessions):
                 self._drop_locked(session_id)
+            anonymous = list(self._anonymous)
+        for session in anonymous:
+            session.close()
 
     def _drop_locked(self, session_id: str) -> None:
         session = self._sessions.pop(session_id)

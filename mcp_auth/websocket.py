@@ -49,7 +49,7 @@ from .mcp.jsonrpc import (
 )
 from .mcp.outcome import PrincipalRevoked, ScopeDenied
 from .refusals import BadRequest
-from .sessions import Session
+from .sessions import Session, SessionStore
 
 logger = logging.getLogger("mcp_auth.websocket")
 
@@ -140,6 +140,7 @@ class WebSocketTransport:
         server: McpServer,
         principal_is_current: Callable[..., bool],
         *,
+        sessions: SessionStore,
         max_sockets: int,
         max_message_bytes: int,
         ping_interval: float,
@@ -149,6 +150,8 @@ class WebSocketTransport:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.server = server
+        # The one registry of live sessions: each socket's session is in it while the socket is open.
+        self.sessions = sessions
         # Monotonic seconds for the idle timeout (and the sockets' sessions); injectable for tests.
         self._clock = clock
         self.principal_is_current = principal_is_current
@@ -210,7 +213,8 @@ class WebSocketTransport:
             raise BadRequest("WebSocket is not available under this WSGI server; use the built-in server or gunicorn")
 
     def _serve(self, ws: Server, channel: _SocketChannel, admission: Admission) -> None:
-        session = Session(principal=admission.principal, outbound=channel, clock=self._clock)
+        # In the registry until it closes (below), so notifications reach this socket.
+        session = self.sessions.register(Session(admission.principal, channel, clock=self._clock))
         call = Call(session, admission.principal, channel, str(admission.client_address), self.principal_is_current)
         # One key for the whole socket: the bound is per socket, not per token.
         in_flight = Capacity(
@@ -248,7 +252,7 @@ class WebSocketTransport:
                 if not self._handle_frame(data, call, channel, in_flight):
                     return
         finally:
-            session.close()  # handlers waiting on the client give up; notifications stop
+            session.close()  # handlers waiting on the client give up; it leaves the registry
             # The loop may notice shutdown before close_all() reaches this socket: it is still 1001.
             if self.shutdown.is_set():
                 channel.close(CLOSE_GOING_AWAY, "server shutting down")
@@ -286,7 +290,7 @@ class WebSocketTransport:
                 channel.send(reply.to_dict())
         else:
             # The client's answer to a sampling/elicitation/roots request: wake the waiting handler.
-            call.session.deliver(message)
+            call.session.replies.deliver(message)
         return True
 
     def _take_call(self, in_flight: Capacity, call: Call) -> Slot:

@@ -421,7 +421,8 @@ class ListChannel:
 
 
 def _call(server: McpServer, channel: Any = None) -> Call:
-    call = Call(Session(principal=ADMIN, session_id="s"), ADMIN, channel or ListChannel(), "127.0.0.1", lambda p: True)
+    channel = channel or ListChannel()
+    call = Call(Session(ADMIN, channel, session_id="s"), ADMIN, channel, "127.0.0.1", lambda p: True)
     server.dispatcher.dispatch(Request("init", "initialize", {"protocolVersion": LATEST_PROTOCOL_VERSION}), call)
     server.dispatcher.handle_notification(Notification("notifications/initialized"), call)
     return call

@@ -160,12 +160,12 @@ def test_cancelling_the_call_stops_the_wait() -> None:
 
         worker = threading.Thread(target=call)
         worker.start()
-        session = next(s for s in live.app.server._sessions() if s.session_id == session_id)
+        session = next(s for s in live.app.sessions.each_negotiated() if s.session_id == session_id)
         for _ in range(400):  # bounded wait for the tool to be waiting on the client
-            if session.pending:
+            if len(session.replies):
                 break
             threading.Event().wait(0.05)
-        assert session.pending, "the tool never asked the client"
+        assert len(session.replies), "the tool never asked the client"
         cancel = request(
             live.port,
             body={"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 77}},

@@ -31,6 +31,7 @@ from mcp_auth.sessions import (
     SESSION_IDLE_SECONDS,
     STREAM_RETENTION_SECONDS,
     SWEEP_INTERVAL_SECONDS,
+    HttpStreams,
     Session,
     SessionStore,
 )
@@ -67,12 +68,17 @@ def _blocking_server(release: threading.Event, entered: threading.Semaphore | No
     return server
 
 
-def _call(server: McpServer, principal: Principal = ANONYMOUS) -> Call:
-    class Sink:
-        def send(self, message: dict[str, Any]) -> None:
-            pass
+class _Sink:
+    def send(self, message: dict[str, Any]) -> None:
+        pass
 
-    call = Call(Session(principal=principal), principal, Sink(), "127.0.0.1", lambda p: True)
+
+def _uninitialized_call(principal: Principal = ANONYMOUS) -> Call:
+    return Call(Session(principal, _Sink()), principal, _Sink(), "127.0.0.1", lambda p: True)
+
+
+def _call(server: McpServer, principal: Principal = ANONYMOUS) -> Call:
+    call = _uninitialized_call(principal)
     server.dispatcher.dispatch(Request(0, "initialize", {"protocolVersion": "2025-11-25"}), call)
     return call
 
@@ -103,8 +109,7 @@ def test_over_long_uris_are_refused_before_template_matching() -> None:
 
 def test_a_session_keeps_only_bounded_client_strings() -> None:
     server = McpServer("x")
-    call = _call(server)
-    call.session.protocol_version = None
+    call = _uninitialized_call()
     huge = "x" * 100_000
     params = {
         "protocolVersion": "2025-11-25",
@@ -112,9 +117,10 @@ def test_a_session_keeps_only_bounded_client_strings() -> None:
         "capabilities": {f"cap{n}": {"data": huge} for n in range(100)},
     }
     server.dispatcher.dispatch(Request(1, "initialize", params), call)
-    assert len(call.session.client_info["name"]) == 256 and "extra" not in call.session.client_info
-    assert len(call.session.client_capabilities) == 32
-    assert all(value is True for value in call.session.client_capabilities.values())
+    state = call.session.state
+    assert len(state.client_info["name"]) == 256 and "extra" not in state.client_info
+    assert len(state.client_capabilities) == 32
+    assert all(value is True for value in state.client_capabilities.values())
 
 
 def test_subscriptions_are_bounded_per_session() -> None:
@@ -150,7 +156,7 @@ def test_a_session_with_a_call_running_is_not_idle() -> None:
     store = SessionStore(idle_seconds=100, clock=clock)
     session = store.create(ANONYMOUS)
     assert session is not None and session.session_id
-    session.in_flight[1] = threading.Event()
+    session.in_flight.begin(1)
     clock.advance(10_000)
     assert store.get(session.session_id, ANONYMOUS) is session
 
@@ -170,18 +176,18 @@ def test_idle_sessions_are_swept_when_new_ones_are_made() -> None:
 
 def test_finished_streams_are_kept_for_resumption_within_a_time() -> None:
     clock = ManualClock()
-    session = Session(principal=ANONYMOUS, clock=clock)
-    finished, running = session.new_stream(), session.new_stream()
+    streams = HttpStreams(clock=clock)
+    finished, running = streams.new_stream(), streams.new_stream()
     finished.finish({"jsonrpc": "2.0", "id": 1, "result": {}})
     clock.advance(STREAM_RETENTION_SECONDS - 1)
-    session.new_stream()
-    assert session.find_stream(finished.stream_id) is finished  # still within the retention time
+    streams.new_stream()
+    assert streams.find_stream(finished.stream_id) is finished  # still within the retention time
     clock.advance(2)
-    session.new_stream()
-    assert session.find_stream(finished.stream_id) is None  # past it: dropped at the next new stream
+    streams.new_stream()
+    assert streams.find_stream(finished.stream_id) is None  # past it: dropped at the next new stream
     clock.advance(10 * STREAM_RETENTION_SECONDS)
-    session.new_stream()
-    assert session.find_stream(running.stream_id) is running  # a stream whose handler runs is never dropped
+    streams.new_stream()
+    assert streams.find_stream(running.stream_id) is running  # a stream whose handler runs is never dropped
 
 
 def test_one_principal_cannot_crowd_out_the_others() -> None:

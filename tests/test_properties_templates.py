@@ -258,7 +258,7 @@ def test_a_scoped_read_reaches_the_handler_only_inside_the_scope(scope: str, uri
     reached: list[str] = []
     server = _files_server(reached)
     principal = Principal("scoped", (f"resource:{scope}",), "x")
-    call = Call(Session(principal=principal), principal, _Sink(), "127.0.0.1", lambda p: True)
+    call = Call(Session(principal, _Sink()), principal, _Sink(), "127.0.0.1", lambda p: True)
     server.dispatcher.dispatch(Request(0, "initialize", {"protocolVersion": "2025-11-25"}), call)
     try:
         server.dispatcher.dispatch(Request(1, method, {"uri": uri}), call)

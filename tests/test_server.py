@@ -55,7 +55,7 @@ class ListChannel:
 
 def make_call(principal: Principal = EVERYONE, is_current: Callable[[Principal], bool] = lambda p: True) -> Call:
     return Call(
-        session=Session(principal=principal, session_id="sess-1"),
+        session=Session(principal=principal, outbound=ListChannel(), session_id="sess-1"),
         principal=principal,
         channel=ListChannel(),
         client_address="127.0.0.1",
@@ -301,9 +301,9 @@ def test_initialize_negotiates_version(fx: Fixture, requested: str, negotiated: 
         "serverInfo": {"name": "test-server", "version": "9.9.9"},
         "instructions": "Use the tools.",
     }
-    assert call.session.protocol_version == negotiated
-    assert call.session.client_info == {"name": "t", "version": "1"}
-    assert call.session.client_capabilities == {"roots": True}  # names kept, contents not
+    assert call.session.state.protocol_version == negotiated
+    assert call.session.state.client_info == {"name": "t", "version": "1"}
+    assert call.session.state.client_capabilities == {"roots": True}  # names kept, contents not
 
 
 def test_initialize_without_instructions_omits_them() -> None:
@@ -329,7 +329,7 @@ def test_initialize_needs_protocol_version(fx: Fixture, params: dict[str, Any]) 
     assert error.code == INVALID_PARAMS
     assert "protocolVersion" in error.message
     assert error.request_id == "i-1"
-    assert call.session.protocol_version is None
+    assert call.session.state.protocol_version is None
 
 
 def test_second_initialize_refused(fx: Fixture) -> None:
@@ -338,15 +338,15 @@ def test_second_initialize_refused(fx: Fixture) -> None:
     error = dispatch_error(fx.server, Request(2, "initialize", {"protocolVersion": "2025-11-25"}), call)
     assert (error.code, error.request_id) == (INVALID_REQUEST, 2)
     assert "already initialized" in error.message
-    assert call.session.protocol_version == "2025-03-26"
+    assert call.session.state.protocol_version == "2025-03-26"
 
 
 def test_initialized_notification_marks_session(fx: Fixture) -> None:
     call = make_call()
     fx.server.dispatcher.dispatch(Request(1, "initialize", {"protocolVersion": "2025-11-25"}), call)
-    assert call.session.initialized is False
+    assert call.session.state.initialized is False
     fx.server.dispatcher.handle_notification(Notification("notifications/initialized"), call)
-    assert call.session.initialized is True
+    assert call.session.state.initialized is True
 
 
 @pytest.mark.parametrize(
@@ -373,7 +373,7 @@ def test_requests_before_initialize_refused(fx: Fixture, method: str, params: di
     assert (error.code, error.request_id) == (INVALID_REQUEST, 41)
     assert "initialize" in error.message
     assert fx.ran == []
-    assert call.session.log_level is None
+    assert call.session.state.log_level is None
 
 
 def test_ping_before_and_after_initialize(fx: Fixture) -> None:
@@ -665,7 +665,7 @@ def test_context_properties(fx: Fixture) -> None:
         "request": 77,
         "cancelled": False,
     }
-    assert call.session.in_flight == {}
+    assert call.session.in_flight.ids() == []
 
 
 # --- tools/call: schemas written by hand are enforced, checked at registration -----------------
@@ -939,7 +939,7 @@ def test_log_respects_set_level(fx: Fixture, threshold: str | None, expected_lev
     call = initialized_call(fx.server)
     if threshold is not None:
         assert fx.server.dispatcher.dispatch(Request(1, "logging/setLevel", {"level": threshold}), call) == {}
-        assert call.session.log_level == threshold
+        assert call.session.state.log_level == threshold
     fx.server.dispatcher.dispatch(Request(2, "tools/call", {"name": "chatty"}), call)
     assert sent(call) == [
         {"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": level, "data": f"at {level}"}}
@@ -972,7 +972,7 @@ def test_set_level_refuses_invalid(fx: Fixture, level: Any) -> None:
     error = dispatch_error(fx.server, Request(2, "logging/setLevel", {"level": level}), call)
     assert (error.code, error.request_id) == (INVALID_PARAMS, 2)
     assert "log level" in error.message
-    assert call.session.log_level == "error"
+    assert call.session.state.log_level == "error"
 
 
 def test_context_log_refuses_invalid_level(fx: Fixture) -> None:
@@ -1422,7 +1422,7 @@ def test_revoked_principal_stops_before_any_handler(fx: Fixture, method: str, pa
     assert isinstance(info.value, DispatchDenied)
     assert asked == [EVERYONE]
     assert fx.ran == []
-    assert call.session.protocol_version == LATEST_PROTOCOL_VERSION
+    assert call.session.state.protocol_version == LATEST_PROTOCOL_VERSION
     assert sent(call) == []
 
 
@@ -1430,7 +1430,7 @@ def test_revoked_before_initialize_leaves_session_uninitialized(fx: Fixture) -> 
     call = make_call(is_current=lambda p: False)
     with pytest.raises(PrincipalRevoked):
         fx.server.dispatcher.dispatch(Request(1, "initialize", {"protocolVersion": "2025-11-25"}), call)
-    assert call.session.protocol_version is None
+    assert call.session.state.protocol_version is None
 
 
 def list_names(server: McpServer, call: Call) -> dict[str, list[str]]:
@@ -1640,20 +1640,20 @@ def test_cancelled_notification_reaches_in_flight_request(request_id: Any, cance
         before = ctx.cancelled
         params = {"reason": "user"} if cancel_id is None else {"requestId": cancel_id, "reason": "user"}
         server.dispatcher.handle_notification(Notification("notifications/cancelled", params), call)
-        observed.append((before, ctx.cancelled, list(call.session.in_flight)))
+        observed.append((before, ctx.cancelled, call.session.in_flight.ids()))
         return "finished"
 
     result = server.dispatcher.dispatch(Request(request_id, "tools/call", {"name": "long"}), call)
     assert result == {"content": [{"type": "text", "text": "finished"}]}
     assert observed == [(False, cancelled, [request_id])]
-    assert call.session.in_flight == {}
+    assert call.session.in_flight.ids() == []
 
 
 def test_cancelling_a_finished_request_is_ignored(fx: Fixture) -> None:
     call = initialized_call(fx.server)
     fx.server.dispatcher.dispatch(Request(3, "tools/call", {"name": "echo", "arguments": {"text": "x"}}), call)
     fx.server.dispatcher.handle_notification(Notification("notifications/cancelled", {"requestId": 3}), call)
-    assert call.session.in_flight == {}
+    assert call.session.in_flight.ids() == []
 
 
 @pytest.mark.parametrize(
@@ -1667,7 +1667,7 @@ def test_cancelled_with_unhashable_request_id_is_ignored(fx: Fixture, params: di
     """Notification params come straight from the client; a malformed one must not raise."""
     call = initialized_call(fx.server)
     assert fx.server.dispatcher.handle_notification(Notification("notifications/cancelled", params), call) is None
-    assert call.session.in_flight == {}
+    assert call.session.in_flight.ids() == []
 
 
 @pytest.mark.parametrize(
@@ -1681,5 +1681,5 @@ def test_cancelled_with_unhashable_request_id_is_ignored(fx: Fixture, params: di
 def test_other_notifications_ignored(fx: Fixture, method: str) -> None:
     call = make_call()
     assert fx.server.dispatcher.handle_notification(Notification(method, {"requestId": 1}), call) is None
-    assert call.session.initialized is False
+    assert call.session.state.initialized is False
     assert sent(call) == []

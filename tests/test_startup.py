@@ -124,7 +124,7 @@ def test_build_app_logs_ignored_token_sources(tmp_path: Path, caplog: pytest.Log
 
 def test_the_app_constructor_does_no_io(isolated_home: Path) -> None:
     before = sorted(isolated_home.rglob("*"))
-    app = McpAuthApp(_server(), Config(), AuthSetup(StaticToken(TOKEN, "a test")))
+    app = McpAuthApp(_server().dispatcher, Config(), AuthSetup(StaticToken(TOKEN, "a test")))
     assert sorted(isolated_home.rglob("*")) == before  # no default token file, no directory
     assert app.auth.generated_token is None
     app.close()

@@ -3,7 +3,9 @@
 `Call` is what a transport hands the dispatcher with each message: the
 session, the principal that passed the bearer check, the channel for
 server-to-client messages and the step-7 check. `McpSession` says what this
-layer needs of a session; the transports' `sessions.Session` provides it.
+layer needs of a session (its parts are in `session_state`); the transports'
+`sessions.Session` provides it. `LiveSessions` is the registry of live
+sessions as notification fan-out sees it.
 """
 
 from __future__ import annotations
@@ -26,42 +28,43 @@ from .jsonrpc import (
 )
 from .outcome import RequestCancelled
 from .protocol import _LOG_RANK, LOG_LEVELS, RESUMABLE_SINCE, protocol_at_least
-
-
-class PendingReply(Protocol):
-    """A server-to-client request waiting for the client's answer (`sessions.PendingReply`)."""
-
-    answered: threading.Event  # set by the transport thread that delivers `reply`
-    reply: Response | ErrorResponse | None
+from .session_state import InFlight, PendingReplies, ProtocolState
 
 
 class McpSession(Protocol):
     """What the MCP layer needs of a session; `mcp_auth.sessions.Session` provides it.
 
-    The protocol state it reads and sets (revision, client capabilities, log
-    level, subscriptions, calls in flight), replies it awaits from the client,
-    the client's answers to them (`deliver`, called by transports), and the way
-    to reach the client outside a request (`push`).
+    The parts the MCP layer owns and changes (`state`: what initialize
+    negotiated, log level, subscriptions; `in_flight`: the calls running;
+    `replies`: server-to-client requests awaiting the client's answer), and of
+    the session's lifecycle only what it reads: its id, whether it is closed,
+    and the way to reach the client outside a request (`push`).
     """
 
-    session_id: str | None
-    protocol_version: str | None
-    client_info: dict[str, Any]
-    client_capabilities: dict[str, Any]
-    initialized: bool
-    log_level: str | None
-    in_flight: dict[Any, threading.Event]
-    subscriptions: set[str]
-    closed: threading.Event
-    lock: threading.Lock
+    @property
+    def session_id(self) -> str | None: ...
 
-    def expect_reply(self) -> tuple[str, PendingReply]: ...
+    @property
+    def state(self) -> ProtocolState: ...
 
-    def forget_reply(self, request_id: str) -> None: ...
+    @property
+    def in_flight(self) -> InFlight: ...
 
-    def deliver(self, reply: Response | ErrorResponse) -> bool: ...
+    @property
+    def replies(self) -> PendingReplies: ...
+
+    @property
+    def closed(self) -> threading.Event: ...
 
     def push(self, message: dict[str, Any]) -> None: ...
+
+
+class LiveSessions(Protocol):
+    """The one registry of live sessions of every transport, as notification fan-out sees it."""
+
+    def each_negotiated(self) -> list[McpSession]:
+        """Every open session whose initialize was answered, whatever its transport."""
+        ...
 
 
 class Channel(Protocol):
@@ -140,7 +143,7 @@ class _CallContext:
     def _log_message(self, level: str, data: Any, logger_name: str | None) -> dict[str, Any] | None:
         if level not in _LOG_RANK:
             raise ValueError(f"unknown log level {level!r}; use one of {', '.join(LOG_LEVELS)}")
-        threshold = self._call.session.log_level
+        threshold = self._call.session.state.log_level
         if threshold is not None and _LOG_RANK[level] < _LOG_RANK[threshold]:
             return None
         params: dict[str, Any] = {"level": level, "data": data}
@@ -150,14 +153,14 @@ class _CallContext:
 
     def _close_stream(self) -> None:
         # A client of an older revision got no priming event, so it could not resume: keep the stream.
-        if not protocol_at_least(self._call.session.protocol_version, RESUMABLE_SINCE):
+        if not protocol_at_least(self._call.session.state.protocol_version, RESUMABLE_SINCE):
             return
         detach = getattr(self._call.channel, "detach", None)
         if detach is not None:
             detach()
 
     def _require_capability(self, capability: str, method: str) -> None:
-        if capability not in self._call.session.client_capabilities:
+        if not self._call.session.state.has_capability(capability):
             raise ClientError(
                 METHOD_NOT_FOUND,
                 f"the client did not declare the '{capability}' capability, so it cannot answer {method}",
@@ -243,7 +246,7 @@ class Context(_CallContext):
         """
         _refuse_on_event_loop("request")
         session = self._call.session
-        request_id, pending = session.expect_reply()
+        request_id, pending = session.replies.expect_reply()
         try:
             self._call.channel.send(Request(request_id, method, params).to_dict())
             waited = 0.0
@@ -255,7 +258,7 @@ class Context(_CallContext):
                     self._call.channel.send(self._timed_out(request_id))
                     raise TimeoutError(f"the client did not answer {method} within {timeout:g} seconds")
         finally:
-            session.forget_reply(request_id)
+            session.replies.forget_reply(request_id)
         return self._result_of(pending.reply)
 
     def sample(
@@ -357,7 +360,7 @@ class AsyncContext(_CallContext):
         asyncio.CancelledError when this call is cancelled while waiting.
         """
         session = self._call.session
-        request_id, pending = session.expect_reply()
+        request_id, pending = session.replies.expect_reply()
         loop = asyncio.get_running_loop()
         answered: asyncio.Future[None] = loop.create_future()
         # The transport thread that receives the answer sets this event; it also wakes us.
@@ -371,7 +374,7 @@ class AsyncContext(_CallContext):
                 await self._send(self._timed_out(request_id))
                 raise TimeoutError(f"the client did not answer {method} within {timeout:g} seconds") from None
         finally:
-            session.forget_reply(request_id)
+            session.replies.forget_reply(request_id)
         return self._result_of(pending.reply)
 
     async def sample(

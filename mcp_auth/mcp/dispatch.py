@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from .asyncrun import _AsyncRunner, _CallThread
 from .content import ToolResult, text_content
-from .context import AsyncContext, Call, Context, McpSession
+from .context import AsyncContext, Call, Context, LiveSessions, McpSession
 from .handlers_resources import ResourceHandlers
 from .jsonrpc import (
     INTERNAL_ERROR,
@@ -50,6 +50,7 @@ from .results import (
     tool_result,
 )
 from .schema import Signature
+from .session_state import AlreadyNegotiated
 
 logger = logging.getLogger("mcp_auth.server")  # the name operators and tests filter on
 
@@ -67,7 +68,8 @@ class Dispatcher(ResourceHandlers):
 
     `dispatch` runs a request (step 7 first), `handle_notification` takes the
     client's notifications, `may_send_before_answer` tells a transport whether
-    a call may stream; `notify_*` reach every live session.
+    a call may stream; `notify_*` reach every live session, of every transport,
+    through the registry the app hands over (`attach_sessions`).
     """
 
     def __init__(
@@ -78,9 +80,11 @@ class Dispatcher(ResourceHandlers):
         self.instructions = instructions
         self._registry = registry
         self._audit = audit
-        # Initialized sessions of every transport, for notifications outside a request.
-        self._live_sessions: weakref.WeakSet[McpSession] = weakref.WeakSet()
-        self._live_lock = threading.Lock()
+        # The registries of live sessions (one per app serving this dispatcher, usually
+        # one), for notifications outside a request. Weak: an app dropped without
+        # close() takes its sessions with it.
+        self._registries: weakref.WeakSet[LiveSessions] = weakref.WeakSet()
+        self._registries_lock = threading.Lock()
         # Where async handlers run; a dispatcher dropped without close() still stops its loop.
         self._async = _AsyncRunner()
         weakref.finalize(self, self._async.stop)
@@ -109,15 +113,25 @@ class Dispatcher(ResourceHandlers):
 
     # --- notifications outside a request -----------------------------------
 
+    def attach_sessions(self, live: LiveSessions) -> None:
+        """Reach the sessions of `live` with notifications (the app does this once, at construction)."""
+        with self._registries_lock:
+            self._registries.add(live)
+
+    def detach_sessions(self, live: LiveSessions) -> None:
+        with self._registries_lock:
+            self._registries.discard(live)
+
     def _sessions(self) -> list[McpSession]:
-        with self._live_lock:
-            return [s for s in self._live_sessions if not s.closed.is_set()]
+        with self._registries_lock:
+            registries = list(self._registries)
+        return [session for live in registries for session in live.each_negotiated()]
 
     def notify_resource_updated(self, uri: str) -> None:
         """Tell every session subscribed to `uri` that it changed (notifications/resources/updated)."""
         message = Notification("notifications/resources/updated", {"uri": uri}).to_dict()
         for session in self._sessions():
-            if uri in session.subscriptions:
+            if session.state.is_subscribed(uri):
                 session.push(message)
 
     def notify_list_changed(self, kind: str) -> None:
@@ -170,7 +184,7 @@ class Dispatcher(ResourceHandlers):
         method = self._methods.get(request.method)
         if method is None:
             raise JsonRpcError(METHOD_NOT_FOUND, f"Method not found: {request.method}", request_id=request.id)
-        if call.session.protocol_version is None and request.method not in ("initialize", "ping"):
+        if not call.session.state.negotiated and request.method not in ("initialize", "ping"):
             raise JsonRpcError(INVALID_REQUEST, "Send initialize before other requests", request_id=request.id)
         try:
             return method(request, call)
@@ -183,13 +197,11 @@ class Dispatcher(ResourceHandlers):
         if not call.principal_is_current(call.principal):
             return  # step 7 for notifications: a revoked principal changes nothing
         if notification.method == "notifications/initialized":
-            call.session.initialized = True
+            call.session.state.confirm_initialized()
         elif notification.method == "notifications/cancelled":
             request_id = notification.params.get("requestId")
             if isinstance(request_id, (str, int)):
-                event = call.session.in_flight.get(request_id)
-                if event is not None:
-                    event.set()
+                call.session.in_flight.cancel(request_id)
 
     def _run(
         self, request: Request, call: Call, fn: Callable[..., Any], signature: Signature, arguments: dict[str, Any]
@@ -207,8 +219,7 @@ class Dispatcher(ResourceHandlers):
         signature: Signature | None = None,
     ) -> Any:
         """Call a handler on this thread; what it returns, awaited on the loop when it is awaitable."""
-        cancelled = threading.Event()
-        call.session.in_flight[request.id] = cancelled
+        cancelled = call.session.in_flight.begin(request.id)
         try:
             helper: _CallThread | None = None
             if signature is not None and signature.context_parameter:
@@ -224,27 +235,28 @@ class Dispatcher(ResourceHandlers):
                 value, helper or _CallThread(), lambda: cancelled.is_set() or call.session.closed.is_set()
             )
         finally:
-            call.session.in_flight.pop(request.id, None)
+            call.session.in_flight.end(request.id)
 
     def _initialize(self, request: Request, call: Call) -> dict[str, Any]:
-        session = call.session
-        if session.protocol_version is not None:
+        state = call.session.state
+        if state.negotiated:
             raise JsonRpcError(INVALID_REQUEST, "This session is already initialized")
         requested = request.params.get("protocolVersion")
         if not isinstance(requested, str):
             raise JsonRpcError(INVALID_PARAMS, "initialize needs params.protocolVersion (a string)")
         version = requested if requested in SUPPORTED_PROTOCOL_VERSIONS else LATEST_PROTOCOL_VERSION
-        session.protocol_version = version
-        with self._live_lock:
-            self._live_sessions.add(session)
-        session.client_info = _bounded_strings(request.params.get("clientInfo"))
         capabilities = request.params.get("capabilities")
         # Only which capabilities the client has matters; keep their names, bounded.
-        session.client_capabilities = {
+        client_capabilities: dict[str, Any] = {
             name: True
             for name in (list(capabilities)[:MAX_CLIENT_FIELDS] if isinstance(capabilities, dict) else [])
             if isinstance(name, str) and len(name) <= MAX_CLIENT_STRING
         }
+        try:
+            # From here the session counts as negotiated, so notifications reach it.
+            state.negotiate(version, _bounded_strings(request.params.get("clientInfo")), client_capabilities)
+        except AlreadyNegotiated:  # a second initialize that raced the first
+            raise JsonRpcError(INVALID_REQUEST, "This session is already initialized") from None
         result: dict[str, Any] = {
             "protocolVersion": version,
             "capabilities": {
@@ -348,7 +360,7 @@ class Dispatcher(ResourceHandlers):
         level = request.params.get("level")
         if not isinstance(level, str) or level not in _LOG_RANK:
             raise JsonRpcError(INVALID_PARAMS, f"Invalid log level {level!r}; use one of {', '.join(LOG_LEVELS)}")
-        call.session.log_level = level
+        call.session.state.set_log_level(level)
         return {}
 
     def _complete(self, request: Request, call: Call) -> dict[str, Any]:

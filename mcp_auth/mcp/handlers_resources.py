@@ -25,6 +25,7 @@ from .outcome import RequestCancelled, ScopeDenied
 from .protocol import MAX_SUBSCRIPTIONS, MAX_URI_LENGTH
 from .registry import Registry, _Target
 from .results import _page, _read_contents
+from .session_state import TooManySubscriptions
 from .uritemplate import RefusedValue
 
 
@@ -126,14 +127,13 @@ class ResourceHandlers:
 
     def _subscribe(self, request: Request, call: Call) -> dict[str, Any]:
         uri = self._subscription_uri(request, call)
-        with call.session.lock:
-            if uri not in call.session.subscriptions and len(call.session.subscriptions) >= MAX_SUBSCRIPTIONS:
-                raise JsonRpcError(INVALID_REQUEST, f"A session may subscribe to at most {MAX_SUBSCRIPTIONS} resources")
-            call.session.subscriptions.add(uri)
+        try:
+            call.session.state.subscribe(uri, MAX_SUBSCRIPTIONS)
+        except TooManySubscriptions as exc:
+            raise JsonRpcError(INVALID_REQUEST, str(exc)) from None
         return {}
 
     def _unsubscribe(self, request: Request, call: Call) -> dict[str, Any]:
         uri = self._subscription_uri(request, call)
-        with call.session.lock:
-            call.session.subscriptions.discard(uri)
+        call.session.state.unsubscribe(uri)
         return {}
