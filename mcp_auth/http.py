@@ -311,7 +311,12 @@ class HttpTransport:
             if stream.refusal is not None:
                 slot.release()
                 session.drop_stream(stream)
-                raise stream.refusal  # a revocation already ended the session (_answer)
+                if isinstance(stream.refusal, TokenRevoked):
+                    # The handler's thread ends the session right after it publishes the
+                    # refusal; ended here too (once in all), so the client that reads this
+                    # 401 can never find the session still there.
+                    self._end_revoked(call, session)
+                raise stream.refusal
             only = stream.only_final()
             if only is not None:
                 slot.release()
@@ -331,21 +336,25 @@ class HttpTransport:
         Audited here, once (`audit.dispatch_outcome`). Revocation ends the session,
         whichever path noticed it: its streams end, its handlers are cancelled, and
         its id is unknown from then on (401 for the revoked token at step 5, 404 for
-        anyone else). The revoked call's 401 is sent before the session ends, so a
-        streamed call's answering thread sees the refusal, not a detached stream.
+        anyone else). The revoked call's 401 is published before the session ends, so
+        a streamed call's answering thread sees the refusal, not a detached stream
+        (and that thread ends the session too before it answers: `_end_revoked`).
         """
         if isinstance(outcome, Revoked):
             send(TokenRevoked())
-            # Audited by the path that ended the session: a call and an event stream
-            # noticing the same revocation write one event, not two.
-            if session.session_id is not None and self.sessions.delete(session.session_id, call.principal):
-                audit.dispatch_outcome(outcome, call.client_address, call.principal.name)
+            self._end_revoked(call, session)
             return
         audit.dispatch_outcome(outcome, call.client_address, call.principal.name)
         if isinstance(outcome, ScopeRefused):
             send(InsufficientScope(outcome.reason, outcome.request_id))
         else:
             send(outcome.message())
+
+    def _end_revoked(self, call: Call, session: Session) -> None:
+        """End the session of a revoked principal; audited by the path that ended it, so a call
+        and an event stream noticing the same revocation write one event, not two."""
+        if session.session_id is not None and self.sessions.delete(session.session_id, call.principal):
+            audit.dispatch_outcome(Revoked(), call.client_address, call.principal.name)
 
     def _start_handler(
         self, request: Request, call: Call, stream: EventStream, session: Session, handler_slot: Slot

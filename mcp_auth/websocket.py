@@ -119,16 +119,11 @@ class _SocketChannel:
         self._lock = threading.Lock()
         self._revoked = False
 
-    def close_revoked(self) -> bool:
-        """Close with 4401; True only for the first caller (the socket loops and its request
-        threads may all notice one revocation: it is audited once)."""
+    def claim_revocation(self) -> bool:
+        """True only for the first caller: the socket's loop and its request threads may all
+        notice one revocation, and it is closed and audited once."""
         with self._lock:
             first, self._revoked = not self._revoked, True
-            if first:
-                try:
-                    self._ws.close(CLOSE_REVOKED, "token revoked")
-                except (ConnectionClosed, OSError):
-                    pass
         return first
 
     def send(self, message: dict[str, Any]) -> None:
@@ -333,10 +328,12 @@ class WebSocketTransport:
         (as HTTP ends its session: the socket's session closes, its handlers are cancelled).
         Audited here, once. False when the socket must close."""
         if isinstance(outcome, Revoked):
-            if channel.close_revoked():
+            if channel.claim_revocation():
+                # Session and audit first: once the client sees 4401, both are done.
                 # A socket's calls always carry the Session `_serve` made for it.
                 cast(Session, call.session).close()  # handlers waiting on the client give up; notifications stop
                 audit.dispatch_outcome(outcome, call.client_address, call.principal.name)
+                channel.close(CLOSE_REVOKED, "token revoked")
             return False
         audit.dispatch_outcome(outcome, call.client_address, call.principal.name)
         if isinstance(outcome, ScopeRefused):
