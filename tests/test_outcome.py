@@ -26,17 +26,18 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
-from support import RawResponse, initialize_body, request
+from support import RawResponse, initialize_body, live_server, request
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
 from mcp_auth import Context, McpServer
 from mcp_auth.app import McpAuthApp
-from mcp_auth.auth.tokens import Principal
+from mcp_auth.auth.tokens import Principal, add_token, revoke_token
 from mcp_auth.auth.tokens.sources import TokenSource
 from mcp_auth.config import AuthSetup, Config
 from mcp_auth.embedded import EmbeddedServer
@@ -329,8 +330,8 @@ def _final(response: RawResponse) -> dict[str, Any]:
     return response.json()
 
 
-def _denials(events: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
-    return [(e["step"], e["reason"], e["token"]) for e in events if e["event"] == "denied"]
+def _denials(events: list[dict[str, Any]]) -> list[tuple[str, str, str | None]]:
+    return [(e["step"], e["reason"], e.get("token")) for e in events if e["event"] == "denied"]
 
 
 def _tool_calls(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -668,3 +669,31 @@ def test_websocket_revocation_closes_4401_audited_once(
     assert frames == [], "a revoked principal got an answer"
     assert _denials(events) == [("dispatch", "revoked", "full")]
     assert ("echo", "ok") in _tool_calls(events) and len(_tool_calls(events)) == 2  # "before", and the other token
+
+
+def test_a_token_revoked_in_its_file_ends_its_open_get_stream_and_session(
+    tmp_path: Path, audits: Callable[[], list[dict[str, Any]]]
+) -> None:
+    # The real thing, end to end: `token revoke` on the tokens file while a GET stream is open.
+    path = tmp_path / "tokens.json"
+    full = add_token(path, "full", None)
+    with live_server(tokens_file=str(path)) as live:
+        session_id = _open_session(live.port, full)
+        head = _head("GET", session_id, {"Accept": "text/event-stream"}).replace(FULL_TOKEN, full)
+        stream = _Stream(live.port, head)
+        try:
+            stream.read_until(b"retry:")
+            revoke_token(path, "full")
+            before = len(audits())
+            live.app.server.notify_list_changed("tools")
+            stream.read_to_end()
+        finally:
+            stream.close()
+        assert b"list_changed" not in stream.received
+        assert len(live.app.sessions) == 0
+        revoked_events = audits()[before:]
+        # The revoked token itself is refused at step 5 from now on, before any session lookup.
+        again = _tool_call(live.port, session_id, full, "echo", {"text": "x"})
+        assert again.status == 401
+    assert _denials(revoked_events) == [("dispatch", "revoked", "full")]
+    assert _denials(audits()[before:])[1:] == [("bearer_token", "invalid_token", None)]
