@@ -4,8 +4,10 @@ Every request to the MCP endpoint goes through `Guard.admit` (steps 1-5)
 before the transport sees it; `/healthz` goes through step 1 only and says
 nothing about tools or configuration; every other path is 404 after step 1.
 Refusals are turned into responses here and nowhere else, and each is
-audited once. An unexpected exception becomes a bare 500 with no traceback
-in the body; the traceback goes to the server log.
+audited once: those of steps 1-6 here, those of step 7 (dispatch) where
+their outcome was mapped (`audit.dispatch_outcome`, for both transports).
+An unexpected exception becomes a bare 500 with no traceback in the body;
+the traceback goes to the server log.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from .config import AuthSetup, Config
 from .guard import ENVIRON_CLIENT_KEY, Admission, Guard
 from .http import HttpTransport, json_response
 from .mcp.dispatch import Dispatcher
-from .refusals import SUBPROTOCOL_CARRIER_OFF_HINT, NotFound, Refusal, Unauthorized
+from .refusals import DISPATCH_STEP, SUBPROTOCOL_CARRIER_OFF_HINT, NotFound, Refusal, Unauthorized
 from .sessions import SessionStore
 from .websocket import WebSocketDone, WebSocketTransport, is_upgrade, subprotocol_token
 
@@ -133,9 +135,10 @@ class McpAuthApp:
         except Refusal as refusal:
             if isinstance(refusal, Unauthorized) and refusal.hint is None:
                 # A transport's 401 (a token revoked mid-session) reads exactly like the guard's.
-                refusal = Unauthorized(refusal.audit_reason, self.guard.unauthorized_hint)
-            # Past step 5 the token's name is known, and DESIGN.md wants it in the event.
-            self._audit(environ, refusal, admission.principal.name if admission is not None else None)
+                refusal = refusal.with_hint(self.guard.unauthorized_hint)
+            if refusal.step != DISPATCH_STEP:  # step 7 was audited with its outcome, by the transport
+                # Past step 5 the token's name is known, and DESIGN.md wants it in the event.
+                self._audit(environ, refusal, admission.principal.name if admission is not None else None)
             return refusal(environ, start_response)
         except (StopIteration, WebSocketDone):
             raise  # a finished WebSocket: the WSGI server must not write a response on it

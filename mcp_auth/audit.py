@@ -24,6 +24,8 @@ import sys
 import time
 from typing import Any
 
+from .mcp.outcome import Answered, Failed, Outcome, Revoked, ScopeRefused
+
 audit_logger = logging.getLogger("mcp_auth.audit")
 
 # C0 controls (\n, \r, \t and the rest), DEL, C1 controls (NEL among them) and
@@ -82,8 +84,21 @@ def denial(client_address: str, step: str, reason: str, token_name: str | None =
 
 
 def tool_call(client_address: str, token_name: str, tool: str, outcome: str) -> None:
-    """A tools/call that reached dispatch, and how it ended (ok, error, denied, invalid_arguments, invalid_output)."""
+    """A tools/call that reached its tool, and how it ended
+    (ok, error, cancelled, invalid_arguments, invalid_output)."""
     _emit("tool_call", client=client_address, token=token_name, tool=tool, outcome=outcome)
+
+
+def dispatch_outcome(outcome: Outcome, client_address: str, token_name: str) -> None:
+    """The audit event of one dispatch outcome, if it has one: the one place step-7 denials and
+    tool calls are audited. Both transports call it from the function that maps an outcome to
+    the wire, once per outcome (a revocation: once per session or socket it ends)."""
+    if isinstance(outcome, ScopeRefused):
+        denial(client_address, "dispatch", "insufficient_scope", token_name)
+    elif isinstance(outcome, Revoked):
+        denial(client_address, "dispatch", "revoked", token_name)
+    elif isinstance(outcome, (Answered, Failed)) and outcome.tool_call is not None:
+        tool_call(client_address, token_name, outcome.tool_call.tool, outcome.tool_call.outcome)
 
 
 class JsonFormatter(logging.Formatter):

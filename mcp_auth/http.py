@@ -3,8 +3,14 @@
 The transport only sees requests that passed steps 1-5 (it receives their
 `Admission`). It enforces the transport rules (method, Content-Type, Accept,
 body size, MCP-Protocol-Version, session id), then hands one JSON-RPC message
-to `McpServer.dispatch` together with the principal, so the dispatcher's
+to `Dispatcher.outcome` together with the principal, so the dispatcher's
 second lock sees exactly who is calling.
+
+How a call ended (its `Outcome`) becomes HTTP in one method, `_answer`: a
+JSON-RPC reply (as JSON, or as the SSE stream's final event), 403
+insufficient_scope, or 401 when the token was revoked; revocation ends the
+session on every path (a call answered inline, a streamed call, and an event
+stream that notices it at an event or keepalive), audited once.
 
 A request's answer is JSON unless its handler sends something first
 (progress, a log message): then the response becomes an SSE stream, written
@@ -23,13 +29,13 @@ from typing import Any
 
 from werkzeug.http import parse_accept_header, parse_options_header
 
+from . import audit
 from .capacity import Capacity, Slot, principal_key
 from .config import DEFAULT_MAX_STREAMS
 from .guard import Admission
 from .mcp.context import Call
 from .mcp.dispatch import Dispatcher as McpServer  # the transport's view of a server: its dispatcher
 from .mcp.jsonrpc import (
-    INTERNAL_ERROR,
     UNSUPPORTED_PROTOCOL_VERSION,
     ErrorResponse,
     JsonRpcError,
@@ -39,7 +45,7 @@ from .mcp.jsonrpc import (
     dumps,
     parse_message,
 )
-from .mcp.outcome import PrincipalRevoked, ScopeDenied
+from .mcp.outcome import Crashed, Outcome, Revoked, ScopeRefused
 from .mcp.protocol import RESUMABLE_SINCE, SUPPORTED_PROTOCOL_VERSIONS, protocol_at_least
 from .refusals import (
     BadRequest,
@@ -47,9 +53,10 @@ from .refusals import (
     MethodNotAllowed,
     NotAcceptable,
     PayloadTooLarge,
+    Refusal,
     ServiceUnavailable,
     SessionNotFound,
-    Unauthorized,
+    TokenRevoked,
     UnsupportedMediaType,
 )
 from .sessions import HttpSession, SessionStore
@@ -72,6 +79,9 @@ STREAM_RETRY_AFTER_SECONDS = 5
 THREAD_RETRY_AFTER_SECONDS = 5
 
 StartResponse = Callable[..., Callable[[bytes], Any]]
+
+# What an Outcome becomes over HTTP: the JSON-RPC message to send, or the refusal to answer with instead.
+HttpAnswer = dict[str, Any] | Refusal
 
 _SSE_HEADERS = [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")]
 
@@ -265,7 +275,12 @@ class HttpTransport:
         headers = headers or []
         if not self.server.may_send_before_answer(request):
             # Nothing can be sent before the answer: answer inline, as JSON.
-            return self._json_reply(self._dispatch_inline(request, session, admission), start_response, headers)
+            call = self._call(session, admission, _SessionChannel(session))
+            answers: list[HttpAnswer] = []
+            self._answer(self.server.outcome(request, call), call, session, answers.append)
+            if isinstance(answers[0], Refusal):
+                raise answers[0]
+            return self._json_reply(answers[0], start_response, headers)
         # A handler may send progress, log messages or requests to the client before its
         # answer, so it runs on its own thread and writes to a resumable event stream;
         # this thread answers JSON if the answer is all there is, SSE otherwise.
@@ -278,8 +293,11 @@ class HttpTransport:
             if stream.refusal is not None:
                 slot.release()
                 session.streams.drop_stream(stream)
-                if isinstance(stream.refusal, Unauthorized) and session.session_id:
-                    self.sessions.delete(session.session_id, admission.principal)
+                if isinstance(stream.refusal, TokenRevoked):
+                    # The handler's thread ends the session right after it publishes the
+                    # refusal; ended here too (once in all), so the client that reads this
+                    # 401 can never find the session still there.
+                    self._end_revoked(call, session)
                 raise stream.refusal
             only = stream.only_final()
             if only is not None:
@@ -287,25 +305,38 @@ class HttpTransport:
                 session.streams.drop_stream(stream)
                 return self._json_reply(only, start_response, headers)
             start_response("200 OK", _SSE_HEADERS + headers)
-            body = self._event_body(stream, session, admission, after=0, prime=True, detachments=0)
+            body = self._event_body(stream, session, call, after=0, prime=True, detachments=0)
         except BaseException:
             slot.release()  # released once, whatever path got here
             raise
         return _SlotBody(body, slot)
 
-    def _dispatch_inline(self, request: Request, session: HttpSession, admission: Admission) -> dict[str, Any]:
-        try:
-            return Response(
-                request.id, self.server.dispatch(request, self._call(session, admission, _SessionChannel(session)))
-            ).to_dict()
-        except JsonRpcError as exc:
-            return exc.to_message().to_dict()
-        except ScopeDenied as exc:
-            raise InsufficientScope(exc.message, request.id) from None
-        except PrincipalRevoked:
-            if session.session_id:
-                self.sessions.delete(session.session_id, admission.principal)
-            raise Unauthorized("revoked") from None
+    def _answer(self, outcome: Outcome, call: Call, session: HttpSession, send: Callable[[HttpAnswer], None]) -> None:
+        """The one place an Outcome becomes HTTP; `send` takes the answer (inline: the reply or
+        the refusal to raise; streamed: the final event or the refusal to answer with instead).
+
+        Audited here, once (`audit.dispatch_outcome`). Revocation ends the session,
+        whichever path noticed it: its streams end, its handlers are cancelled, and
+        its id is unknown from then on (401 for the revoked token at step 5, 404 for
+        anyone else). The revoked call's 401 is published before the session ends, so
+        a streamed call's answering thread sees the refusal, not a detached stream
+        (and that thread ends the session too before it answers: `_end_revoked`).
+        """
+        if isinstance(outcome, Revoked):
+            send(TokenRevoked())
+            self._end_revoked(call, session)
+            return
+        audit.dispatch_outcome(outcome, call.client_address, call.principal.name)
+        if isinstance(outcome, ScopeRefused):
+            send(InsufficientScope(outcome.reason, outcome.request_id))
+        else:
+            send(outcome.message())
+
+    def _end_revoked(self, call: Call, session: HttpSession) -> None:
+        """End the session of a revoked principal; audited by the path that ended it, so a call
+        and an event stream noticing the same revocation write one event, not two."""
+        if session.session_id is not None and self.sessions.delete(session.session_id, call.principal):
+            audit.dispatch_outcome(Revoked(), call.client_address, call.principal.name)
 
     def _start_handler(
         self, request: Request, call: Call, stream: EventStream, session: HttpSession, handler_slot: Slot
@@ -314,7 +345,7 @@ class HttpTransport:
         try:
             threading.Thread(
                 target=self._run_handler,
-                args=(request, call, stream, handler_slot),
+                args=(request, call, stream, session, handler_slot),
                 name=f"mcp-call-{request.method}",
                 daemon=True,
             ).start()
@@ -326,35 +357,32 @@ class HttpTransport:
                 headers=[("Retry-After", str(THREAD_RETRY_AFTER_SECONDS))],
             ) from None
 
-    def _run_handler(self, request: Request, call: Call, stream: EventStream, slot: Slot) -> None:
+    def _run_handler(self, request: Request, call: Call, stream: EventStream, session: HttpSession, slot: Slot) -> None:
         """The handler's thread: every outcome ends the stream, so the answering thread never waits forever.
 
         The thread gives its hold on the slot back before it publishes the
         outcome: a client that sends its next call the moment it has the answer
         must not find the slot still taken by a thread that is only returning.
         """
-        try:
-            outcome = self._handle(request, call)
-        finally:
-            slot.release()
-        if isinstance(outcome, BaseException):
-            stream.refuse(outcome)
-        else:
-            stream.finish(outcome)
+        published = False
 
-    def _handle(self, request: Request, call: Call) -> dict[str, Any] | BaseException:
-        """The answer to send, or the refusal to answer with instead."""
+        def publish(answer: HttpAnswer) -> None:
+            nonlocal published
+            published = True
+            if isinstance(answer, Refusal):
+                stream.refuse(answer)
+            else:
+                stream.finish(answer)
+
         try:
-            return Response(request.id, self.server.dispatch(request, call)).to_dict()
-        except JsonRpcError as exc:
-            return exc.to_message().to_dict()
-        except ScopeDenied as exc:
-            return InsufficientScope(exc.message, request.id)
-        except PrincipalRevoked:
-            return Unauthorized("revoked")
-        except BaseException:  # even SystemExit from a tool: the answering thread must not wait forever
-            logger.exception("unexpected error handling %s", request.method)
-            return ErrorResponse(request.id, INTERNAL_ERROR, "Internal error").to_dict()
+            try:
+                outcome = self.server.outcome(request, call)  # catches everything, once
+            finally:
+                slot.release()
+            self._answer(outcome, call, session, publish)
+        finally:
+            if not published:  # only a bug in this module gets here; the client still gets an answer
+                publish(Crashed(request.id).message())
 
     @staticmethod
     def _json_reply(
@@ -365,22 +393,19 @@ class HttpTransport:
         return [body]
 
     def _event_body(
-        self,
-        stream: EventStream,
-        session: HttpSession,
-        admission: Admission,
-        *,
-        after: int,
-        prime: bool,
-        detachments: int,
+        self, stream: EventStream, session: HttpSession, call: Call, *, after: int, prime: bool, detachments: int
     ) -> Iterator[bytes]:
         """The SSE body of `stream` from sequence `after`; ends with the stream, on detach,
-        session end or shutdown, or when the principal's token is revoked (the second lock)."""
+        session end or shutdown, or when the principal's token is revoked (the second lock,
+        asked at every event and keepalive: revocation then ends the session, see `_answer`)."""
+        revoked = False
 
         def stop() -> bool:
-            return (
-                session.closed.is_set() or self.shutdown.is_set() or not self.principal_is_current(admission.principal)
-            )
+            nonlocal revoked
+            if session.closed.is_set() or self.shutdown.is_set():
+                return True
+            revoked = not call.is_current()
+            return revoked
 
         # The priming event (an id, empty data) tells 2025-11-25 clients they may resume.
         if prime and protocol_at_least(session.state.protocol_version, RESUMABLE_SINCE):
@@ -396,6 +421,11 @@ class HttpTransport:
                 session.touch()  # a session that is being sent events is in use
                 yield encode_event(stream.stream_id, *item)
                 sent = item[0]
+        if revoked:
+            # The response is already a 200 event stream: nothing more can be said on it.
+            # The session ends; the client learns why at its next request (401).
+            self._answer(Revoked(), call, session, lambda answer: None)
+            return
         if stream is not session.streams.standalone and stream.fully_sent(sent):
             session.streams.drop_stream(stream)  # the answer was delivered: nothing left to resume
 
@@ -426,7 +456,8 @@ class HttpTransport:
             else:
                 detachments = stream.attach()
             start_response("200 OK", list(_SSE_HEADERS))
-            body = self._event_body(stream, session, admission, after=after, prime=prime, detachments=detachments)
+            call = self._call(session, admission, stream)
+            body = self._event_body(stream, session, call, after=after, prime=prime, detachments=detachments)
         except BaseException:
             slot.release()  # e.g. the WSGI server refused the headers: the place must not stay taken
             raise

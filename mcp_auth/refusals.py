@@ -4,8 +4,11 @@ Every way mcp_auth says "no" is one of these classes. Raising one anywhere in
 the request path ends the request with exactly that status, body and headers;
 the WSGI app turns it into a response in one place (`Refusal.__call__`), so a
 refusal can never be half-written. Each refusal also carries the audit facts
-(pipeline step and reason). A refused WebSocket upgrade gets the same plain
-HTTP answer before any 101, so a refusal has no close code.
+(pipeline step and reason). The app audits refusals of steps 1-6; step-7
+refusals (`InsufficientScope`, `TokenRevoked`, step "dispatch") were already
+audited from their dispatch outcome, the same way for HTTP and WebSocket.
+A refused WebSocket upgrade gets the same plain HTTP answer before any 101,
+so a refusal has no close code.
 
 The message is for an honest client: it says what to fix. It never contains
 anything the client sent that could be secret.
@@ -131,11 +134,29 @@ class Unauthorized(Refusal):
         self.audit_reason = reason
         self.hint = hint
 
+    def with_hint(self, hint: str) -> Unauthorized:
+        """The same refusal, with the server's hint (what the app fills in for a transport's 401)."""
+        return type(self)(self.audit_reason, hint)
+
+
+# The pipeline step of refusals that come from dispatch (step 7); audited from the outcome, not by the app.
+DISPATCH_STEP = "dispatch"
+
+
+class TokenRevoked(Unauthorized):
+    """Step 7 over HTTP: the token was revoked after the session opened. The client sees the
+    same 401 as for any wrong token; the session is gone, and the audit says "revoked"."""
+
+    step = DISPATCH_STEP
+
+    def __init__(self, reason: str = "revoked", hint: str | None = None) -> None:
+        super().__init__(reason, hint)
+
 
 class InsufficientScope(Refusal):
     """Step 7 over HTTP: the body is a JSON-RPC error so MCP clients can show it."""
 
-    status, reason_phrase, error, step = 403, "Forbidden", "insufficient_scope", "dispatch"
+    status, reason_phrase, error, step = 403, "Forbidden", "insufficient_scope", DISPATCH_STEP
 
     def __init__(self, message: str, request_id: RequestId | None) -> None:
         super().__init__(

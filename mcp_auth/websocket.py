@@ -12,9 +12,12 @@ simple-websocket and runs the socket in the request's thread; simple-websocket
 adds one reader thread. Requests run on their own threads (a few at once per socket) so a slow tool
 does not stop the socket from reading.
 
-The second lock on a socket: before every message the principal must still be
-current; a revoked token's socket is closed with 4401 at its next message. A
-call outside the token's scope gets a JSON-RPC error. Bad input never ends the
+The second lock on a socket (`Call.is_current`): before every message, and
+between messages at every receive poll, the principal must still be current;
+a revoked token's socket is closed with 4401 and its session ends. How a call
+ended (its `Outcome`) becomes a frame or that close in one method, `_answer`,
+which also audits it once; a call outside the token's scope gets a JSON-RPC
+error (FORBIDDEN). Bad input never ends the
 thread: a frame that is not JSON gets -32700 and the socket stays open; a
 message over the size limit closes with 1009.
 """
@@ -25,7 +28,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from simple_websocket import ConnectionClosed, Server
 
@@ -37,17 +40,15 @@ from .mcp.context import Call
 from .mcp.dispatch import Dispatcher as McpServer  # the transport's view of a server: its dispatcher
 from .mcp.jsonrpc import (
     FORBIDDEN,
-    INTERNAL_ERROR,
     ErrorResponse,
     JsonRpcError,
     Message,
     Notification,
     Request,
-    Response,
     dumps,
     parse_message,
 )
-from .mcp.outcome import PrincipalRevoked, ScopeDenied
+from .mcp.outcome import Outcome, Revoked, ScopeRefused
 from .refusals import BadRequest
 from .sessions import Session, SessionStore
 
@@ -116,6 +117,14 @@ class _SocketChannel:
     def __init__(self, ws: Server) -> None:
         self._ws = ws
         self._lock = threading.Lock()
+        self._revoked = False
+
+    def claim_revocation(self) -> bool:
+        """True only for the first caller: the socket's loop and its request threads may all
+        notice one revocation, and it is closed and audited once."""
+        with self._lock:
+            first, self._revoked = not self._revoked, True
+        return first
 
     def send(self, message: dict[str, Any]) -> None:
         with self._lock:
@@ -232,8 +241,8 @@ class WebSocketTransport:
                         return
                     # The second lock also between messages: a revoked token's socket
                     # stops receiving notifications within a poll interval.
-                    if not self.principal_is_current(admission.principal):
-                        self._revoked(channel, call)
+                    if not call.is_current():
+                        self._answer(Revoked(), call, channel)
                         return
                     if session.in_flight:
                         last_activity = self._clock()  # a long call is not idleness
@@ -246,8 +255,8 @@ class WebSocketTransport:
                     channel.close(CLOSE_UNSUPPORTED_DATA, "binary frames are not supported: send JSON-RPC as text")
                     return
                 # The second lock, per message: a revoked token is done here.
-                if not self.principal_is_current(admission.principal):
-                    self._revoked(channel, call)
+                if not call.is_current():
+                    self._answer(Revoked(), call, channel)
                     return
                 if not self._handle_frame(data, call, channel, in_flight):
                     return
@@ -309,27 +318,30 @@ class WebSocketTransport:
             self._run_request(request, call, channel, slot)
 
     def _run_request(self, request: Request, call: Call, channel: _SocketChannel, slot: Slot | None = None) -> bool:
-        try:
-            reply: Response | ErrorResponse = Response(request.id, self.server.dispatch(request, call))
-        except JsonRpcError as exc:
-            reply = exc.to_message()
-        except ScopeDenied as exc:
-            audit.denial(call.client_address, "dispatch", "insufficient_scope", call.principal.name)
-            reply = ErrorResponse(request.id, FORBIDDEN, exc.message)
-        except PrincipalRevoked:
-            self._revoked(channel, call)
-            return False
-        except BaseException:  # a bug in dispatch, or SystemExit from a tool, must not kill the socket
-            logger.exception("unexpected error handling %s on a WebSocket", request.method)
-            reply = ErrorResponse(request.id, INTERNAL_ERROR, "Internal error")
+        # Every exception is caught in there, once: a bug or SystemExit from a tool cannot kill the socket.
+        outcome = self.server.outcome(request, call)
         if slot is not None:
             # Before the answer goes out: a client that sends its next request the
             # moment it has this answer must find the place free.
             slot.release()
-        channel.send(reply.to_dict())
-        return True
+        return self._answer(outcome, call, channel)
 
     @staticmethod
-    def _revoked(channel: _SocketChannel, call: Call) -> None:
-        audit.denial(call.client_address, "dispatch", "revoked", call.principal.name)
-        channel.close(CLOSE_REVOKED, "token revoked")
+    def _answer(outcome: Outcome, call: Call, channel: _SocketChannel) -> bool:
+        """The one place an Outcome becomes WebSocket: a frame, or close 4401 on revocation
+        (as HTTP ends its session: the socket's session closes, its handlers are cancelled).
+        Audited here, once. False when the socket must close."""
+        if isinstance(outcome, Revoked):
+            if channel.claim_revocation():
+                # Session and audit first: once the client sees 4401, both are done.
+                # A socket's calls always carry the Session `_serve` made for it.
+                cast(Session, call.session).close()  # handlers waiting on the client give up; notifications stop
+                audit.dispatch_outcome(outcome, call.client_address, call.principal.name)
+                channel.close(CLOSE_REVOKED, "token revoked")
+            return False
+        audit.dispatch_outcome(outcome, call.client_address, call.principal.name)
+        if isinstance(outcome, ScopeRefused):
+            channel.send(ErrorResponse(outcome.request_id, FORBIDDEN, outcome.reason).to_dict())
+        else:
+            channel.send(outcome.message())
+        return True

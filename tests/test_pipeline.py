@@ -984,7 +984,7 @@ def test_step_7_refuses_a_principal_revoked_after_step_5(logs: LogWatch) -> None
         assert refused.json()["error"]["data"]["reason"] == "unauthorized"
         denials = logs.denials(since)
         assert len(denials) == 1, denials
-        assert (denials[0]["step"], denials[0]["reason"], denials[0]["token"]) == ("bearer_token", "revoked", "full")
+        assert (denials[0]["step"], denials[0]["reason"], denials[0]["token"]) == ("dispatch", "revoked", "full")
 
 
 # --- audit: the events themselves -----------------------------------------------------------

@@ -28,7 +28,14 @@ from mcp_auth.mcp.jsonrpc import (
     Notification,
     Request,
 )
-from mcp_auth.mcp.outcome import DispatchDenied, PrincipalRevoked, ScopeDenied
+from mcp_auth.mcp.outcome import (
+    Answered,
+    DispatchDenied,
+    PrincipalRevoked,
+    ScopeDenied,
+    ScopeRefused,
+    ToolCallRecord,
+)
 from mcp_auth.mcp.protocol import (
     LATEST_PROTOCOL_VERSION,
     LOG_LEVELS,
@@ -846,16 +853,15 @@ def output_server() -> McpServer:
         pytest.param("explicit", {"ok": True}, 'structuredContent: missing required property "n"', id="tool-result"),
     ],
 )
-def test_structured_output_validated(
-    name: str, arguments: dict[str, Any], problem: str | None, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.INFO, logger="mcp_auth.audit")
+def test_structured_output_validated(name: str, arguments: dict[str, Any], problem: str | None) -> None:
     server = output_server()
-    result = server.dispatcher.dispatch(
+    outcome = server.dispatcher.outcome(
         Request(1, "tools/call", {"name": name, "arguments": arguments}), initialized_call(server)
     )
-    outcomes = [r.audit["outcome"] for r in caplog.records if hasattr(r, "audit")]
-    assert outcomes == ["ok" if problem is None else "invalid_output"]
+    # The audit record travels with the outcome; the transport that answers writes it (tests/test_outcome.py).
+    assert isinstance(outcome, Answered)
+    assert outcome.tool_call == ToolCallRecord(name, "ok" if problem is None else "invalid_output")
+    result = outcome.result
     if problem is None:
         assert result["structuredContent"] == arguments["value"]
         assert "isError" not in result
@@ -1525,9 +1531,13 @@ def test_ci_principal_calls_only_echo(fx: Fixture, caplog: pytest.LogCaptureFixt
     assert info.value.request_id == 2
     assert "'ci'" in info.value.message and "'secret'" in info.value.message
     assert fx.ran == ["echo"]
-    outcomes = [(r.audit["tool"], r.audit["outcome"], r.audit["token"]) for r in caplog.records if hasattr(r, "audit")]
-    # The denial is audited once by the transport that answers it, not here.
-    assert outcomes == [("echo", "ok", "ci")]
+    # Dispatch writes no audit event: the transport audits each outcome once (tests/test_outcome.py).
+    assert [r for r in caplog.records if hasattr(r, "audit")] == []
+    assert fx.server.dispatcher.outcome(Request(3, "tools/call", {"name": "secret"}), call) == ScopeRefused(
+        3, info.value.message
+    )
+    echoed = fx.server.dispatcher.outcome(Request(4, "tools/call", {"name": "echo", "arguments": {"text": "ok"}}), call)
+    assert isinstance(echoed, Answered) and echoed.tool_call == ToolCallRecord("echo", "ok")
 
 
 @pytest.mark.parametrize(

@@ -98,6 +98,16 @@ class Call:
     client_address: str
     principal_is_current: Callable[[Principal], bool]
 
+    def is_current(self) -> bool:
+        """Step 7, the second lock: is the principal that passed the bearer check still valid?
+
+        The one question every path asks before it acts for the principal:
+        dispatch (before any handler), client notifications, the HTTP event
+        stream loop (at every event and keepalive) and the WebSocket loops
+        (per message and between messages). A new path asks it here too.
+        """
+        return self.principal_is_current(self.principal)
+
 
 class _CallContext:
     """What both kinds of context share: who is asking, about which call, and the messages to send."""

@@ -1,11 +1,14 @@
-"""The dispatcher: one MCP request or notification in, a result or a refusal out.
+"""The dispatcher: one MCP request or notification in, an `Outcome` out.
 
 Dispatch is the second lock of the pipeline (step 7). Transports call
-`Dispatcher.dispatch` only with a `Call` that carries the principal which
+`Dispatcher.outcome` only with a `Call` that carries the principal which
 passed the bearer check; before any handler runs, dispatch asks whether that
-principal is still current (a revoked token stops here, on open sessions and
-sockets too) and whether its scope allows the tool, resource or prompt. The
-list methods show only what the principal may use.
+principal is still current (`Call.is_current`: a revoked token stops here, on
+open sessions and sockets too) and whether its scope allows the tool, resource
+or prompt. The list methods show only what the principal may use. How the
+request ended (result, error, refusal, crash; for a tools/call also the audit
+record) is the `Outcome` (`mcp_auth.mcp.outcome`) that each transport maps to
+its wire answer in one function.
 """
 
 from __future__ import annotations
@@ -20,9 +23,9 @@ from typing import Any, Protocol
 from .asyncrun import _AsyncRunner, _CallThread
 from .content import ToolResult, text_content
 from .context import AsyncContext, Call, Context, LiveSessions, McpSession
+from .handlers_prompts import PromptHandlers
 from .handlers_resources import ResourceHandlers
 from .jsonrpc import (
-    INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
@@ -31,12 +34,28 @@ from .jsonrpc import (
     Notification,
     Request,
 )
-from .outcome import PrincipalRevoked, RequestCancelled, ScopeDenied
+from .outcome import (
+    TOOL_CANCELLED,
+    TOOL_ERROR,
+    TOOL_INVALID_ARGUMENTS,
+    TOOL_INVALID_OUTPUT,
+    TOOL_OK,
+    Answered,
+    Crashed,
+    Failed,
+    Outcome,
+    PrincipalRevoked,
+    RequestCancelled,
+    Revoked,
+    ScopeDenied,
+    ScopeRefused,
+    ToolCallFailed,
+    ToolCallRecord,
+)
 from .protocol import (
     _LOG_RANK,
     LATEST_PROTOCOL_VERSION,
     LOG_LEVELS,
-    MAX_COMPLETION_VALUES,
     MAX_URI_LENGTH,
     SUPPORTED_PROTOCOL_VERSIONS,
 )
@@ -46,7 +65,6 @@ from .results import (
     MAX_CLIENT_STRING,
     _bounded_strings,
     _page,
-    _prompt_messages,
     tool_result,
 )
 from .schema import Signature
@@ -56,20 +74,20 @@ logger = logging.getLogger("mcp_auth.server")  # the name operators and tests fi
 
 
 class AuditSink(Protocol):
-    """Where dispatch reports tool calls; the `mcp_auth.audit` module is one (the MCP layer does not import it)."""
-
-    def tool_call(self, client_address: str, token_name: str, tool: str, outcome: str) -> None: ...
+    """How dispatch escapes client text in its log lines; the `mcp_auth.audit` module is one
+    (the MCP layer does not import it). Tool calls are audited from their `Outcome`, by the transports."""
 
     def escape_controls(self, value: str) -> str: ...
 
 
-class Dispatcher(ResourceHandlers):
+class Dispatcher(ResourceHandlers, PromptHandlers):
     """Answers the MCP methods for one server's registry; what transports and the app hold.
 
-    `dispatch` runs a request (step 7 first), `handle_notification` takes the
-    client's notifications, `may_send_before_answer` tells a transport whether
-    a call may stream; `notify_*` reach every live session, of every transport,
-    through the registry the app hands over (`attach_sessions`).
+    `outcome` runs a request (step 7 first) and says how it ended (what
+    transports call), `handle_notification` takes the client's notifications,
+    `may_send_before_answer` tells a transport whether a call may stream;
+    `notify_*` reach every live session, of every transport, through the
+    registry the app hands over (`attach_sessions`).
     """
 
     def __init__(
@@ -92,7 +110,7 @@ class Dispatcher(ResourceHandlers):
             "initialize": self._initialize,
             "ping": lambda request, call: {},
             "tools/list": self._tools_list,
-            "tools/call": self._tools_call,
+            "tools/call": lambda request, call: self._tools_call(request, call)[0],
             "resources/list": self._resources_list,
             "resources/templates/list": self._templates_list,
             "resources/read": self._resources_read,
@@ -175,11 +193,41 @@ class Dispatcher(ResourceHandlers):
                 return self._resource_may_stream(uri)
         return target is not None and target.signature.context_parameter is not None
 
+    def outcome(self, request: Request, call: Call) -> Outcome:
+        """Run one request and say how it ended; what transports call.
+
+        Every exception is caught here, once: the refusals and errors become
+        their outcomes, anything else (a bug, even SystemExit from a tool) is
+        logged once with its traceback and becomes `Crashed`, so a transport's
+        thread always has an answer to send and never dies.
+        """
+        try:
+            result, tool_call = self._answer(request, call)
+            return Answered(request.id, result, tool_call)
+        except JsonRpcError as exc:
+            return Failed.of(exc, request.id)
+        except ToolCallFailed as exc:
+            return Failed.of(exc.error, request.id, exc.record)
+        except ScopeDenied as exc:
+            return ScopeRefused(request.id, exc.message)
+        except PrincipalRevoked:
+            return Revoked(request.id)
+        except BaseException:  # the answering thread must not die, nor wait forever
+            logger.exception("unexpected error handling %s", self._audit.escape_controls(request.method))
+            return Crashed(request.id)
+
     def dispatch(self, request: Request, call: Call) -> dict[str, Any]:
-        """Run one request; returns its result or raises JsonRpcError / DispatchDenied."""
+        """Run one request; its result, or raises JsonRpcError / DispatchDenied (or what a handler
+        raised unexpectedly). For tests and embedders that want exceptions; transports call `outcome`."""
+        try:
+            return self._answer(request, call)[0]
+        except ToolCallFailed as exc:
+            raise exc.error from None
+
+    def _answer(self, request: Request, call: Call) -> tuple[dict[str, Any], ToolCallRecord | None]:
         # Step 7, the second lock: whatever the transport did, no handler runs
         # for a principal whose token is gone.
-        if not call.principal_is_current(call.principal):
+        if not call.is_current():
             raise PrincipalRevoked("the token of this session was revoked; authenticate again", request.id)
         method = self._methods.get(request.method)
         if method is None:
@@ -187,14 +235,19 @@ class Dispatcher(ResourceHandlers):
         if not call.session.state.negotiated and request.method not in ("initialize", "ping"):
             raise JsonRpcError(INVALID_REQUEST, "Send initialize before other requests", request_id=request.id)
         try:
-            return method(request, call)
+            if request.method == "tools/call":
+                return self._tools_call(request, call)
+            return method(request, call), None
         except JsonRpcError as exc:
             exc.request_id = request.id
+            raise
+        except ToolCallFailed as exc:
+            exc.error.request_id = request.id
             raise
 
     def handle_notification(self, notification: Notification, call: Call) -> None:
         """Client notifications: initialized, cancelled; others are ignored as the spec allows."""
-        if not call.principal_is_current(call.principal):
+        if not call.is_current():
             return  # step 7 for notifications: a revoked principal changes nothing
         if notification.method == "notifications/initialized":
             call.session.state.confirm_initialized()
@@ -278,13 +331,14 @@ class Dispatcher(ResourceHandlers):
         visible = [t.definition for t in self._registry.tools.values() if call.principal.may_use(t.name)]
         return _page(visible, request.params, "tools")
 
-    def _tools_call(self, request: Request, call: Call) -> dict[str, Any]:
+    def _tools_call(self, request: Request, call: Call) -> tuple[dict[str, Any], ToolCallRecord]:
+        """The result, and how the call ended for the audit log (written from the outcome, by the transport)."""
         name = request.params.get("name")
         if not isinstance(name, str):
             raise JsonRpcError(INVALID_PARAMS, "tools/call needs params.name (a string)")
         # Scope before existence: a scoped token learns nothing about tools outside its scope.
         if not call.principal.may_use(name):
-            # Audited once, as a denial, by the transport that answers it.
+            # Audited once, as a denial, from its outcome (no tool_call record: the tool was not reached).
             raise ScopeDenied(f"the token '{call.principal.name}' is not allowed to call the tool '{name}'", request.id)
         tool = self._registry.tools.get(name)
         if tool is None:
@@ -296,65 +350,31 @@ class Dispatcher(ResourceHandlers):
             raise JsonRpcError(INVALID_PARAMS, "tools/call params.arguments must be an object")
         problems = tool.arguments.problems(arguments)
         if problems:
-            self._audit.tool_call(call.client_address, call.principal.name, name, "invalid_arguments")
-            return ToolResult([text_content("Invalid arguments: " + "; ".join(problems))], is_error=True).to_dict()
+            invalid = ToolResult([text_content("Invalid arguments: " + "; ".join(problems))], is_error=True)
+            return invalid.to_dict(), ToolCallRecord(name, TOOL_INVALID_ARGUMENTS)
         try:
             value = self._run(request, call, tool.fn, tool.signature, arguments)
             result = tool_result(value, tool.output_schema)
         except RequestCancelled as exc:
-            self._audit.tool_call(call.client_address, call.principal.name, name, "cancelled")
-            raise JsonRpcError(REQUEST_CANCELLED, str(exc)) from None
+            cancelled = JsonRpcError(REQUEST_CANCELLED, str(exc))
+            raise ToolCallFailed(cancelled, ToolCallRecord(name, TOOL_CANCELLED)) from None
         except Exception as exc:  # a tool's failure is a result the model can read, not a protocol error
             self._handler_failed("tool", name, exc)
-            self._audit.tool_call(call.client_address, call.principal.name, name, "error")
-            return ToolResult([text_content(f"{type(exc).__name__}: {exc}")], is_error=True).to_dict()
+            failed = ToolResult([text_content(f"{type(exc).__name__}: {exc}")], is_error=True)
+            return failed.to_dict(), ToolCallRecord(name, TOOL_ERROR)
         if tool.output is not None and "structuredContent" in result and not result.get("isError"):
             wrong = tool.output.problems(result["structuredContent"], "structuredContent")
             if wrong:
                 # The tool broke its own published contract: the client gets an error, not bad data.
                 logger.warning("tool %s returned structuredContent that does not match its outputSchema", name)
-                self._audit.tool_call(call.client_address, call.principal.name, name, "invalid_output")
                 message = "The tool's output does not match its outputSchema: " + "; ".join(wrong)
-                return ToolResult([text_content(message)], is_error=True).to_dict()
-        self._audit.tool_call(call.client_address, call.principal.name, name, "ok")
-        return result
+                invalid = ToolResult([text_content(message)], is_error=True)
+                return invalid.to_dict(), ToolCallRecord(name, TOOL_INVALID_OUTPUT)
+        return result, ToolCallRecord(name, TOOL_OK)
 
     # prompts
 
-    def _prompts_list(self, request: Request, call: Call) -> dict[str, Any]:
-        visible = [p.definition for p in self._registry.prompts.values() if call.principal.may_use(p.name, "prompt")]
-        return _page(visible, request.params, "prompts")
-
-    def _prompts_get(self, request: Request, call: Call) -> dict[str, Any]:
-        name = request.params.get("name")
-        if not isinstance(name, str):
-            raise JsonRpcError(INVALID_PARAMS, "prompts/get needs params.name (a string)")
-        if not call.principal.may_use(name, "prompt"):
-            raise ScopeDenied(
-                f"the token '{call.principal.name}' is not allowed to get the prompt '{name}'", request.id
-            )
-        prompt = self._registry.prompts.get(name)
-        if prompt is None:
-            raise JsonRpcError(INVALID_PARAMS, f"Unknown prompt: {name}")
-        arguments = request.params.get("arguments") or {}
-        if not isinstance(arguments, dict):
-            raise JsonRpcError(INVALID_PARAMS, "prompts/get params.arguments must be an object")
-        problems = prompt.arguments.problems(arguments)
-        if problems:
-            raise JsonRpcError(INVALID_PARAMS, "Invalid prompt arguments: " + "; ".join(problems))
-        try:
-            value = self._run(request, call, prompt.fn, prompt.signature, arguments)
-            result: dict[str, Any] = {"messages": _prompt_messages(value)}
-        except RequestCancelled as exc:
-            raise JsonRpcError(REQUEST_CANCELLED, str(exc)) from None
-        except Exception as exc:
-            self._handler_failed("prompt", name, exc)
-            raise JsonRpcError(INTERNAL_ERROR, f"Prompt {name} failed: {type(exc).__name__}: {exc}") from None
-        if "description" in prompt.definition:
-            result["description"] = prompt.definition["description"]
-        return result
-
-    # logging and completion
+    # logging
 
     def _set_level(self, request: Request, call: Call) -> dict[str, Any]:
         level = request.params.get("level")
@@ -362,37 +382,3 @@ class Dispatcher(ResourceHandlers):
             raise JsonRpcError(INVALID_PARAMS, f"Invalid log level {level!r}; use one of {', '.join(LOG_LEVELS)}")
         call.session.state.set_log_level(level)
         return {}
-
-    def _complete(self, request: Request, call: Call) -> dict[str, Any]:
-        ref = request.params.get("ref")
-        argument = request.params.get("argument")
-        if not isinstance(ref, dict) or not isinstance(argument, dict):
-            raise JsonRpcError(INVALID_PARAMS, "completion/complete needs params.ref and params.argument (objects)")
-        ref_type = ref.get("type")
-        ref_key = ref.get("name") if ref_type == "ref/prompt" else ref.get("uri")
-        arg_name, arg_value = argument.get("name"), argument.get("value", "")
-        if not isinstance(ref_key, str) or not isinstance(arg_name, str) or not isinstance(arg_value, str):
-            raise JsonRpcError(
-                INVALID_PARAMS, "completion/complete: ref needs name or uri; argument needs name and value"
-            )
-        scope_kind = "prompt" if ref_type == "ref/prompt" else "resource"
-        completer = self._registry.completions.get((str(ref_type), ref_key))
-        values: list[str] = []
-        if completer is not None and call.principal.may_use(ref_key, scope_kind):
-            context = request.params.get("context")
-            context_arguments = context.get("arguments", {}) if isinstance(context, dict) else {}
-            try:
-                suggested = self._invoke(request, call, completer, (arg_name, arg_value, context_arguments), {})
-                values = [str(v) for v in suggested]
-            except RequestCancelled as exc:
-                raise JsonRpcError(REQUEST_CANCELLED, str(exc)) from None
-            except Exception as exc:
-                self._handler_failed("completion for", ref_key, exc)
-                raise JsonRpcError(INTERNAL_ERROR, f"Completion failed: {type(exc).__name__}: {exc}") from None
-        return {
-            "completion": {
-                "values": values[:MAX_COMPLETION_VALUES],
-                "total": len(values),
-                "hasMore": len(values) > MAX_COMPLETION_VALUES,
-            }
-        }

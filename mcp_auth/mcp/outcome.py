@@ -1,17 +1,36 @@
-"""How a call can end other than with a result: refused by step 7, or cancelled.
+"""How one dispatched request ended: the `Outcome` a transport turns into its wire answer.
 
-Transports map `ScopeDenied` and `PrincipalRevoked` (both `DispatchDenied`) to
-their wire answers; `RequestCancelled` ends a handler whose call was cancelled
-or whose session closed.
+`Dispatcher.outcome` runs a request and returns exactly one of these, having
+caught every exception once (an unexpected one is logged once, there):
+
+- `Answered`: a result (a tool's own failure is a result too, `isError`);
+- `Failed`: a JSON-RPC error (unknown method, bad params, cancelled, ...);
+- `ScopeRefused`: step 7 refused the call, the principal's scope does not reach it;
+- `Revoked`: step 7 refused the call, the principal's token is no longer current;
+- `Crashed`: something unexpected; the client learns only "Internal error".
+
+A tools/call's outcome carries a `ToolCallRecord` (the audit log's tool_call
+event), so tool calls are audited where outcomes are, not inside the handlers.
+Each transport has one function that maps an Outcome to its wire form (HTTP:
+`HttpTransport._answer`; WebSocket: `WebSocketTransport._answer`), and that
+function hands it to `mcp_auth.audit.outcome`, the one place that audits
+step-7 denials and tool calls. A transport that notices revocation itself
+(an event stream, a socket between messages) maps `Revoked()` the same way.
+
+The exceptions below are how the handlers inside the dispatcher say "refused"
+or "cancelled"; they never leave `Dispatcher.outcome`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+
+from .jsonrpc import INTERNAL_ERROR, ErrorResponse, JsonRpcError, RequestId, Response
 
 
 class DispatchDenied(Exception):
-    """Step 7 refused the call; transports map the subclasses to their answers."""
+    """Step 7 refused the call; `Dispatcher.outcome` turns the subclasses into outcomes."""
 
     def __init__(self, message: str, request_id: Any = None) -> None:
         super().__init__(message)
@@ -29,3 +48,86 @@ class ScopeDenied(DispatchDenied):
 
 class PrincipalRevoked(DispatchDenied):
     """The principal's token was removed after the session or socket opened."""
+
+
+# What the audit log's tool_call event says about how a call ended.
+TOOL_OK = "ok"
+TOOL_ERROR = "error"
+TOOL_INVALID_ARGUMENTS = "invalid_arguments"
+TOOL_INVALID_OUTPUT = "invalid_output"
+TOOL_CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallRecord:
+    """A tools/call that reached its tool (or its argument check), and how it ended."""
+
+    tool: str
+    outcome: str
+
+
+class ToolCallFailed(Exception):
+    """A tools/call that ended in a JSON-RPC error after reaching its tool (cancelled)."""
+
+    def __init__(self, error: JsonRpcError, record: ToolCallRecord) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.record = record
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """The request has a result."""
+
+    request_id: RequestId
+    result: dict[str, Any]
+    tool_call: ToolCallRecord | None = None
+
+    def message(self) -> dict[str, Any]:
+        return Response(self.request_id, self.result).to_dict()
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The request is answered with a JSON-RPC error."""
+
+    request_id: RequestId | None
+    code: int
+    error_message: str
+    data: Any = None
+    tool_call: ToolCallRecord | None = None
+
+    @classmethod
+    def of(cls, error: JsonRpcError, request_id: RequestId | None, tool_call: ToolCallRecord | None = None) -> Failed:
+        return cls(request_id, error.code, error.message, error.data, tool_call)
+
+    def message(self) -> dict[str, Any]:
+        return ErrorResponse(self.request_id, self.code, self.error_message, self.data).to_dict()
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeRefused:
+    """Step 7: the principal may not use what it asked for; `reason` says so, for the client."""
+
+    request_id: RequestId | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Revoked:
+    """Step 7: the principal's token was revoked; the session or socket ends."""
+
+    request_id: RequestId | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Crashed:
+    """Something unexpected (already logged with its traceback); the client gets no detail."""
+
+    request_id: RequestId | None
+
+    def message(self) -> dict[str, Any]:
+        return ErrorResponse(self.request_id, INTERNAL_ERROR, "Internal error").to_dict()
+
+
+Outcome = Answered | Failed | ScopeRefused | Revoked | Crashed
