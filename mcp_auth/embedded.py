@@ -154,6 +154,7 @@ _ERROR_NAMES = {
     HTTPStatus.BAD_REQUEST: "bad_request",
     HTTPStatus.REQUEST_URI_TOO_LONG: "uri_too_long",
     HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE: "request_head_too_large",
+    HTTPStatus.HTTP_VERSION_NOT_SUPPORTED: "http_version_not_supported",
 }
 
 
@@ -346,14 +347,38 @@ class _RequestHandler(WSGIRequestHandler):
             # that EOF, so it is a truncated head that must not reach the app.
             self.close_connection = True
             return False
+        if parsed:
+            return self._framing_is_unambiguous()
         return parsed
+
+    def _framing_is_unambiguous(self) -> bool:
+        """Refuse a head whose body length two readers could see differently (request smuggling)."""
+        lengths = {value.strip() for value in self.headers.get_all("Content-Length") or ()}
+        if len(lengths) > 1:
+            # RFC 9110 section 8.6: differing Content-Length values are an unrecoverable error.
+            self.send_error(HTTPStatus.BAD_REQUEST, "The request has Content-Length headers that differ; send one")
+            return False
+        if lengths and self.headers.get("Transfer-Encoding") is not None:
+            # RFC 9112 section 6.1: both at once is an error for a server that does not forward the request.
+            self.send_error(
+                HTTPStatus.BAD_REQUEST, "The request has both Transfer-Encoding and Content-Length; send only one"
+            )
+            return False
+        return True
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """http.server's refusals, written as the app writes its own: a JSON body, standard reason phrase."""
         # Everything http.server refuses before the app runs is the client's
         # doing (a request line it cannot parse, HTTP/2.0+ on an HTTP/1.1
-        # port): a 4xx, never a 5xx.
-        status = HTTPStatus(code) if code < 500 else HTTPStatus.BAD_REQUEST
+        # port): a 4xx, except 505 for a well-formed version this server does not speak.
+        status = (
+            HTTPStatus(code) if code < 500 or code == HTTPStatus.HTTP_VERSION_NOT_SUPPORTED else HTTPStatus.BAD_REQUEST
+        )
+        # http.server refuses a bad or unsupported version ("GET / HTTP/9.9") before it
+        # records it, so the answer would go out HTTP/0.9-style, without a status line.
+        # Only a two-word request line is HTTP/0.9; with a third word, answer in HTTP/1.x.
+        if getattr(self, "request_version", "") == "HTTP/0.9" and len(getattr(self, "requestline", "").split()) >= 3:
+            self.request_version = "HTTP/1.0"
         # http.server's messages end by quoting the request, as "(...)": that part is dropped.
         text = (message or status.phrase).split(" (", 1)[0] + (f": {explain}" if explain else "")
         _, headers, body = _rendered(_BeforeTheApp(status, text), self.command or "GET")

@@ -177,7 +177,11 @@ class HttpTransport:
             length = int(raw_length)
             if length > self.max_body_bytes:
                 raise PayloadTooLarge(f"The request body is over the limit of {self.max_body_bytes} bytes")
-            return self._read_exactly(stream, length, self.body_deadline_seconds)
+            body = self._read_exactly(stream, length, self.body_deadline_seconds)
+            if len(body) < length:
+                # The client closed its side early: what came is not the message it declared.
+                raise BadRequest("The request body ended before Content-Length bytes")
+            return body
         if environ.get("wsgi.input_terminated"):
             body = self._read_exactly(stream, self.max_body_bytes + 1, self.body_deadline_seconds)
             if len(body) > self.max_body_bytes:
@@ -197,7 +201,10 @@ class HttpTransport:
                 raise BadRequest(f"The request body was not sent within {deadline_seconds:g} seconds")
             try:
                 chunk = read(min(remaining, 65536))
-            except (OSError, ValueError):  # a broken chunked encoding, or the WSGI server's read timed out
+            except Exception as exc:  # only what the client sent can make reading wsgi.input fail
+                # A broken chunked encoding (each WSGI server raises its own parse
+                # errors: gunicorn's are not OSError or ValueError), or a read timeout.
+                logger.debug("reading the request body failed: %s", type(exc).__name__)
                 raise BadRequest(
                     "The request body could not be read (bad chunked encoding, or sent too slowly)"
                 ) from None

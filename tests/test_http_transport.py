@@ -385,7 +385,8 @@ def test_garbage_never_gets_a_5xx(live: Live, data: bytes) -> None:
     if response.status == 0:  # an HTTP/0.9-style refusal of an unparsable request line
         assert json.loads(response.body)["error"]["data"]["reason"] == "bad_request"
     else:
-        assert 400 <= response.status < 500, response
+        # 505 answers a well-formed HTTP version this server does not speak: the client's doing.
+        assert 400 <= response.status < 500 or response.status == 505, response
     assert b"Traceback" not in response.body
     # And the server still serves.
     assert request(live.port, body=initialize_body()).status == 200

@@ -67,6 +67,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "").strip() or "ci")
 URI_PIECES = [
     "public", "a", "/", "-", ".", "..", "%2e", "%2E", "%2f", "%2F", "%5c", "%5C", "\\", "%25", "%252e",
     "%", "%4", "%41", "%c3%a9", "%ff", "?", "#", "{", "}", "*", "files://", "date://", "\n", "\u2028", " ",
+    "//", "%2D", "%2d", "%3F", "%23", "2024", "12",
 ]
 # fmt: on
 uri_text = st.one_of(
@@ -162,9 +163,12 @@ def test_resolve_yields_a_value_or_the_refusal_and_nothing_else(data: st.DataObj
         assert template.match(uri) is None
         return
     assert resolved.effective_uri == template.expand(resolved.arguments)
+    # The scope is judged on effective_uri, the handler gets the arguments: the same split.
+    assert template.match(resolved.effective_uri) == resolved.arguments
     for value in resolved.arguments.values():
         assert "\\" not in value
         assert not {".", ".."} & set(value.split("/"))
+        assert "" not in value.split("/"), "no empty path segment (leading, trailing or doubled '/')"
         assert not re.search(r"%(2e|2f|5c)", value, re.IGNORECASE)
 
 
@@ -234,7 +238,7 @@ def test_glob_answers_a_bool_for_any_pattern_and_uri(pattern: str, uri: str) -> 
 
 # --- scopes through dispatch: whatever the URI, the handler only sees what the scope allows --------
 
-SCOPES = ["files://public/*", "files://public/**", "files://*", "date://*-*-*"]
+SCOPES = ["files://public/*", "files://public/**", "files://*", "date://*-*-*", "date://2024-12-*"]
 
 
 def _files_server(reached: list[str]) -> McpServer:
@@ -248,6 +252,12 @@ def _files_server(reached: list[str]) -> McpServer:
     @server.resource("date://{year}-{month}-{day}")
     def date(year: str, month: str, day: str) -> str:
         reached.append(f"{year}-{month}-{day}")
+        # The scope judged this split: the same text must split back into the same values.
+        assert UriTemplate.parse("date://{year}-{month}-{day}").match(f"date://{year}-{month}-{day}") == {
+            "year": year,
+            "month": month,
+            "day": day,
+        }
         return "date"
 
     return server

@@ -165,7 +165,19 @@ class UriTemplate:
         if raw is None:
             return None
         arguments = {name: self._decode(name, value) for name, value in raw.items()}
-        return Resolved(arguments, self.expand(arguments))
+        effective_uri = self.expand(arguments)
+        # The scope is judged on effective_uri and the handler gets `arguments`: they
+        # must be the same split. A decoded value holding the literal that follows it
+        # (say '-' from "%2D") would make effective_uri split elsewhere; refuse it.
+        again = self.match(effective_uri)
+        if again != arguments:
+            changed = next(
+                (name for name in self.names if again is None or again.get(name) != arguments[name]), self.names[0]
+            )
+            raise RefusedValue(
+                self.text, changed, "contains a %XX escape that, once decoded, would split the URI differently"
+            )
+        return Resolved(arguments, effective_uri)
 
     def _decode(self, name: str, raw: str) -> str:
         if _ENCODED_SEPARATOR.search(raw):
@@ -180,6 +192,11 @@ class UriTemplate:
             raise RefusedValue(self.text, name, "contains '\\', a path separator on some systems")
         if _STILL_ENCODED.search(value):
             raise RefusedValue(self.text, name, "contains a doubly encoded '.', '/' or '\\'")
-        if not _DOT_SEGMENTS.isdisjoint(value.split("/")):
+        segments = value.split("/")
+        if not _DOT_SEGMENTS.isdisjoint(segments):
             raise RefusedValue(self.text, name, "contains a '.' or '..' path segment")
+        # "/etc/passwd" in files://public/{+path} would make files://public//etc/passwd:
+        # a handler joining it to a directory gets an absolute path.
+        if "" in segments:
+            raise RefusedValue(self.text, name, "contains an empty path segment (a leading or trailing '/', or '//')")
         return value
