@@ -1086,6 +1086,23 @@ def test_tool_authors_see_their_logging_and_their_tracebacks(start: Start, tmp_p
     assert "Traceback (most recent call last):" in lines[failure + 1]
 
 
+def test_json_log_format_keeps_a_tools_traceback_in_one_record(start: Start, tmp_path: Path) -> None:
+    write_tool_module(tmp_path)
+    cli = start(
+        "serve", "mytools:server", "--port", "0", "--log-format", "json", cwd=tmp_path, env=cli_env(MCP_AUTH_TOKEN=TOKEN)
+    )
+    assert call_tool(cli.port, "broken", {})["result"]["isError"] is True
+    wait_for_text(cli, "tool broken raised ValueError")
+    assert cli.stop() == 0
+    records = [json.loads(line) for line in cli.stderr.splitlines() if line.startswith("{")]
+    failure = next(r for r in records if "tool broken raised ValueError" in r.get("message", ""))
+    assert failure["level"] == "warning"
+    assert failure["exception"].startswith("Traceback (most recent call last):")
+    assert "ValueError: the tool's own bug" in failure["exception"]
+    # every line of the traceback is inside that one JSON record, none is a line of its own
+    assert not any(line.startswith(("Traceback", "  File", "ValueError")) for line in cli.stderr.splitlines())
+
+
 @pytest.mark.parametrize(
     ("args", "env", "toml"),
     [
