@@ -29,7 +29,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from .mcp.jsonrpc import FORBIDDEN, INVALID_REQUEST, JsonRpcError, RequestId
+from .mcp.jsonrpc import FORBIDDEN, INVALID_REQUEST, UNSUPPORTED_PROTOCOL_VERSION, JsonRpcError, RequestId
 
 StartResponse = Any  # the WSGI start_response callable
 
@@ -206,6 +206,13 @@ class TransportRefusal(Refusal):
 
 class BadRequest(TransportRefusal):
     status, reason_phrase, error = 400, "Bad Request", "bad_request"
+
+
+def is_version_negotiation(refusal: Refusal) -> bool:
+    """An unsupported MCP-Protocol-Version (-32022): how a client learns which versions this server
+    speaks (`mcp` 2.x probes with a newer one on every connection, then falls back to initialize).
+    Already past steps 1-5, it is negotiation, not a denial: not audited as one."""
+    return isinstance(refusal, TransportRefusal) and refusal.code == UNSUPPORTED_PROTOCOL_VERSION
 
 
 class NotFound(TransportRefusal):

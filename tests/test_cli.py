@@ -1089,7 +1089,14 @@ def test_tool_authors_see_their_logging_and_their_tracebacks(start: Start, tmp_p
 def test_json_log_format_keeps_a_tools_traceback_in_one_record(start: Start, tmp_path: Path) -> None:
     write_tool_module(tmp_path)
     cli = start(
-        "serve", "mytools:server", "--port", "0", "--log-format", "json", cwd=tmp_path, env=cli_env(MCP_AUTH_TOKEN=TOKEN)
+        "serve",
+        "mytools:server",
+        "--port",
+        "0",
+        "--log-format",
+        "json",
+        cwd=tmp_path,
+        env=cli_env(MCP_AUTH_TOKEN=TOKEN),
     )
     assert call_tool(cli.port, "broken", {})["result"]["isError"] is True
     wait_for_text(cli, "tool broken raised ValueError")
