@@ -176,7 +176,7 @@ def print_client_configs(url: str, token: str, form: str, out: TextIO, *, from_d
         vscode = {"inputs": vscode_inputs, **vscode}
     cursor = {"mcpServers": {"mcp-auth": {"url": url, "headers": {"Authorization": cursor_value}}}}
     curl = (
-        f"curl -sS {url} -H {curl_header} -H 'Content-Type: application/json' "
+        f"curl -sS -i {url} -H {curl_header} -H 'Content-Type: application/json' "
         "-H 'Accept: application/json, text/event-stream' "
         '-d \'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25",'
         '"capabilities":{},"clientInfo":{"name":"curl","version":"1"}}}\''
@@ -192,7 +192,7 @@ VS Code (.vscode/mcp.json{"" if form == "literal" else "; asks for the token onc
 Cursor (.cursor/mcp.json):
 {json.dumps(cursor, indent=2)}
 
-The initialize request with curl (its answer's Mcp-Session-Id header names the session):
+The initialize request with curl (-i shows the answer's Mcp-Session-Id header, which names the session):
 {curl}
 """
     print(text, file=out, flush=True)

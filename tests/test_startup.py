@@ -16,12 +16,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import live_server
 
 from mcp_auth import Config, McpServer
 from mcp_auth.app import McpAuthApp
 from mcp_auth.auth.tokens import StaticToken, default_token_path
 from mcp_auth.config import AuthSetup
-from mcp_auth.startup import build_app
+from mcp_auth.startup import build_app, print_client_configs
 
 TOKEN = "startup-token-0123456789abcdefghijklmnop"
 # A subprocess that only imports mcp_auth and builds an app: seconds on a loaded machine at worst.
@@ -128,3 +129,24 @@ def test_the_app_constructor_does_no_io(isolated_home: Path) -> None:
     assert sorted(isolated_home.rglob("*")) == before  # no default token file, no directory
     assert app.auth.generated_token is None
     app.close()
+
+
+@pytest.mark.parametrize("form", ["env", "literal"])
+def test_the_printed_curl_command_shows_the_session_id(form: str) -> None:
+    """The summary's curl initialize, run as printed, shows the Mcp-Session-Id header that names the session."""
+    with live_server(token=TOKEN) as live:
+        out = io.StringIO()
+        print_client_configs(live.url, TOKEN, form, out)
+        curl = next(line for line in out.getvalue().splitlines() if line.startswith("curl "))
+        result = subprocess.run(
+            ["sh", "-c", curl],
+            env={**os.environ, "MCP_AUTH_CLIENT_TOKEN": TOKEN},
+            capture_output=True,
+            text=True,
+            timeout=SUBPROCESS_TIMEOUT_SECONDS,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("HTTP/1.1 200")
+    headers = [line.lower() for line in result.stdout.split("\r\n\r\n", 1)[0].splitlines()]
+    assert any(line.startswith("mcp-session-id: ") and len(line) > len("mcp-session-id: ") for line in headers)
