@@ -201,10 +201,49 @@ def _join_dash_values(args: list[str]) -> list[str]:
     return joined
 
 
+# `token add`'s own options: after `--` (which ends --tools) they still count as options.
+_TOKEN_ADD_VALUE_OPTIONS = ("--tokens-file", "--url")
+
+
+def _token_add_options_after_dashes(args: list[str]) -> list[str]:
+    """`token add --tools echo -- NAME --tokens-file F`: `--` ends the patterns, not the options.
+    argparse would take every word after `--` as positional; move the command's options before it."""
+    if "--" not in args:
+        return args
+    split = args.index("--")
+    head, tail = args[:split], args[split + 1 :]
+    rest: list[str] = []
+    index = 0
+    while index < len(tail):
+        arg = tail[index]
+        option = arg.split("=", 1)[0]
+        if option in _TOKEN_ADD_VALUE_OPTIONS:
+            if "=" in arg or index + 1 == len(tail):
+                head.append(arg)  # a missing value is argparse's to report
+                index += 1
+            else:
+                head.append(f"{arg}={tail[index + 1]}")
+                index += 2
+            continue
+        if option == "--config":
+            if "=" not in arg and index + 1 < len(tail) and tail[index + 1] in CONFIG_FORMS:
+                head.append(f"{arg}={tail[index + 1]}")
+                index += 2
+            else:
+                head.append(arg)
+                index += 1
+            continue
+        rest.append(arg)
+        index += 1
+    return [*head, "--", *rest]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _join_dash_values(list(sys.argv[1:] if argv is None else argv))
     try:
         if args[:1] == ["token"]:
+            if args[1:2] == ["add"]:
+                args = _token_add_options_after_dashes(args)
             return _token_command(_token_parser().parse_args(args[1:]))
         if args[:1] == ["serve"]:
             args = args[1:]

@@ -1164,6 +1164,27 @@ def test_token_add_with_tools_before_the_name(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    "tail",
+    [
+        pytest.param(["--tokens-file", "{path}"], id="separate-value"),
+        pytest.param(["--tokens-file={path}"], id="equals-form"),
+        pytest.param(["--tokens-file", "{path}", "--config", "literal", "--url", "http://h:1/mcp"], id="with-config"),
+    ],
+)
+def test_token_add_options_after_the_patterns_ended_with_dashes(tmp_path: Path, tail: list[str]) -> None:
+    """The README's form: patterns ended with `--`, then NAME, then --tokens-file (and the other options)."""
+    path = tmp_path / "tokens.json"
+    options = [word.format(path=path) for word in tail]
+    added = run_cli("token", "add", "--tools", "echo", "who*", "--", "dave", *options)
+    assert added.returncode == 0, added.stderr
+    assert GENERATED_TOKEN.fullmatch(added.stdout.splitlines()[-1])
+    if "--config" in options:
+        assert "http://h:1/mcp" in added.stdout and f"Bearer {added.stdout.splitlines()[-1]}" in added.stdout
+    listed = run_cli("token", "list", "--tokens-file", str(path))
+    assert [line.split("\t")[:2] for line in listed.stdout.splitlines()] == [["dave", "echo, who*"]]
+
+
+@pytest.mark.parametrize(
     "args",
     [
         pytest.param(["--token", "-abcdefghijklmnop0123456789"], id="separate-value"),
