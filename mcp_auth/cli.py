@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -142,6 +143,9 @@ def _token_parser() -> argparse.ArgumentParser:
         "show", help="print the default token file's token (with --config: client configurations for it)"
     )
     _config_options(show)
+    # Accepted only to answer them clearly: named tokens are stored hashed, there is nothing to show.
+    show.add_argument("name", nargs="?", help=argparse.SUPPRESS)
+    show.add_argument("--tokens-file", help=argparse.SUPPRESS)
     add = commands.add_parser("add", help="add a named token to a tokens file; prints it once, on the last line")
     add.add_argument("name", nargs="?", help="the token's name (letters, digits, '.', '_', '-')")
     add.add_argument(
@@ -265,6 +269,14 @@ def _tokens_path(args: argparse.Namespace) -> Path:
 
 def _token_command(args: argparse.Namespace) -> int:
     if args.command == "show":
+        if args.name is not None or args.tokens_file is not None:
+            name = shlex.quote(args.name) if args.name else "NAME"
+            tokens_file = shlex.quote(args.tokens_file) if args.tokens_file else "PATH"
+            raise ConfigError(
+                "token show prints only the default token file's token: named tokens are stored hashed and cannot "
+                f"be shown. 'python -m mcp_auth token rotate {name} --tokens-file {tokens_file} --config' prints a "
+                "new one with its client configurations (the old one stops working)"
+            )
         path = default_token_path(os.environ)
         if not path.exists():
             raise ConfigError(f"there is no default token yet at {path}; run 'python -m mcp_auth' once to create it")

@@ -1164,6 +1164,24 @@ def test_token_add_with_tools_before_the_name(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("args", "command"),
+    [
+        pytest.param(["--tokens-file", "{path}"], "token rotate NAME --tokens-file {path} --config", id="file"),
+        pytest.param(["dave", "--tokens-file", "{path}"], "token rotate dave --tokens-file {path} --config", id="name"),
+        pytest.param(["dave"], "token rotate dave --tokens-file PATH --config", id="name-only"),
+    ],
+)
+def test_token_show_of_a_named_token_says_why_not_and_what_to_do(tmp_path: Path, args: list[str], command: str) -> None:
+    path = tmp_path / "tokens.json"
+    assert run_cli("token", "add", "dave", "--tokens-file", str(path)).returncode == 0
+    shown = run_cli("token", "show", *(word.format(path=path) for word in args))
+    assert shown.returncode == 2 and shown.stdout == ""
+    assert "usage:" not in shown.stderr  # not argparse's bare error
+    assert "named tokens are stored hashed and cannot be shown" in shown.stderr
+    assert command.format(path=path) in shown.stderr
+
+
+@pytest.mark.parametrize(
     "tail",
     [
         pytest.param(["--tokens-file", "{path}"], id="separate-value"),
