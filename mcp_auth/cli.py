@@ -68,7 +68,9 @@ def _serve_parser() -> argparse.ArgumentParser:
         description="Serve MCP over Streamable HTTP behind bearer-token auth, IP allowlists and Host/Origin checks.",
         epilog="Subcommand 'token' manages tokens: python -m mcp_auth token --help",
     )
-    parser.add_argument("target", nargs="?", help="module:attribute of an McpServer (default: built-in diagnostics)")
+    parser.add_argument(
+        "target", nargs="?", help="module:attribute of an McpServer (default: built-in diagnostics) [MCP_AUTH_TARGET]"
+    )
     parser.add_argument("--host", help="bind address (default 127.0.0.1) [MCP_AUTH_HOST]")
     parser.add_argument("--port", type=int, help="port (default 8765; 0 picks a free one) [MCP_AUTH_PORT]")
     parser.add_argument("--token", help="bearer token; prefer MCP_AUTH_TOKEN or --token-file [MCP_AUTH_TOKEN]")
@@ -356,8 +358,9 @@ def serve(args: argparse.Namespace) -> int:
             "--token puts the token in your shell history and in 'ps' output for every local user; "
             "prefer MCP_AUTH_TOKEN or --token-file"
         )
-    if args.target:
-        server = load_target(args.target)
+    target = args.target or os.environ.get("MCP_AUTH_TARGET")  # flag > environment, as create_app() reads it
+    if target:
+        server = load_target(target)
     else:
         from .diagnostics import build_diagnostics
 

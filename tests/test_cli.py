@@ -1110,6 +1110,31 @@ def test_json_log_format_keeps_a_tools_traceback_in_one_record(start: Start, tmp
     assert not any(line.startswith(("Traceback", "  File", "ValueError")) for line in cli.stderr.splitlines())
 
 
+OTHER_TOOL_MODULE = """
+from mcp_auth import McpServer
+
+server = McpServer("other")
+
+
+@server.tool
+def other() -> str:
+    '''Other.'''
+    return "other"
+"""
+
+
+def test_the_target_can_come_from_the_environment_and_the_flag_wins(start: Start, tmp_path: Path) -> None:
+    write_tool_module(tmp_path)
+    (tmp_path / "othertools.py").write_text(textwrap.dedent(OTHER_TOOL_MODULE))
+    env = cli_env(MCP_AUTH_TOKEN=TOKEN, MCP_AUTH_TARGET="mytools:server")
+    cli = start("--port", "0", cwd=tmp_path, env=env)
+    assert call_tool(cli.port, "add_note", {"title": "from the environment"})["result"].get("isError", False) is False
+    assert cli.stop() == 0
+    cli = start("othertools:server", "--port", "0", cwd=tmp_path, env=env)
+    assert call_tool(cli.port, "other", {})["result"]["content"][0]["text"] == "other"
+    assert cli.stop() == 0
+
+
 @pytest.mark.parametrize(
     ("args", "env", "toml"),
     [
