@@ -48,8 +48,8 @@ _PREFLIGHT_MAX_AGE = "600"
 # so these stay 404s, but with a message the client shows its user.
 _OAUTH_PATHS = ("/.well-known/oauth-", "/.well-known/openid-configuration", "/register", "/authorize", "/token")
 NOT_OAUTH_MESSAGE = (
-    "This server does not use OAuth: it takes a static bearer token in the header "
-    "'Authorization: Bearer <token>', and a client refused with 401 sent a wrong token or none."
+    "This server does not use OAuth: it takes a static bearer token in the Authorization header "
+    "(Bearer scheme), and a client refused with 401 sent a wrong token or none."
 )
 
 StartResponse = Callable[..., Any]

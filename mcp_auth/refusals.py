@@ -104,7 +104,8 @@ class RateLimited(Refusal):
         )
 
 
-UNAUTHORIZED_MESSAGE = "A valid bearer token is required: send the header 'Authorization: Bearer <token>'."
+# No "Authorization: Bearer" sequence: clients' log redactors (Claude Code's) mangle what follows it.
+UNAUTHORIZED_MESSAGE = "A valid bearer token is required: send it in the Authorization header, with the Bearer scheme."
 # Where to find the right token; the server's token source picks one (config.AuthSetup).
 # None of them names or hints at a token, and each is fixed per server, so the
 # 401 stays byte-identical for missing, malformed, non-Bearer and wrong tokens.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -144,6 +145,9 @@ def test_401_hint_fits_the_token_source_and_is_byte_identical(tmp_path: Path, so
     message = json.loads(body)["error"]["message"]
     for text in expected:
         assert text in message, message
+    assert message.startswith("A valid bearer token is required: send it in the Authorization header")
+    # Log redactors (Claude Code's) replace what follows "Authorization: Bearer": the message must not contain it.
+    assert not re.search(r"authorization:\s*bearer", body.decode(), re.IGNORECASE), message
     if source != "default-file":
         assert OLD_HINT not in message and "token show" not in message
     for secret in secrets:
@@ -216,5 +220,6 @@ def test_oauth_discovery_is_told_this_server_uses_a_static_token(live: Live, met
     answer = request(live.port, method=method, path=path, body={} if method == "POST" else None, token=None)
     assert answer.status == 404
     message = answer.json()["error"]["message"]
-    assert "does not use OAuth" in message and "Authorization: Bearer <token>" in message
+    assert "does not use OAuth" in message and "static bearer token in the Authorization header" in message
+    assert not re.search(r"authorization:\s*bearer", message, re.IGNORECASE), message  # redactors mangle it
     assert "authorization_servers" not in answer.body.decode()
