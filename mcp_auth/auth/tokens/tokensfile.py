@@ -145,6 +145,11 @@ def _tokens_file_rules(path: Path) -> _FileRules:
         MAX_TOKENS_FILE_BYTES,
         owner_only=False,
         missing_fix=f"create it with: python -m mcp_auth token add NAME --tokens-file {path}",
+        # It holds hashes, not tokens, but a readable copy still shows names and
+        # scopes and lets anyone guess weak (operator-chosen) tokens offline.
+        warn_if_readable=True,
+        readable_exposes="its token names, scopes and hashes (weak tokens can be guessed offline from a hash); "
+        "accepted",
     )
 
 
