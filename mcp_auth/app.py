@@ -26,6 +26,7 @@ from .mcp.dispatch import Dispatcher
 from .refusals import (
     DISPATCH_STEP,
     SUBPROTOCOL_CARRIER_OFF_HINT,
+    InternalError,
     NotFound,
     Refusal,
     Unauthorized,
@@ -163,11 +164,7 @@ class McpAuthApp:
                 audit.escape_controls(str(environ.get("REQUEST_METHOD"))),
                 audit.escape_controls(str(environ.get("PATH_INFO"))),
             )
-            body = b'{"error": "internal_error", "message": "The server failed to handle this request"}'
-            start_response(
-                "500 Internal Server Error", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-            )
-            return [body]
+            return InternalError("The server failed to handle this request")(environ, start_response)
 
     def _preflight(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
         """CORS preflight: steps 1-3 only (browsers never send credentials on it)."""

@@ -29,7 +29,14 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from .mcp.jsonrpc import FORBIDDEN, INVALID_REQUEST, UNSUPPORTED_PROTOCOL_VERSION, JsonRpcError, RequestId
+from .mcp.jsonrpc import (
+    FORBIDDEN,
+    INTERNAL_ERROR,
+    INVALID_REQUEST,
+    UNSUPPORTED_PROTOCOL_VERSION,
+    JsonRpcError,
+    RequestId,
+)
 
 StartResponse = Any  # the WSGI start_response callable
 
@@ -69,6 +76,14 @@ class Refusal(Exception):
         ]
         start_response(f"{self.status} {self.reason_phrase}", headers)
         return [body] if environ.get("REQUEST_METHOD") != "HEAD" else []
+
+
+class InternalError(Refusal):
+    """The unexpected (a bug): logged with its traceback on the server; the client gets
+    the same JSON-RPC error shape as every refusal, and no detail."""
+
+    status, reason_phrase, error = 500, "Internal Server Error", "internal_error"
+    jsonrpc_code = INTERNAL_ERROR
 
 
 # --- the auth pipeline (DESIGN.md, steps 1-5) -------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -223,3 +224,31 @@ def test_oauth_discovery_is_told_this_server_uses_a_static_token(live: Live, met
     assert "does not use OAuth" in message and "static bearer token in the Authorization header" in message
     assert not re.search(r"authorization:\s*bearer", message, re.IGNORECASE), message  # redactors mangle it
     assert "authorization_servers" not in answer.body.decode()
+
+
+# --- the unexpected ---------------------------------------------------------------------
+
+
+def test_an_unexpected_error_is_a_500_with_the_json_rpc_error_shape(caplog: pytest.LogCaptureFixture) -> None:
+    """A bug behind the auth pipeline (here: a transport that raises) answers like every refusal,
+    error.data.reason "internal_error", and tells the client nothing of the exception."""
+
+    def broken_transport(environ: dict[str, Any], start_response: Any, admission: Any) -> Any:
+        raise RuntimeError("secret detail of a bug")
+
+    with live_server() as live, caplog.at_level(logging.ERROR, logger="mcp_auth"):
+        live.app.http = broken_transport  # type: ignore[assignment]
+        answer = request(live.port, body=initialize_body(), token=TOKEN)
+    assert answer.status == 500
+    assert answer.json() == {
+        "jsonrpc": "2.0",
+        "id": None,
+        "error": {
+            "code": -32603,
+            "message": "The server failed to handle this request",
+            "data": {"reason": "internal_error"},
+        },
+    }
+    assert "secret detail" not in answer.body.decode()
+    logged = [r for r in caplog.records if r.getMessage().startswith("unexpected error")]
+    assert len(logged) == 1 and logged[0].exc_info is not None
