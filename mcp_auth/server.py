@@ -170,6 +170,17 @@ class McpServer:
     def tool_names(self) -> list[str]:
         return list(self._registry.tools)
 
+    @property
+    def offer_counts(self) -> dict[str, int]:
+        """How many of each kind this server offers, for the startup summary."""
+        registry = self._registry
+        return {
+            "tool": len(registry.tools),
+            "resource": len(registry.resources),
+            "resource template": len(registry.templates),
+            "prompt": len(registry.prompts),
+        }
+
     # --- notifications outside a request -----------------------------------
 
     def notify_resource_updated(self, uri: str) -> None:

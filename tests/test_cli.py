@@ -890,7 +890,7 @@ def test_signal_stops_with_an_open_event_stream(start: Start, signum: int) -> No
 def test_serve_target(start: Start, tmp_path: Path, args: list[str], name: str, tools: list[str]) -> None:
     write_module(tmp_path)
     cli = start(*args, "--port", "0", env=cli_env(MCP_AUTH_TOKEN=TOKEN), cwd=tmp_path)
-    assert f"serving '{name}' (1 tools)" in cli.stderr
+    assert f"serving '{name}' (1 tool) at" in cli.stderr
     assert tool_names(cli.port, TOKEN) == tools
     session_id = open_session(cli.port, token=TOKEN)
     call = rpc(cli.port, session_id, "tools/call", {"name": tools[0], "arguments": {"text": "MiXed"}}, token=TOKEN)
@@ -928,7 +928,8 @@ def test_token_add_list_and_refusals(tmp_path: Path) -> None:
 
     duplicate = run_cli("token", "add", "alice", "--tokens-file", str(path))
     assert duplicate.returncode == 2
-    assert "'alice'" in duplicate.stderr and "revoke" in duplicate.stderr and duplicate.stdout == ""
+    assert "'alice'" in duplicate.stderr and duplicate.stdout == ""
+    assert f"token rotate alice --tokens-file {path}" in duplicate.stderr and "revoke it first" not in duplicate.stderr
     unknown = run_cli("token", "revoke", "carol", "--tokens-file", str(path))
     assert unknown.returncode == 2
     assert "'carol'" in unknown.stderr and "token list" in unknown.stderr
