@@ -23,7 +23,15 @@ from .config import AuthSetup, Config
 from .guard import ENVIRON_CLIENT_KEY, Admission, Guard
 from .http import HttpTransport, json_response
 from .mcp.dispatch import Dispatcher
-from .refusals import DISPATCH_STEP, SUBPROTOCOL_CARRIER_OFF_HINT, NotFound, Refusal, Unauthorized
+from .refusals import (
+    DISPATCH_STEP,
+    SUBPROTOCOL_CARRIER_OFF_HINT,
+    InternalError,
+    NotFound,
+    Refusal,
+    Unauthorized,
+    is_version_negotiation,
+)
 from .sessions import SessionStore
 from .websocket import WebSocketDone, WebSocketTransport, is_upgrade, subprotocol_token
 
@@ -41,8 +49,8 @@ _PREFLIGHT_MAX_AGE = "600"
 # so these stay 404s, but with a message the client shows its user.
 _OAUTH_PATHS = ("/.well-known/oauth-", "/.well-known/openid-configuration", "/register", "/authorize", "/token")
 NOT_OAUTH_MESSAGE = (
-    "This server does not use OAuth: it takes a static bearer token in the header "
-    "'Authorization: Bearer <token>', and a client refused with 401 sent a wrong token or none."
+    "This server does not use OAuth: it takes a static bearer token in the Authorization header "
+    "(Bearer scheme), and a client refused with 401 sent a wrong token or none."
 )
 
 StartResponse = Callable[..., Any]
@@ -136,7 +144,14 @@ class McpAuthApp:
             if isinstance(refusal, Unauthorized) and refusal.hint is None:
                 # A transport's 401 (a token revoked mid-session) reads exactly like the guard's.
                 refusal = refusal.with_hint(self.guard.unauthorized_hint)
-            if refusal.step != DISPATCH_STEP:  # step 7 was audited with its outcome, by the transport
+            if is_version_negotiation(refusal):
+                # Every `mcp` 2.x connection starts with this probe: a debug line, not an audit denial.
+                logger.debug(
+                    "protocol version negotiation: %s asked for MCP-Protocol-Version %s; sent the supported list",
+                    environ.get(ENVIRON_CLIENT_KEY) or environ.get("REMOTE_ADDR") or "?",
+                    audit.escape_controls(str(environ.get("HTTP_MCP_PROTOCOL_VERSION", ""))[:100]),
+                )
+            elif refusal.step != DISPATCH_STEP:  # step 7 was audited with its outcome, by the transport
                 # Past step 5 the token's name is known, and DESIGN.md wants it in the event.
                 self._audit(environ, refusal, admission.principal.name if admission is not None else None)
             return refusal(environ, start_response)
@@ -149,11 +164,7 @@ class McpAuthApp:
                 audit.escape_controls(str(environ.get("REQUEST_METHOD"))),
                 audit.escape_controls(str(environ.get("PATH_INFO"))),
             )
-            body = b'{"error": "internal_error", "message": "The server failed to handle this request"}'
-            start_response(
-                "500 Internal Server Error", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-            )
-            return [body]
+            return InternalError("The server failed to handle this request")(environ, start_response)
 
     def _preflight(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
         """CORS preflight: steps 1-3 only (browsers never send credentials on it)."""

@@ -111,6 +111,9 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         payload = {**payload, "level": record.levelname.lower(), "logger": record.name}
+        if record.exc_info:
+            # One JSON string: json.dumps escapes its newlines, so the record stays one line.
+            payload["exception"] = self.formatException(record.exc_info)
         return json.dumps(payload, ensure_ascii=True, default=str)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -67,7 +68,9 @@ def _serve_parser() -> argparse.ArgumentParser:
         description="Serve MCP over Streamable HTTP behind bearer-token auth, IP allowlists and Host/Origin checks.",
         epilog="Subcommand 'token' manages tokens: python -m mcp_auth token --help",
     )
-    parser.add_argument("target", nargs="?", help="module:attribute of an McpServer (default: built-in diagnostics)")
+    parser.add_argument(
+        "target", nargs="?", help="module:attribute of an McpServer (default: built-in diagnostics) [MCP_AUTH_TARGET]"
+    )
     parser.add_argument("--host", help="bind address (default 127.0.0.1) [MCP_AUTH_HOST]")
     parser.add_argument("--port", type=int, help="port (default 8765; 0 picks a free one) [MCP_AUTH_PORT]")
     parser.add_argument("--token", help="bearer token; prefer MCP_AUTH_TOKEN or --token-file [MCP_AUTH_TOKEN]")
@@ -142,6 +145,9 @@ def _token_parser() -> argparse.ArgumentParser:
         "show", help="print the default token file's token (with --config: client configurations for it)"
     )
     _config_options(show)
+    # Accepted only to answer them clearly: named tokens are stored hashed, there is nothing to show.
+    show.add_argument("name", nargs="?", help=argparse.SUPPRESS)
+    show.add_argument("--tokens-file", help=argparse.SUPPRESS)
     add = commands.add_parser("add", help="add a named token to a tokens file; prints it once, on the last line")
     add.add_argument("name", nargs="?", help="the token's name (letters, digits, '.', '_', '-')")
     add.add_argument(
@@ -201,10 +207,49 @@ def _join_dash_values(args: list[str]) -> list[str]:
     return joined
 
 
+# `token add`'s own options: after `--` (which ends --tools) they still count as options.
+_TOKEN_ADD_VALUE_OPTIONS = ("--tokens-file", "--url")
+
+
+def _token_add_options_after_dashes(args: list[str]) -> list[str]:
+    """`token add --tools echo -- NAME --tokens-file F`: `--` ends the patterns, not the options.
+    argparse would take every word after `--` as positional; move the command's options before it."""
+    if "--" not in args:
+        return args
+    split = args.index("--")
+    head, tail = args[:split], args[split + 1 :]
+    rest: list[str] = []
+    index = 0
+    while index < len(tail):
+        arg = tail[index]
+        option = arg.split("=", 1)[0]
+        if option in _TOKEN_ADD_VALUE_OPTIONS:
+            if "=" in arg or index + 1 == len(tail):
+                head.append(arg)  # a missing value is argparse's to report
+                index += 1
+            else:
+                head.append(f"{arg}={tail[index + 1]}")
+                index += 2
+            continue
+        if option == "--config":
+            if "=" not in arg and index + 1 < len(tail) and tail[index + 1] in CONFIG_FORMS:
+                head.append(f"{arg}={tail[index + 1]}")
+                index += 2
+            else:
+                head.append(arg)
+                index += 1
+            continue
+        rest.append(arg)
+        index += 1
+    return [*head, "--", *rest]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _join_dash_values(list(sys.argv[1:] if argv is None else argv))
     try:
         if args[:1] == ["token"]:
+            if args[1:2] == ["add"]:
+                args = _token_add_options_after_dashes(args)
             return _token_command(_token_parser().parse_args(args[1:]))
         if args[:1] == ["serve"]:
             args = args[1:]
@@ -226,6 +271,14 @@ def _tokens_path(args: argparse.Namespace) -> Path:
 
 def _token_command(args: argparse.Namespace) -> int:
     if args.command == "show":
+        if args.name is not None or args.tokens_file is not None:
+            name = shlex.quote(args.name) if args.name else "NAME"
+            tokens_file = shlex.quote(args.tokens_file) if args.tokens_file else "PATH"
+            raise ConfigError(
+                "token show prints only the default token file's token: named tokens are stored hashed and cannot "
+                f"be shown. 'python -m mcp_auth token rotate {name} --tokens-file {tokens_file} --config' prints a "
+                "new one with its client configurations (the old one stops working)"
+            )
         path = default_token_path(os.environ)
         if not path.exists():
             raise ConfigError(f"there is no default token yet at {path}; run 'python -m mcp_auth' once to create it")
@@ -305,8 +358,9 @@ def serve(args: argparse.Namespace) -> int:
             "--token puts the token in your shell history and in 'ps' output for every local user; "
             "prefer MCP_AUTH_TOKEN or --token-file"
         )
-    if args.target:
-        server = load_target(args.target)
+    target = args.target or os.environ.get("MCP_AUTH_TARGET")  # flag > environment, as create_app() reads it
+    if target:
+        server = load_target(target)
     else:
         from .diagnostics import build_diagnostics
 

@@ -29,7 +29,14 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from .mcp.jsonrpc import FORBIDDEN, INVALID_REQUEST, JsonRpcError, RequestId
+from .mcp.jsonrpc import (
+    FORBIDDEN,
+    INTERNAL_ERROR,
+    INVALID_REQUEST,
+    UNSUPPORTED_PROTOCOL_VERSION,
+    JsonRpcError,
+    RequestId,
+)
 
 StartResponse = Any  # the WSGI start_response callable
 
@@ -71,6 +78,14 @@ class Refusal(Exception):
         return [body] if environ.get("REQUEST_METHOD") != "HEAD" else []
 
 
+class InternalError(Refusal):
+    """The unexpected (a bug): logged with its traceback on the server; the client gets
+    the same JSON-RPC error shape as every refusal, and no detail."""
+
+    status, reason_phrase, error = 500, "Internal Server Error", "internal_error"
+    jsonrpc_code = INTERNAL_ERROR
+
+
 # --- the auth pipeline (DESIGN.md, steps 1-5) -------------------------------
 
 
@@ -104,7 +119,8 @@ class RateLimited(Refusal):
         )
 
 
-UNAUTHORIZED_MESSAGE = "A valid bearer token is required: send the header 'Authorization: Bearer <token>'."
+# No "Authorization: Bearer" sequence: clients' log redactors (Claude Code's) mangle what follows it.
+UNAUTHORIZED_MESSAGE = "A valid bearer token is required: send it in the Authorization header, with the Bearer scheme."
 # Where to find the right token; the server's token source picks one (config.AuthSetup).
 # None of them names or hints at a token, and each is fixed per server, so the
 # 401 stays byte-identical for missing, malformed, non-Bearer and wrong tokens.
@@ -206,6 +222,13 @@ class TransportRefusal(Refusal):
 
 class BadRequest(TransportRefusal):
     status, reason_phrase, error = 400, "Bad Request", "bad_request"
+
+
+def is_version_negotiation(refusal: Refusal) -> bool:
+    """An unsupported MCP-Protocol-Version (-32022): how a client learns which versions this server
+    speaks (`mcp` 2.x probes with a newer one on every connection, then falls back to initialize).
+    Already past steps 1-5, it is negotiation, not a denial: not audited as one."""
+    return isinstance(refusal, TransportRefusal) and refusal.code == UNSUPPORTED_PROTOCOL_VERSION
 
 
 class NotFound(TransportRefusal):

@@ -69,7 +69,7 @@ class McpServer:
 
     def tool(
         self,
-        name: str | None = None,
+        name: str | Callable[..., Any] | None = None,
         *,
         title: str | None = None,
         description: str | None = None,
@@ -77,8 +77,10 @@ class McpServer:
         input_schema: JsonSchema | None = None,
         output_schema: JsonSchema | None = None,
         structured_output: bool | None = None,
-    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    ) -> Any:
         """Register a tool. Its input schema comes from the type hints, its description from the docstring.
+
+        Use it as `@server.tool`, `@server.tool()` or `@server.tool("name", ...)`.
 
         A return annotation that is an object (dict, TypedDict, dataclass) adds
         an `outputSchema` and `structuredContent`; `structured_output=False`
@@ -88,7 +90,7 @@ class McpServer:
         def register(fn: Callable[..., Any]) -> Callable[..., Any]:
             self._registry.add_tool(
                 fn,
-                name,
+                tool_name,
                 title=title,
                 description=description,
                 annotations=annotations,
@@ -99,6 +101,10 @@ class McpServer:
             self.notify_list_changed("tools")
             return fn
 
+        if callable(name):  # bare `@server.tool`: the function itself is the argument
+            tool_name = None
+            return register(name)
+        tool_name = name
         return register
 
     def resource(
@@ -111,6 +117,8 @@ class McpServer:
         mime_type: str | None = None,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Register a resource; a URI with `{variables}` is a template whose values become arguments."""
+        if callable(uri):  # bare `@server.resource`: there is no URI to register it under
+            raise TypeError('use @server.resource("uri")')
 
         def register(fn: Callable[..., Any]) -> Callable[..., Any]:
             self._registry.add_resource(fn, uri, name=name, title=title, description=description, mime_type=mime_type)
@@ -120,15 +128,26 @@ class McpServer:
         return register
 
     def prompt(
-        self, name: str | None = None, *, title: str | None = None, description: str | None = None
-    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Register a prompt; its parameters are the prompt's (string) arguments."""
+        self,
+        name: str | Callable[..., Any] | None = None,
+        *,
+        title: str | None = None,
+        description: str | None = None,
+    ) -> Any:
+        """Register a prompt; its parameters are the prompt's (string) arguments.
+
+        Use it as `@server.prompt`, `@server.prompt()` or `@server.prompt("name", ...)`.
+        """
 
         def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-            self._registry.add_prompt(fn, name, title=title, description=description)
+            self._registry.add_prompt(fn, prompt_name, title=title, description=description)
             self.notify_list_changed("prompts")
             return fn
 
+        if callable(name):  # bare `@server.prompt`
+            prompt_name = None
+            return register(name)
+        prompt_name = name
         return register
 
     def completion(
@@ -150,6 +169,17 @@ class McpServer:
     @property
     def tool_names(self) -> list[str]:
         return list(self._registry.tools)
+
+    @property
+    def offer_counts(self) -> dict[str, int]:
+        """How many of each kind this server offers, for the startup summary."""
+        registry = self._registry
+        return {
+            "tool": len(registry.tools),
+            "resource": len(registry.resources),
+            "resource template": len(registry.templates),
+            "prompt": len(registry.prompts),
+        }
 
     # --- notifications outside a request -----------------------------------
 

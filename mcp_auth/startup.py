@@ -50,6 +50,9 @@ class ServedServer(Protocol):
     def tool_names(self) -> list[str]: ...
 
     @property
+    def offer_counts(self) -> dict[str, int]: ...
+
+    @property
     def dispatcher(self) -> Dispatcher: ...
 
 
@@ -98,6 +101,12 @@ def build_app(
     return app
 
 
+def _offers(counts: dict[str, int]) -> str:
+    """`1 tool`, `2 tools, 1 resource, 3 prompts`: tools always, the other kinds when there are any."""
+    parts = [f"{count} {kind}{'' if count == 1 else 's'}" for kind, count in counts.items() if count or kind == "tool"]
+    return ", ".join(parts)
+
+
 def print_summary(config: Config, auth: AuthSetup, server: ServedServer, url: str, out: TextIO) -> None:
     """The one startup summary: everything but the token."""
     networks = "any (*)" if config.address_allowlist.allow_all else ", ".join(config.allowed_ips)
@@ -106,7 +115,7 @@ def print_summary(config: Config, auth: AuthSetup, server: ServedServer, url: st
     proxies = ", ".join(config.trusted_proxies) or "none (X-Forwarded-For is ignored)"
     auth_state = "OFF (--no-auth)" if auth.source is None else f"bearer token from {auth.description}"
     lines = [
-        f"mcp_auth {__version__}: serving '{server.name}' ({len(server.tool_names)} tools) at {url}",
+        f"mcp_auth {__version__}: serving '{server.name}' ({_offers(server.offer_counts)}) at {url}",
         f"  auth:             {auth_state}",
         f"  allowed networks: {networks}",
         f"  allowed hosts:    {hosts}",
@@ -176,7 +185,7 @@ def print_client_configs(url: str, token: str, form: str, out: TextIO, *, from_d
         vscode = {"inputs": vscode_inputs, **vscode}
     cursor = {"mcpServers": {"mcp-auth": {"url": url, "headers": {"Authorization": cursor_value}}}}
     curl = (
-        f"curl -sS {url} -H {curl_header} -H 'Content-Type: application/json' "
+        f"curl -sS -i {url} -H {curl_header} -H 'Content-Type: application/json' "
         "-H 'Accept: application/json, text/event-stream' "
         '-d \'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25",'
         '"capabilities":{},"clientInfo":{"name":"curl","version":"1"}}}\''
@@ -192,7 +201,7 @@ VS Code (.vscode/mcp.json{"" if form == "literal" else "; asks for the token onc
 Cursor (.cursor/mcp.json):
 {json.dumps(cursor, indent=2)}
 
-The initialize request with curl (its answer's Mcp-Session-Id header names the session):
+The initialize request with curl (-i shows the answer's Mcp-Session-Id header, which names the session):
 {curl}
 """
     print(text, file=out, flush=True)

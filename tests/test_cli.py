@@ -890,7 +890,7 @@ def test_signal_stops_with_an_open_event_stream(start: Start, signum: int) -> No
 def test_serve_target(start: Start, tmp_path: Path, args: list[str], name: str, tools: list[str]) -> None:
     write_module(tmp_path)
     cli = start(*args, "--port", "0", env=cli_env(MCP_AUTH_TOKEN=TOKEN), cwd=tmp_path)
-    assert f"serving '{name}' (1 tools)" in cli.stderr
+    assert f"serving '{name}' (1 tool) at" in cli.stderr
     assert tool_names(cli.port, TOKEN) == tools
     session_id = open_session(cli.port, token=TOKEN)
     call = rpc(cli.port, session_id, "tools/call", {"name": tools[0], "arguments": {"text": "MiXed"}}, token=TOKEN)
@@ -928,7 +928,8 @@ def test_token_add_list_and_refusals(tmp_path: Path) -> None:
 
     duplicate = run_cli("token", "add", "alice", "--tokens-file", str(path))
     assert duplicate.returncode == 2
-    assert "'alice'" in duplicate.stderr and "revoke" in duplicate.stderr and duplicate.stdout == ""
+    assert "'alice'" in duplicate.stderr and duplicate.stdout == ""
+    assert f"token rotate alice --tokens-file {path}" in duplicate.stderr and "revoke it first" not in duplicate.stderr
     unknown = run_cli("token", "revoke", "carol", "--tokens-file", str(path))
     assert unknown.returncode == 2
     assert "'carol'" in unknown.stderr and "token list" in unknown.stderr
@@ -1086,6 +1087,55 @@ def test_tool_authors_see_their_logging_and_their_tracebacks(start: Start, tmp_p
     assert "Traceback (most recent call last):" in lines[failure + 1]
 
 
+def test_json_log_format_keeps_a_tools_traceback_in_one_record(start: Start, tmp_path: Path) -> None:
+    write_tool_module(tmp_path)
+    cli = start(
+        "serve",
+        "mytools:server",
+        "--port",
+        "0",
+        "--log-format",
+        "json",
+        cwd=tmp_path,
+        env=cli_env(MCP_AUTH_TOKEN=TOKEN),
+    )
+    assert call_tool(cli.port, "broken", {})["result"]["isError"] is True
+    wait_for_text(cli, "tool broken raised ValueError")
+    assert cli.stop() == 0
+    records = [json.loads(line) for line in cli.stderr.splitlines() if line.startswith("{")]
+    failure = next(r for r in records if "tool broken raised ValueError" in r.get("message", ""))
+    assert failure["level"] == "warning"
+    assert failure["exception"].startswith("Traceback (most recent call last):")
+    assert "ValueError: the tool's own bug" in failure["exception"]
+    # every line of the traceback is inside that one JSON record, none is a line of its own
+    assert not any(line.startswith(("Traceback", "  File", "ValueError")) for line in cli.stderr.splitlines())
+
+
+OTHER_TOOL_MODULE = """
+from mcp_auth import McpServer
+
+server = McpServer("other")
+
+
+@server.tool
+def other() -> str:
+    '''Other.'''
+    return "other"
+"""
+
+
+def test_the_target_can_come_from_the_environment_and_the_flag_wins(start: Start, tmp_path: Path) -> None:
+    write_tool_module(tmp_path)
+    (tmp_path / "othertools.py").write_text(textwrap.dedent(OTHER_TOOL_MODULE))
+    env = cli_env(MCP_AUTH_TOKEN=TOKEN, MCP_AUTH_TARGET="mytools:server")
+    cli = start("--port", "0", cwd=tmp_path, env=env)
+    assert call_tool(cli.port, "add_note", {"title": "from the environment"})["result"].get("isError", False) is False
+    assert cli.stop() == 0
+    cli = start("othertools:server", "--port", "0", cwd=tmp_path, env=env)
+    assert call_tool(cli.port, "other", {})["result"]["content"][0]["text"] == "other"
+    assert cli.stop() == 0
+
+
 @pytest.mark.parametrize(
     ("args", "env", "toml"),
     [
@@ -1137,6 +1187,45 @@ def test_token_add_with_tools_before_the_name(tmp_path: Path) -> None:
     assert [line.split("\t")[:2] for line in listed.stdout.splitlines()][1] == ["ops", "echo, who*"]
     nameless = run_cli("token", "add", "--tools", "echo", "--tokens-file", str(path))
     assert nameless.returncode == 2 and "NAME" in nameless.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "command"),
+    [
+        pytest.param(["--tokens-file", "{path}"], "token rotate NAME --tokens-file {path} --config", id="file"),
+        pytest.param(["dave", "--tokens-file", "{path}"], "token rotate dave --tokens-file {path} --config", id="name"),
+        pytest.param(["dave"], "token rotate dave --tokens-file PATH --config", id="name-only"),
+    ],
+)
+def test_token_show_of_a_named_token_says_why_not_and_what_to_do(tmp_path: Path, args: list[str], command: str) -> None:
+    path = tmp_path / "tokens.json"
+    assert run_cli("token", "add", "dave", "--tokens-file", str(path)).returncode == 0
+    shown = run_cli("token", "show", *(word.format(path=path) for word in args))
+    assert shown.returncode == 2 and shown.stdout == ""
+    assert "usage:" not in shown.stderr  # not argparse's bare error
+    assert "named tokens are stored hashed and cannot be shown" in shown.stderr
+    assert command.format(path=path) in shown.stderr
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        pytest.param(["--tokens-file", "{path}"], id="separate-value"),
+        pytest.param(["--tokens-file={path}"], id="equals-form"),
+        pytest.param(["--tokens-file", "{path}", "--config", "literal", "--url", "http://h:1/mcp"], id="with-config"),
+    ],
+)
+def test_token_add_options_after_the_patterns_ended_with_dashes(tmp_path: Path, tail: list[str]) -> None:
+    """The README's form: patterns ended with `--`, then NAME, then --tokens-file (and the other options)."""
+    path = tmp_path / "tokens.json"
+    options = [word.format(path=path) for word in tail]
+    added = run_cli("token", "add", "--tools", "echo", "who*", "--", "dave", *options)
+    assert added.returncode == 0, added.stderr
+    assert GENERATED_TOKEN.fullmatch(added.stdout.splitlines()[-1])
+    if "--config" in options:
+        assert "http://h:1/mcp" in added.stdout and f"Bearer {added.stdout.splitlines()[-1]}" in added.stdout
+    listed = run_cli("token", "list", "--tokens-file", str(path))
+    assert [line.split("\t")[:2] for line in listed.stdout.splitlines()] == [["dave", "echo, who*"]]
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -167,3 +168,76 @@ def test_invalid_arguments_reach_the_client_as_a_tool_error(mode: str) -> None:
     assert accepted.is_error is False
     assert accepted.content[0].text == "counted 5"
     assert ran == [5]
+
+
+def test_bare_decorators_register_tools_and_prompts_like_fastmcp() -> None:
+    """`@server.tool` / `@server.prompt` without parentheses (the FastMCP habit) register the function."""
+    server = McpServer("bare")
+
+    @server.tool
+    def shout(text: str) -> str:
+        """Upper-cases the text."""
+        return text.upper()
+
+    @server.prompt
+    def haiku(topic: str) -> str:
+        """A haiku prompt."""
+        return f"Write a haiku about {topic}."
+
+    assert shout("still a function") == "STILL A FUNCTION"
+    assert haiku("rain") == "Write a haiku about rain."
+
+    async def body(client: Client) -> Any:
+        tools = await client.list_tools()
+        result = await client.call_tool("shout", {"text": "hi"})
+        prompts = await client.list_prompts()
+        prompt = await client.get_prompt("haiku", {"topic": "rain"})
+        return tools, result, prompts, prompt
+
+    with live_server(server) as live:
+        tools, result, prompts, prompt = run_client(live.url, TOKEN, "auto", body)
+    assert [tool.name for tool in tools.tools] == ["shout"]
+    assert tools.tools[0].description == "Upper-cases the text."
+    assert result.is_error is False and result.content[0].text == "HI"
+    assert [p.name for p in prompts.prompts] == ["haiku"]
+    assert prompt.messages[0].content.text == "Write a haiku about rain."
+
+
+def test_a_bare_resource_decorator_is_refused_at_decoration_time() -> None:
+    server = McpServer("bare")
+    with pytest.raises(TypeError, match=r'use @server\.resource\("uri"\)'):
+
+        @server.resource  # type: ignore[arg-type]
+        def config() -> str:
+            return "{}"
+
+
+def test_the_clients_version_probe_is_not_audited_as_a_denial(caplog: pytest.LogCaptureFixture) -> None:
+    """`mcp` 2.x first probes with a protocol version this server does not speak and, refused with
+    -32022, falls back to initialize: negotiation, not a denial (a debug line, no audit event)."""
+
+    async def body(client: Client) -> Any:
+        return await client.list_tools()
+
+    with caplog.at_level(logging.DEBUG, logger="mcp_auth"), live_server() as live:
+        run_client(live.url, TOKEN, "auto", body)
+    audited = [r.audit for r in caplog.records if getattr(r, "audit", None)]
+    assert [a for a in audited if a["event"] == "denied"] == []
+    negotiation = [r for r in caplog.records if "protocol version negotiation" in r.getMessage()]
+    assert negotiation and all(r.levelno == logging.DEBUG for r in negotiation)
+
+
+def test_an_unsupported_protocol_version_is_still_answered_400_with_the_supported_list() -> None:
+    with live_server() as live:
+        response = httpx2.post(
+            live.url,
+            json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+            headers={
+                "Authorization": f"Bearer {TOKEN}",
+                "Accept": "application/json, text/event-stream",
+                "MCP-Protocol-Version": "1999-01-01",
+            },
+        )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == -32022 and error["data"]["supported"]

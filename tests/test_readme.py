@@ -153,13 +153,22 @@ def test_the_tool_module_is_served_by_the_readme_command(tmp_path: Path, env: di
     assert job.content[0].text == "default ran 2 steps"
 
 
-def test_the_python_client_snippet_runs() -> None:
-    source = block("python", "streamable_http_client(")
+def test_the_python_client_snippet_runs(tmp_path: Path) -> None:
+    """The snippet is a whole script: run as pasted (only the port changed), token from the environment."""
+    script = tmp_path / "client.py"
     with live_server() as live:
-        output = io.StringIO()
-        with contextlib.redirect_stdout(output):
-            run_async_snippet(as_here(source, live.port), {"token": TOKEN})
-    assert '"token_name": "default"' in output.getvalue() and "is_error=False" in output.getvalue()
+        script.write_text(as_here(block("python", "streamable_http_client("), live.port))
+        result = subprocess.run(
+            [sys.executable, str(script)],
+            env={**os.environ, "MCP_AUTH_CLIENT_TOKEN": TOKEN},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr
+    assert '"token_name": "default"' in result.stdout and "is_error=False" in result.stdout
 
 
 def test_the_websocket_snippet_connects() -> None:

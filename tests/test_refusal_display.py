@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -144,6 +146,9 @@ def test_401_hint_fits_the_token_source_and_is_byte_identical(tmp_path: Path, so
     message = json.loads(body)["error"]["message"]
     for text in expected:
         assert text in message, message
+    assert message.startswith("A valid bearer token is required: send it in the Authorization header")
+    # Log redactors (Claude Code's) replace what follows "Authorization: Bearer": the message must not contain it.
+    assert not re.search(r"authorization:\s*bearer", body.decode(), re.IGNORECASE), message
     if source != "default-file":
         assert OLD_HINT not in message and "token show" not in message
     for secret in secrets:
@@ -216,5 +221,34 @@ def test_oauth_discovery_is_told_this_server_uses_a_static_token(live: Live, met
     answer = request(live.port, method=method, path=path, body={} if method == "POST" else None, token=None)
     assert answer.status == 404
     message = answer.json()["error"]["message"]
-    assert "does not use OAuth" in message and "Authorization: Bearer <token>" in message
+    assert "does not use OAuth" in message and "static bearer token in the Authorization header" in message
+    assert not re.search(r"authorization:\s*bearer", message, re.IGNORECASE), message  # redactors mangle it
     assert "authorization_servers" not in answer.body.decode()
+
+
+# --- the unexpected ---------------------------------------------------------------------
+
+
+def test_an_unexpected_error_is_a_500_with_the_json_rpc_error_shape(caplog: pytest.LogCaptureFixture) -> None:
+    """A bug behind the auth pipeline (here: a transport that raises) answers like every refusal,
+    error.data.reason "internal_error", and tells the client nothing of the exception."""
+
+    def broken_transport(environ: dict[str, Any], start_response: Any, admission: Any) -> Any:
+        raise RuntimeError("secret detail of a bug")
+
+    with live_server() as live, caplog.at_level(logging.ERROR, logger="mcp_auth"):
+        live.app.http = broken_transport  # type: ignore[assignment]
+        answer = request(live.port, body=initialize_body(), token=TOKEN)
+    assert answer.status == 500
+    assert answer.json() == {
+        "jsonrpc": "2.0",
+        "id": None,
+        "error": {
+            "code": -32603,
+            "message": "The server failed to handle this request",
+            "data": {"reason": "internal_error"},
+        },
+    }
+    assert "secret detail" not in answer.body.decode()
+    logged = [r for r in caplog.records if r.getMessage().startswith("unexpected error")]
+    assert len(logged) == 1 and logged[0].exc_info is not None

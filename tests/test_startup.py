@@ -16,12 +16,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import live_server
 
 from mcp_auth import Config, McpServer
 from mcp_auth.app import McpAuthApp
 from mcp_auth.auth.tokens import StaticToken, default_token_path
-from mcp_auth.config import AuthSetup
-from mcp_auth.startup import build_app
+from mcp_auth.config import AuthSetup, open_token_source
+from mcp_auth.startup import build_app, print_client_configs, print_summary
 
 TOKEN = "startup-token-0123456789abcdefghijklmnop"
 # A subprocess that only imports mcp_auth and builds an app: seconds on a loaded machine at worst.
@@ -128,3 +129,54 @@ def test_the_app_constructor_does_no_io(isolated_home: Path) -> None:
     assert sorted(isolated_home.rglob("*")) == before  # no default token file, no directory
     assert app.auth.generated_token is None
     app.close()
+
+
+@pytest.mark.parametrize("form", ["env", "literal"])
+def test_the_printed_curl_command_shows_the_session_id(form: str) -> None:
+    """The summary's curl initialize, run as printed, shows the Mcp-Session-Id header that names the session."""
+    with live_server(token=TOKEN) as live:
+        out = io.StringIO()
+        print_client_configs(live.url, TOKEN, form, out)
+        curl = next(line for line in out.getvalue().splitlines() if line.startswith("curl "))
+        result = subprocess.run(
+            ["sh", "-c", curl],
+            env={**os.environ, "MCP_AUTH_CLIENT_TOKEN": TOKEN},
+            capture_output=True,
+            text=True,
+            timeout=SUBPROCESS_TIMEOUT_SECONDS,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("HTTP/1.1 200")
+    headers = [line.lower() for line in result.stdout.split("\r\n\r\n", 1)[0].splitlines()]
+    assert any(line.startswith("mcp-session-id: ") and len(line) > len("mcp-session-id: ") for line in headers)
+
+
+@pytest.mark.parametrize(
+    ("kinds", "expected"),
+    [
+        pytest.param({"tool": 1}, "(1 tool)", id="one-tool"),
+        pytest.param({"tool": 2}, "(2 tools)", id="two-tools"),
+        pytest.param({"prompt": 1}, "(0 tools, 1 prompt)", id="prompt-only"),
+        pytest.param(
+            {"tool": 1, "resource": 2, "template": 1, "prompt": 3},
+            "(1 tool, 2 resources, 1 resource template, 3 prompts)",
+            id="everything",
+        ),
+    ],
+)
+def test_the_summary_counts_what_the_server_offers_in_good_english(kinds: dict[str, int], expected: str) -> None:
+    server = McpServer("counted")
+    for n in range(kinds.get("tool", 0)):
+        server.tool(f"tool{n}")(lambda: "x")
+    for n in range(kinds.get("resource", 0)):
+        server.resource(f"notes://fixed{n}")(lambda: "x")
+    for _ in range(kinds.get("template", 0)):
+        server.resource("notes://{name}")(lambda name: name)
+    for n in range(kinds.get("prompt", 0)):
+        server.prompt(f"prompt{n}")(lambda: "x")
+    config = Config(token=TOKEN)
+    auth, _ = open_token_source(config, {})
+    out = io.StringIO()
+    print_summary(config, auth, server, "http://127.0.0.1:8765/mcp", out)
+    assert out.getvalue().startswith("mcp_auth ") and f"serving 'counted' {expected} at " in out.getvalue()

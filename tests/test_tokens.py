@@ -577,12 +577,41 @@ def test_token_file_readable_warning_once_per_change_of_mode(tmp_path: Path, cap
 
 
 @posix_only
-def test_readable_tokens_file_and_token_show_are_quiet(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    # The tokens file holds only hashes; `token show` reads but serves nothing.
-    tokens_path = write_private(tmp_path / "tokens.json", tokens_doc(entry("ci", TOKEN)), 0o644)
+@pytest.mark.parametrize(
+    ("mode", "warned"),
+    [
+        pytest.param(0o600, False, id="0600"),
+        pytest.param(0o640, True, id="0640-group-readable"),
+        pytest.param(0o644, True, id="0644"),
+        pytest.param(0o444, True, id="0444"),
+    ],
+)
+def test_readable_tokens_file_is_accepted_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, mode: int, warned: bool
+) -> None:
+    # Hashes, not tokens: but others can read names and scopes and guess weak tokens offline.
+    tokens_path = write_private(tmp_path / "tokens.json", tokens_doc(entry("ci", TOKEN)), mode)
+    with caplog.at_level(logging.WARNING, logger="mcp_auth.tokens"):
+        source = TokensFile(tokens_path, "--tokens-file")
+        for _ in range(3):
+            assert source.authenticate(TOKEN.encode()) is not None
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "mcp_auth.tokens" and r.levelno == logging.WARNING and "other users can read" in r.getMessage()
+    ]
+    assert len(warnings) == (1 if warned else 0)
+    if warned:
+        assert f"{mode:04o}" in warnings[0] and f"chmod 600 {tokens_path}" in warnings[0]
+        assert "names, scopes and hashes" in warnings[0] and "guessed offline" in warnings[0]
+    assert_no_secret(caplog.text, TOKEN, sha256_hex(TOKEN))
+
+
+@posix_only
+def test_token_show_reading_a_readable_file_is_quiet(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # `token show` reads but serves nothing.
     token_path = write_private(tmp_path / "token", TOKEN + "\n", 0o644)
     with caplog.at_level(logging.WARNING, logger="mcp_auth.tokens"):
-        assert TokensFile(tokens_path, "--tokens-file").authenticate(TOKEN.encode()) is not None
         assert read_token_file(token_path) == TOKEN.encode()
     assert readable_warnings(caplog) == []
 

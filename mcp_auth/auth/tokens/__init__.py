@@ -26,7 +26,9 @@ What it trusts
   write (the default token file: that no one else may access at all).
   Otherwise startup fails with a `ConfigError` that names the file and the fix.
   A ``--token-file`` that others may read is accepted (Docker secrets are
-  0444) with a warning that names the file and the fix.
+  0444) with a warning that names the file and the fix; so is a
+  ``--tokens-file`` (hashes, but readable names, scopes and hashes let others
+  guess weak tokens offline).
   A file that turns bad after startup makes its source refuse every token
   (fail closed) while the server keeps running; a fixed or rotated file takes
   effect at the next call, without a restart.

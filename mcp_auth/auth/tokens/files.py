@@ -61,8 +61,10 @@ class _FileRules:
     max_bytes: int
     owner_only: bool  # True: no group/other access at all; False: no group/other write
     missing_fix: str
-    # Accepted, but said once: others can read a plaintext token in the file.
+    # Accepted, but said once: others can read what the file holds (readable_exposes).
     warn_if_readable: bool = False
+    # What others can read, and why it is accepted, for that warning.
+    readable_exposes: str = "the token; accepted (a Docker secret is 0444)"
 
 
 def _check_file_stat(st: os.stat_result, where: str, path: Path, rules: _FileRules, expected_uid: int | None) -> None:
@@ -194,10 +196,10 @@ class _WatchedFile(Generic[_State]):
         readable = _POSIX_PERMISSIONS and bool(st.st_mode & 0o044)
         if readable and self._rules.warn_if_readable and not self._readable_by_others:
             logger.warning(
-                "%s: has mode %04o, so other users can read the token; accepted (a Docker secret "
-                "is 0444), but unless they should, run: chmod 600 %s",
+                "%s: has mode %04o, so other users can read %s, but unless they should, run: chmod 600 %s",
                 self._where,
                 stat.S_IMODE(st.st_mode),
+                self._rules.readable_exposes,
                 self._path,
             )
         self._readable_by_others = readable

@@ -145,6 +145,11 @@ def _tokens_file_rules(path: Path) -> _FileRules:
         MAX_TOKENS_FILE_BYTES,
         owner_only=False,
         missing_fix=f"create it with: python -m mcp_auth token add NAME --tokens-file {path}",
+        # It holds hashes, not tokens, but a readable copy still shows names and
+        # scopes and lets anyone guess weak (operator-chosen) tokens offline.
+        warn_if_readable=True,
+        readable_exposes="its token names, scopes and hashes (weak tokens can be guessed offline from a hash); "
+        "accepted",
     )
 
 
@@ -225,9 +230,9 @@ def add_token(path: Path, name: str, tool_patterns: list[str] | None, *, expecte
         tokens = _load_for_edit(path, expected_uid, missing_ok=True)
         if any(t.name == name for t in tokens):
             raise ConfigError(
-                f"tokens file {path}: a token named {name!r} exists; revoke it first "
-                f"(python -m mcp_auth token revoke {name} --tokens-file {path}) or pick "
-                f"another name"
+                f"tokens file {path}: a token named {name!r} exists; to replace it, rotate it "
+                f"(python -m mcp_auth token rotate {name} --tokens-file {path}: a new token, same scope) "
+                f"or pick another name"
             )
         if len(tokens) >= MAX_NAMED_TOKENS:
             raise ConfigError(f"tokens file {path}: already {MAX_NAMED_TOKENS} tokens; revoke unused ones")
