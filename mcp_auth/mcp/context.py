@@ -26,6 +26,7 @@ from .jsonrpc import (
     Request,
     Response,
 )
+from .modern import ModernRequest
 from .outcome import RequestCancelled
 from .protocol import _LOG_RANK, LOG_LEVELS, RESUMABLE_SINCE, protocol_at_least
 from .session_state import InFlight, PendingReplies, ProtocolState
@@ -97,6 +98,8 @@ class Call:
     channel: Channel
     client_address: str
     principal_is_current: Callable[[Principal], bool]
+    # The stateless revision's per-request envelope; None for a handshake-era call.
+    modern: ModernRequest | None = None
 
     def is_current(self) -> bool:
         """Step 7, the second lock: is the principal that passed the bearer check still valid?
