@@ -33,6 +33,8 @@ from .refusals import (
     is_version_negotiation,
 )
 from .sessions import SessionStore
+from .store.connection import close_store
+from .store.sessions import SharedSessionStore
 from .websocket import WebSocketDone, WebSocketTransport, is_upgrade, subprotocol_token
 
 logger = logging.getLogger("mcp_auth.app")
@@ -66,9 +68,12 @@ class McpAuthApp:
         auth: AuthSetup,
         *,
         clock: Callable[[], float] = time.monotonic,
+        store: Any = None,
     ) -> None:
         """`auth` is the token source, already open: building the app does no I/O
-        (`mcp_auth.startup.build_app` opens it and says what it did).
+        (`mcp_auth.startup.build_app` opens it and says what it did). So is `store`, the
+        Redis client of the configured session store (`mcp_auth.store.connection.open_store`),
+        or None: sessions in this process's memory.
 
         `clock` (monotonic seconds) times session idleness, stream retention, socket
         idleness and body deadlines; tests pass one they advance by hand."""
@@ -77,7 +82,8 @@ class McpAuthApp:
         self.auth = auth
         self.guard = Guard(config, auth)
         # The one registry of live sessions, of both transports; the dispatcher's notifications reach them through it.
-        self.sessions = SessionStore(clock=clock)
+        self.store = store
+        self.sessions = SessionStore(clock=clock) if store is None else SharedSessionStore(store, clock=clock)
         server.attach_sessions(self.sessions)
         self.shutdown_event = threading.Event()
         self.http = HttpTransport(
@@ -109,6 +115,8 @@ class McpAuthApp:
         self.server.detach_sessions(self.sessions)
         self.websocket.close_all()
         self.server.close()  # async handlers still running are cancelled; the loop's thread ends
+        if self.store is not None:
+            close_store(self.store)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         start_response = self._with_cors(environ, start_response)

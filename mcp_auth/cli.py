@@ -56,6 +56,7 @@ _VALUE_OPTIONS = frozenset(
         "--allowed-host",
         "--allowed-origin",
         "--trusted-proxy",
+        "--session-store",
         "--url",
     }
 )
@@ -117,6 +118,12 @@ def _serve_parser() -> argparse.ArgumentParser:
         "[MCP_AUTH_WEBSOCKET_TOKEN_SUBPROTOCOL=1]",
     )
     parser.add_argument("--config", help="TOML config file [MCP_AUTH_CONFIG]")
+    parser.add_argument(
+        "--session-store",
+        metavar="redis://HOST:PORT/DB",
+        help="share sessions, revocation and the guessing limit between processes and hosts through Redis "
+        "(needs mcp-auth[redis]) [MCP_AUTH_SESSION_STORE]",
+    )
     parser.add_argument(
         "--log-format", choices=("text", "json"), help="log format (default text) [MCP_AUTH_LOG_FORMAT]"
     )
@@ -344,6 +351,7 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
         "log_level",
         "max_websockets",
         "websocket_token_subprotocol",
+        "session_store",
     )
     return {name: getattr(args, name) for name in names}
 

@@ -409,7 +409,7 @@ class HttpTransport:
 
         def stop() -> bool:
             nonlocal revoked
-            if session.closed.is_set() or self.shutdown.is_set():
+            if self.shutdown.is_set() or not self.sessions.is_live(session):
                 return True
             revoked = not call.is_current()
             return revoked
