@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -339,3 +340,64 @@ def test_one_principal_cannot_fill_the_store(store: RedisServer) -> None:
         assert len(ids) == 5
         alive = [sid for sid in ids if first.get(sid, alice) is not None]
         assert alive == ids[-3:]  # the oldest went, whichever process made them
+
+
+# --- the guessing limit, counted across processes --------------------------------------
+
+BUDGET = 4
+
+
+@pytest.fixture
+def two_guarded(store: RedisServer) -> Iterator[tuple[Live, Live]]:
+    settings: dict[str, Any] = {"rate_limit_failures": BUDGET, "rate_limit_window": 600.0}
+    with live_server(session_store=store.url, **settings) as first:
+        with live_server(session_store=store.url, **settings) as second:
+            yield first, second
+
+
+def _status(live: Live, token: str) -> int:
+    return request(live.port, body=_initialize(), token=token).status
+
+
+def test_guesses_spread_over_processes_spend_one_budget(two_guarded: tuple[Live, Live]) -> None:
+    first, second = two_guarded
+    statuses = [_status(first if n % 2 else second, f"wrong-{n}") for n in range(BUDGET)]
+    assert statuses == [401] * BUDGET
+    for live in (first, second):
+        refused = request(live.port, body=_initialize(), token="wrong-next")
+        assert refused.status == 429 and int(refused.header("Retry-After") or 0) >= 1
+        # A blocked address waits whatever it presents, the right token included.
+        assert _status(live, TOKEN) == 429
+
+
+def test_without_a_store_each_process_counts_alone(tmp_path: Path) -> None:
+    # The control: what the shared limit prevents (two budgets for one guesser).
+    with live_server(rate_limit_failures=BUDGET, rate_limit_window=600.0) as first:
+        with live_server(rate_limit_failures=BUDGET, rate_limit_window=600.0) as second:
+            statuses = [_status(first if n % 2 else second, f"wrong-{n}") for n in range(BUDGET + 2)]
+    assert statuses == [401] * (BUDGET + 2)
+
+
+def test_a_repeated_wrong_token_costs_once_on_every_process(two_guarded: tuple[Live, Live]) -> None:
+    first, second = two_guarded
+    for _ in range(3):
+        for live in (first, second):
+            assert _status(live, "the-same-typo") == 401
+    # One guess spent: the rest of the budget is still there.
+    assert [_status(second, f"other-{n}") for n in range(BUDGET - 1)] == [401] * (BUDGET - 1)
+    assert _status(first, "one-too-many") == 429
+
+
+def test_the_right_token_spends_nothing_on_any_process(two_guarded: tuple[Live, Live]) -> None:
+    first, second = two_guarded
+    for n in range(3 * BUDGET):
+        assert _status(first if n % 2 else second, TOKEN) == 200
+    assert [_status(first, f"wrong-{n}") for n in range(BUDGET)] == [401] * BUDGET
+    assert _status(second, "wrong-last") == 429
+
+
+def test_parallel_guesses_on_both_processes_never_pass_the_budget(two_guarded: tuple[Live, Live]) -> None:
+    first, second = two_guarded
+    with ThreadPoolExecutor(16) as pool:
+        statuses = list(pool.map(lambda n: _status(first if n % 2 else second, f"parallel-{n}"), range(24)))
+    assert statuses.count(401) == BUDGET and statuses.count(429) == 24 - BUDGET
