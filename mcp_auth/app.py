@@ -91,6 +91,8 @@ class McpAuthApp:
         self.store = store
         self.sessions = SessionStore(clock=clock) if store is None else SharedSessionStore(store, clock=clock)
         server.attach_sessions(self.sessions)
+        if isinstance(self.sessions, SharedSessionStore):
+            self.sessions.on_notification = server.notify_from_elsewhere
         self.shutdown_event = threading.Event()
         self.http = HttpTransport(
             server,

@@ -280,6 +280,17 @@ class SessionStore:
         """The session object kept here (a shared store keeps one that writes through to it)."""
         return HttpSession(principal, session_id, self._clock)
 
+    # --- what other processes must hear (a shared store's; one process has no one to tell) ---
+
+    def relay_reply(self, session: HttpSession, message: dict[str, Any]) -> None:
+        """A client's answer that no handler here waits for: perhaps one in another process does."""
+
+    def relay_cancel(self, session: HttpSession, request_id: Any) -> None:
+        """notifications/cancelled: the call may run in another process."""
+
+    def relay(self, event: str, value: Any) -> None:
+        """A notification for every session (`Dispatcher.notify_*`): other processes have sessions too."""
+
     def is_live(self, session: HttpSession) -> bool:
         """Whether a session a stream is reading still exists (asked at every event and keepalive).
 

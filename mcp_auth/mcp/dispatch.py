@@ -80,6 +80,9 @@ class AuditSink(Protocol):
     def escape_controls(self, value: str) -> str: ...
 
 
+_LIST_KINDS = ("tools", "resources", "prompts")
+
+
 class Dispatcher(ResourceHandlers, PromptHandlers):
     """Answers the MCP methods for one server's registry; what transports and the app hold.
 
@@ -146,19 +149,41 @@ class Dispatcher(ResourceHandlers, PromptHandlers):
         return [session for live in registries for session in live.each_negotiated()]
 
     def notify_resource_updated(self, uri: str) -> None:
-        """Tell every session subscribed to `uri` that it changed (notifications/resources/updated)."""
+        """Tell every session subscribed to `uri` that it changed (notifications/resources/updated),
+        here and in the other processes of a deployment that shares its sessions."""
+        self._resource_updated(uri)
+        self._relay("resource_updated", uri)
+
+    def notify_list_changed(self, kind: str) -> None:
+        """Tell every session that the tools, resources or prompts changed (in every process)."""
+        if kind not in _LIST_KINDS:
+            raise ValueError("kind is 'tools', 'resources' or 'prompts'")
+        self._list_changed(kind)
+        self._relay("list_changed", kind)
+
+    def notify_from_elsewhere(self, event: str, value: Any) -> None:
+        """A notification another process raised (`_relay`), for the sessions of this one only."""
+        if event == "resource_updated" and isinstance(value, str):
+            self._resource_updated(value)
+        elif event == "list_changed" and value in _LIST_KINDS:
+            self._list_changed(value)
+
+    def _resource_updated(self, uri: str) -> None:
         message = Notification("notifications/resources/updated", {"uri": uri}).to_dict()
         for session in self._sessions():
             if session.state.is_subscribed(uri):
                 session.push(message)
 
-    def notify_list_changed(self, kind: str) -> None:
-        """Tell every session that the tools, resources or prompts changed."""
-        if kind not in ("tools", "resources", "prompts"):
-            raise ValueError("kind is 'tools', 'resources' or 'prompts'")
+    def _list_changed(self, kind: str) -> None:
         message = Notification(f"notifications/{kind}/list_changed").to_dict()
         for session in self._sessions():
             session.push(message)
+
+    def _relay(self, event: str, value: Any) -> None:
+        with self._registries_lock:
+            registries = list(self._registries)
+        for live in registries:
+            live.relay(event, value)
 
     # --- the loop of async handlers ------------------------------------------
 

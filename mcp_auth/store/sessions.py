@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..auth.tokens import Principal
+from ..mcp.jsonrpc import ErrorResponse, JsonRpcError, Response, dumps, parse_message
 from ..refusals import ServiceUnavailable
 from ..sessions import (
     MAX_SESSIONS,
@@ -49,6 +50,7 @@ from ..sessions import (
     SessionStore,
     same_principal,
 )
+from .bus import MessageBus
 from .connection import store_call
 
 if TYPE_CHECKING:
@@ -242,12 +244,23 @@ class SharedHttpSession(HttpSession):
     stream that keeps it in use renews the record's TTL."""
 
     def __init__(
-        self, principal: Principal, session_id: str, records: SessionRecords, clock: Callable[[], float]
+        self,
+        principal: Principal,
+        session_id: str,
+        records: SessionRecords,
+        clock: Callable[[], float],
+        changed: Callable[[str], None],
     ) -> None:
         super().__init__(principal, session_id, clock)
         self._records = records
         self._renewed = self.checked_live = clock()
-        self.state.observe(lambda change, value: records.write(session_id, change, value))
+        self.digest = record_digest(session_id)
+
+        def write_through(change: str, value: Any) -> None:
+            records.write(session_id, change, value)
+            changed(self.digest)  # other processes' copies reload it
+
+        self.state.observe(write_through)
 
     def touch(self) -> None:
         super().touch()
@@ -279,11 +292,79 @@ class SharedSessionStore(SessionStore):
     ) -> None:
         super().__init__(max_sessions, idle_seconds, max_per_principal, clock)
         self.records = SessionRecords(client, idle_seconds, max_per_principal)
+        self.bus = MessageBus(client, self._from_elsewhere)
+        # Local copies by record digest: what messages from other processes name.
+        self._by_digest: dict[str, SharedHttpSession] = {}
+        # Set by the app: a notification another process raised, for this process's sessions.
+        self.on_notification: Callable[[str, Any], None] | None = None
 
     def _new_session(self, principal: Principal, session_id: str) -> HttpSession:
-        return SharedHttpSession(principal, session_id, self.records, self._clock)
+        session = SharedHttpSession(principal, session_id, self.records, self._clock, self._state_changed)
+        self._by_digest[session.digest] = session  # under the store's lock (`_add`)
+        return session
+
+    def _drop_locked(self, session_id: str) -> None:
+        self._by_digest.pop(record_digest(session_id), None)
+        super()._drop_locked(session_id)
+
+    def close_all(self) -> None:
+        self.bus.close()
+        super().close_all()
+
+    # --- messages to and from the other processes ---------------------------------------
+
+    def _state_changed(self, digest: str) -> None:
+        self.bus.publish("state", session=digest)
+
+    def relay_reply(self, session: HttpSession, message: dict[str, Any]) -> None:
+        if isinstance(session, SharedHttpSession):
+            self.bus.publish("reply", session=session.digest, message=message)
+
+    def relay_cancel(self, session: HttpSession, request_id: Any) -> None:
+        if isinstance(session, SharedHttpSession) and isinstance(request_id, (str, int)):
+            self.bus.publish("cancel", session=session.digest, request_id=request_id)
+
+    def relay(self, event: str, value: Any) -> None:
+        try:
+            self.bus.publish("notify", event=event, value=value)
+        except ServiceUnavailable:
+            pass  # logged by store_call; this process's sessions were told
+
+    def _from_elsewhere(self, message: dict[str, Any]) -> None:
+        kind = message.get("kind")
+        if kind == "notify":
+            if self.on_notification is not None:
+                self.on_notification(str(message.get("event")), message.get("value"))
+            return
+        with self._lock:
+            session = self._by_digest.get(str(message.get("session")))
+        if session is None or session.closed.is_set():
+            return  # not a session this process has a copy of
+        if kind == "reply":
+            raw = message.get("message")
+            if not isinstance(raw, dict):
+                return
+            try:
+                reply = parse_message(dumps(raw))
+            except JsonRpcError:
+                return
+            if isinstance(reply, (Response, ErrorResponse)):
+                session.replies.deliver(reply)
+        elif kind == "cancel":
+            session.in_flight.cancel(message.get("request_id"))
+        elif kind == "state" and session.session_id is not None:
+            record = self.records.load(session.session_id)
+            if record is None:
+                self._forget_local(session.session_id)
+            else:
+                session.state.restore(record.state)
+        elif kind == "ended" and session.session_id is not None:
+            self._forget_local(session.session_id)
+
+    # --- the registry ----------------------------------------------------------------------
 
     def create(self, principal: Principal) -> HttpSession | None:
+        self.bus.start()
         session = super().create(principal)
         if session is None:
             return None
@@ -296,6 +377,7 @@ class SharedSessionStore(SessionStore):
         return session
 
     def get(self, session_id: str, principal: Principal) -> HttpSession | None:
+        self.bus.start()
         record = self.records.load(session_id)
         if record is None:
             self._forget_local(session_id)  # ended elsewhere, or expired
@@ -319,6 +401,10 @@ class SharedSessionStore(SessionStore):
         deleted = self.records.delete(session_id, principal)
         if deleted:
             self._forget_local(session_id)
+            try:
+                self.bus.publish("ended", session=record_digest(session_id))  # their streams end now
+            except ServiceUnavailable:
+                pass  # logged; their streams end at their next liveness check
         else:
             super().delete(session_id, principal)  # a local copy whose record is already gone
         return deleted
