@@ -79,7 +79,7 @@ def npm_install(prefix: Path, spec: str) -> None:
     npm = shutil.which("npm")
     if npm is None:
         raise SystemExit("npm is not on PATH; it is needed to install " + spec)
-    print(f"conformance: installing {spec} into {prefix.relative_to(ROOT)}", flush=True)
+    print(f"installing {spec} into {prefix.relative_to(ROOT)}", flush=True)
     subprocess.run(
         [
             npm,
