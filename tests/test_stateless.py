@@ -92,6 +92,10 @@ def _server() -> McpServer:
     def first() -> str:
         return "the first note"
 
+    @server.resource("notes://shared", cache_scope="public", ttl_ms=5000)
+    def shared() -> str:
+        return "the same for everyone"
+
     @server.prompt()
     def greet(name: str) -> str:
         return f"Hello {name}"
@@ -436,11 +440,34 @@ def tokens(tmp_path: Path) -> Any:
         yield running, path, scoped, full
 
 
+def test_a_resource_may_declare_its_reads_public(live: Live) -> None:
+    read = stateless(live, "resources/read", {"uri": "notes://shared"}).json()["result"]
+    assert (read["cacheScope"], read["ttlMs"]) == ("public", 5000)
+
+
+@pytest.mark.parametrize(
+    "declaration",
+    [
+        pytest.param({"cache_scope": "shared"}, id="unknown-scope"),
+        pytest.param({"ttl_ms": -1}, id="negative-ttl"),
+        pytest.param({"ttl_ms": 1.5}, id="fractional-ttl"),
+    ],
+)
+def test_a_bad_cache_declaration_is_refused_at_registration(declaration: dict[str, Any]) -> None:
+    server = McpServer("bad")
+    with pytest.raises(ValueError, match=r"cache_scope|ttl_ms"):
+        server.resource("notes://x", **declaration)(lambda: "x")
+
+
 def test_with_scoped_tokens_lists_are_never_public(tokens: Any) -> None:
     live, _, scoped, full = tokens
     for token in (scoped, full):
-        result = stateless(live, "tools/list", token=token).json()["result"]
-        assert result["cacheScope"] == "private"
+        for method in ("tools/list", "prompts/list", "resources/list", "resources/templates/list"):
+            result = stateless(live, method, token=token).json()["result"]
+            assert result["cacheScope"] == "private", (method, token == scoped)
+    # A read the resource declared public stays private too: a shared cache must not hand it on.
+    read = stateless(live, "resources/read", {"uri": "notes://shared"}, token=full).json()["result"]
+    assert read["cacheScope"] == "private" and read["contents"][0]["text"] == "the same for everyone"
     assert [t["name"] for t in stateless(live, "tools/list", token=scoped).json()["result"]["tools"]] == ["echo"]
 
 
