@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import TOKEN, Live, live_server, open_session, request, rpc
+from support import TOKEN, Live, live_server, open_session, raw_exchange, request, rpc
 from websockets.asyncio.client import connect
 from ws_client import ws_url
 
@@ -260,6 +260,15 @@ _no_capabilities = {k: v for k, v in ENVELOPE.items() if not k.endswith("clientC
             -32602,
             id="bad-log-level",
         ),
+        pytest.param(
+            "tools/call",
+            {"name": "ech\u00f6", "arguments": {}},
+            ENVELOPE,
+            {"Mcp-Name": "ech\u00f6"},  # a raw byte past ASCII: only the base64 form may carry it
+            400,
+            -32020,
+            id="name-raw-non-ascii",
+        ),
         pytest.param("unknown/method", {}, ENVELOPE, {}, 404, -32601, id="unknown-method"),
     ],
 )
@@ -272,6 +281,18 @@ def test_the_ladder_refuses_with_the_request_id(
     assert message["id"] == "req-7"
     assert message["error"]["code"] == code
     assert response.header("Content-Type") == "application/json"
+
+
+def test_a_duplicated_routing_header_is_a_mismatch(live: Live) -> None:
+    message = json.dumps(body("tools/list"))
+    head = (
+        f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+        "Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
+        f"MCP-Protocol-Version: {VERSION}\r\nMcp-Method: tools/list\r\nMcp-Method: tools/list\r\n"
+        f"Content-Length: {len(message)}\r\nConnection: close\r\n\r\n"
+    )
+    response = raw_exchange(live.port, head.encode() + message.encode())
+    assert response.status == 400 and response.json()["error"]["code"] == -32020
 
 
 @pytest.mark.parametrize(
