@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shlex
@@ -184,3 +185,26 @@ def test_the_readme_multi_worker_command_works_as_written(tmp_path: Path, shared
         process.stderr.close()
     log = "".join(lines)
     assert "no session store is configured" not in log and token not in log and "Traceback" not in log
+
+
+def test_the_stateless_era_needs_no_store_200_calls_16_at_a_time_on_2_workers(tmp_path: Path) -> None:
+    """Issue 11, item 1: 2026-07-28 requests carry everything; any worker serves any of them, nothing shared."""
+    with _workers(tmp_path, None) as server:
+        url = f"http://127.0.0.1:{server.port}/mcp"
+
+        async def body(client: Client) -> Any:
+            gate = asyncio.Semaphore(AT_ONCE)
+
+            async def one() -> str:
+                async with gate:
+                    result = await client.call_tool("pid", {})
+                    assert not result.is_error, result
+                    return str(result.content[0].text)  # type: ignore[union-attr]
+
+            steps = await client.call_tool("steps", {"count": 3})
+            return steps, await asyncio.gather(*(one() for _ in range(CALLS))), client.protocol_version
+
+        steps, pids, version = run_client(url, TOKEN, "auto", body)
+    assert version == "2026-07-28"
+    assert steps.content[0].text == "3 steps"
+    assert len(pids) == CALLS and len(set(pids)) == 2, "both workers served the stateless calls"

@@ -253,3 +253,20 @@ def test_sigterm_to_one_host_lets_its_call_finish_while_the_other_keeps_serving(
     # The first host is gone: the front serves the session from the second alone.
     for n in range(4):
         assert _where(two_hosts.front.port, session_id, alice, 2200 + n).startswith(f"{second.process.pid}:")
+
+
+def test_the_stateless_era_through_the_front_is_served_by_both_hosts(two_hosts: TwoHosts) -> None:
+    async def body(client: Client) -> Any:
+        seen: list[float] = []
+
+        async def progress(value: float, total: float | None, message: str | None) -> None:
+            seen.append(value)
+
+        calls = [await client.call_tool("steps", {"count": 2}, progress_callback=progress) for _ in range(3)]
+        served = [(await client.call_tool("where", {})).content[0].text for _ in range(12)]  # type: ignore[union-attr]
+        return client.protocol_version, calls, seen, served
+
+    version, calls, seen, served = run_client(two_hosts.url, two_hosts.tokens["bob"], "auto", body)
+    assert version == "2026-07-28"
+    assert all(call.content[0].text == "2 steps" for call in calls) and seen == [1, 2] * 3
+    assert {entry.split(":")[0] for entry in served} == {str(host.process.pid) for host in two_hosts.hosts}
