@@ -96,6 +96,8 @@ class MessageBus:
                     pubsub.close()
             except Exception as exc:  # the store went away: reconnect, never end the thread
                 self._subscribed.clear()
+                if self._stop.is_set():
+                    return  # closed while it waited: the client is gone on purpose
                 logger.warning("the session store's message channel failed (%s); reconnecting", type(exc).__name__)
                 self._stop.wait(delay)
                 delay = min(delay * 2, MAX_RECONNECT_SECONDS)
