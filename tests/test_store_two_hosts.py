@@ -8,6 +8,8 @@ Skipped when nginx or redis-server is not installed, and a failure then if CI is
 
 from __future__ import annotations
 
+import asyncio
+import json
 import signal
 import subprocess
 import sys
@@ -20,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import mcp_types as types
 import pytest
+import redis
 from mcp.client.client import Client
 from nginx_support import Gunicorn, Nginx, gunicorn_process, nginx_front, require_nginx
 from redis_support import RedisServer, redis_server
@@ -66,6 +70,25 @@ TOOLS_MODULE = textwrap.dedent(
         return f"{count} steps"
 
     @server.tool()
+    def ask_user(ctx: Context) -> str:
+        """Asks the user for a name."""
+        answer = ctx.elicit(
+            "What is your name?",
+            {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]},
+        )
+        return f"{answer['action']}: {(answer.get('content') or {}).get('name')}"
+
+    @server.tool()
+    def bump() -> str:
+        """Changes the counter resource and tells its subscribers."""
+        server.notify_resource_updated("counter://value")
+        return "bumped"
+
+    @server.resource("counter://value")
+    def counter() -> str:
+        return "1"
+
+    @server.tool()
     def held(marker: str) -> str:
         """Says it started (a file), then runs until the test releases it (another file)."""
         Path(marker + ".started").write_text(str(os.getpid()))
@@ -84,6 +107,7 @@ class TwoHosts:
     tokens: dict[str, str]
     tokens_file: Path
     workdir: Path
+    store_url: str
 
     @property
     def url(self) -> str:
@@ -108,7 +132,7 @@ def two_hosts(tmp_path: Path) -> Iterator[TwoHosts]:
         }
         hosts = [stack.enter_context(gunicorn_process(workdir, env, threads=8, workers=2)) for _ in range(2)]
         front = stack.enter_context(nginx_front(tmp_path / "nginx", [host.port for host in hosts]))
-        deployment = TwoHosts(hosts, front, tokens, tokens_file, workdir)
+        deployment = TwoHosts(hosts, front, tokens, tokens_file, workdir, store.url)
         yield deployment
         for host in hosts:
             for token in tokens.values():
@@ -181,7 +205,7 @@ def test_the_real_client_runs_whole_sessions_through_the_front(two_hosts: TwoHos
         return tools, calls, seen, served
 
     tools, calls, seen, served = run_client(two_hosts.url, two_hosts.tokens["alice"], "legacy", body)
-    assert {tool.name for tool in tools.tools} == {"where", "steps", "held"}
+    assert {tool.name for tool in tools.tools} == {"where", "steps", "held", "ask_user", "bump"}
     assert all(call.content[0].text == "4 steps" for call in calls)
     assert seen == [1, 2, 3, 4] * 4
     assert served
@@ -270,3 +294,47 @@ def test_the_stateless_era_through_the_front_is_served_by_both_hosts(two_hosts: 
     assert version == "2026-07-28"
     assert all(call.content[0].text == "2 steps" for call in calls) and seen == [1, 2] * 3
     assert {entry.split(":")[0] for entry in served} == {str(host.process.pid) for host in two_hosts.hosts}
+
+
+async def _elicitation(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+    return types.ElicitResult(action="accept", content={"name": "Ada"})
+
+
+# resources/subscribe is a 2025-11-25 feature the 2.x client marks deprecated for 2026-07-28.
+@pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")
+def test_elicitation_answers_and_resource_updates_cross_hosts_through_the_front(two_hosts: TwoHosts) -> None:
+    """The answer to an elicitation reaches the worker whose tool waits, and a GET stream gets the
+    resources/updated that a call on another worker caused (nginx alternates hosts per request)."""
+    relayed: list[dict[str, Any]] = []
+    with redis.Redis.from_url(two_hosts.store_url) as client, client.pubsub(ignore_subscribe_messages=True) as bus:
+        bus.subscribe("mcp_auth:bus")
+
+        updates: list[str] = []
+
+        async def on_message(message: Any) -> None:
+            if isinstance(message, types.ResourceUpdatedNotification):
+                updates.append(str(message.params.uri))
+
+        async def body(mcp: Client) -> Any:
+            answers = [(await mcp.call_tool("ask_user", {})).content[0].text for _ in range(4)]  # type: ignore[union-attr]
+            await mcp.subscribe_resource("counter://value")
+            for _ in range(4):  # the GET stream is on one host; some of these run on the other
+                await mcp.call_tool("bump", {})
+            deadline = time.monotonic() + WAIT_SECONDS
+            while not updates:
+                assert time.monotonic() < deadline, "no resources/updated reached the client"
+                await asyncio.sleep(0.05)
+            return answers
+
+        kwargs: dict[str, Any] = {"elicitation_callback": _elicitation, "message_handler": on_message}
+        answers = run_client(two_hosts.url, two_hosts.tokens["alice"], "legacy", body, **kwargs)
+        quiet = 0  # what was published is buffered on this connection: read until it stays quiet
+        while quiet < 3:
+            message = bus.get_message(timeout=0.5)
+            quiet = quiet + 1 if message is None else 0
+            if message is not None:
+                relayed.append(json.loads(message["data"]))
+    assert answers == ["accept: Ada"] * 4
+    kinds = [message["kind"] for message in relayed]
+    assert "reply" in kinds, f"no answer crossed hosts: {kinds}"
+    assert "notify" in kinds
