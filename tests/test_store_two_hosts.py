@@ -306,8 +306,10 @@ def test_elicitation_answers_and_resource_updates_cross_hosts_through_the_front(
     """The answer to an elicitation reaches the worker whose tool waits, and a GET stream gets the
     resources/updated that a call on another worker caused (nginx alternates hosts per request)."""
     relayed: list[dict[str, Any]] = []
-    with redis.Redis.from_url(two_hosts.store_url) as client, client.pubsub(ignore_subscribe_messages=True) as bus:
+    with redis.Redis.from_url(two_hosts.store_url) as client, client.pubsub() as bus:
         bus.subscribe("mcp_auth:bus")
+        confirmed = bus.get_message(timeout=WAIT_SECONDS)  # subscribed before any traffic
+        assert confirmed is not None and confirmed["type"] == "subscribe", confirmed
 
         updates: list[str] = []
 
@@ -332,7 +334,7 @@ def test_elicitation_answers_and_resource_updates_cross_hosts_through_the_front(
         while quiet < 3:
             message = bus.get_message(timeout=0.5)
             quiet = quiet + 1 if message is None else 0
-            if message is not None:
+            if message is not None and message["type"] == "message":
                 relayed.append(json.loads(message["data"]))
     assert answers == ["accept: Ada"] * 4
     kinds = [message["kind"] for message in relayed]
