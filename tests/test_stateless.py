@@ -24,7 +24,10 @@ from websockets.asyncio.client import connect
 from ws_client import ws_url
 
 from mcp_auth import Context, McpServer
-from mcp_auth.auth.tokens import add_token, revoke_token
+from mcp_auth.auth.tokens import ANONYMOUS, Principal, add_token, revoke_token
+from mcp_auth.mcp.context import Call, StatelessSession
+from mcp_auth.mcp.jsonrpc import Request
+from mcp_auth.mcp.modern import ModernRequest
 
 VERSION = "2026-07-28"
 HANDSHAKE_AND_MODERN = ["2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26"]
@@ -401,11 +404,12 @@ def test_a_read_is_private_and_a_missing_resource_is_invalid_params(live: Live) 
 
 
 def test_call_prompt_and_completion_results_carry_result_type_but_no_caching_hints(live: Live) -> None:
-    for method, params in [
+    calls: list[tuple[str, dict[str, Any]]] = [
         ("tools/call", {"name": "echo", "arguments": {"text": "x"}}),
         ("prompts/get", {"name": "greet", "arguments": {"name": "Ada"}}),
         ("completion/complete", {"ref": {"type": "ref/prompt", "name": "greet"}, "argument": {"name": "n"}}),
-    ]:
+    ]
+    for method, params in calls:
         result = stateless(live, method, params).json()["result"]
         assert result["resultType"] == "complete" and SERVER_INFO in result["_meta"], method
         assert "ttlMs" not in result and "cacheScope" not in result, method
@@ -625,3 +629,16 @@ def _wait_until(condition: Callable[[], bool], what: str, seconds: float = 30.0)
         if time.monotonic() > deadline:
             pytest.fail(f"not within {seconds:g} s: {what}")
         time.sleep(0.02)
+
+
+def test_a_scoped_principal_never_gets_a_public_list_whatever_the_transport_says() -> None:
+    """Belt and braces: even a transport that claims every principal sees the same lists cannot
+    make a scoped principal's filtered list publicly cacheable."""
+    server = _server()
+    scoped = Principal("scoped", ("echo",), "credential")
+    modern = ModernRequest("2026-07-28", {})
+    for principal, expected in [(scoped, "private"), (ANONYMOUS, "public")]:
+        session = StatelessSession()
+        call = Call(session, principal, session, "127.0.0.1", lambda p: True, modern, same_view_for_all=True)
+        result = server.dispatcher.dispatch(Request(1, "tools/list", {}), call)
+        assert result["cacheScope"] == expected, principal.name
