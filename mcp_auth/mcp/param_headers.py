@@ -17,6 +17,7 @@ they are decoded with the revision's codec, compared, and never echoed.
 
 from __future__ import annotations
 
+import collections
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -83,9 +84,9 @@ def _positions(schema: Any) -> Iterator[tuple[tuple[str, ...] | None, dict[str, 
     draft-07 `dependencies`, or a keyword yet to be invented. Iterative, so a
     deep schema cannot exhaust the stack.
     """
-    stack: list[tuple[tuple[str, ...] | None, Any]] = [((), schema)]
+    stack: collections.deque[tuple[tuple[str, ...] | None, Any]] = collections.deque([((), schema)])
     while stack:
-        path, node = stack.pop()
+        path, node = stack.popleft()  # breadth first, in the author's order: errors name the later duplicate
         if not isinstance(node, dict):
             continue
         yield path, node
