@@ -13,6 +13,9 @@ from collections.abc import Sequence
 from typing import Annotated, Any, TypedDict
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from mcp.shared import inbound
 from test_server import initialized_call
 
 from mcp_auth import Header, McpServer
@@ -381,3 +384,53 @@ def test_tools_list_shows_the_annotation_verbatim() -> None:
     call.modern = _modern({})
     (tool,) = server.dispatcher.dispatch(Request(1, "tools/list", {}), call)["tools"]
     assert tool["inputSchema"]["properties"]["region"]["x-mcp-header"] == "Region"
+
+
+# --- against the real client's codec (mcp 2.3.0 `mcp.shared.inbound`) -------------------------------
+
+CLIENT_SCHEMA: JsonSchema = _tool(
+    {
+        "region": {"type": "string", "x-mcp-header": "Region"},
+        "n": {"type": "integer", "x-mcp-header": "N"},
+        "flag": {"type": "boolean", "x-mcp-header": "Flag"},
+        "o": {"type": "object", "properties": {"deep": {"type": "string", "x-mcp-header": "Deep"}}},
+    }
+)
+
+_arguments = st.fixed_dictionaries(
+    {},
+    optional={
+        "region": st.text() | st.none(),
+        "n": st.integers(-MAX_SAFE_INTEGER, MAX_SAFE_INTEGER),
+        "flag": st.booleans(),
+        "o": st.fixed_dictionaries({}, optional={"deep": st.text()}),
+    },
+)
+
+
+def _as_wsgi_sees_them(headers: dict[str, str]) -> dict[str, str]:
+    # Names lower-cased (ModernRequest.headers); values as latin-1 text, which is how WSGI hands bytes over.
+    return {name.lower(): value.encode("utf-8").decode("latin-1") for name, value in headers.items()}
+
+
+@given(_arguments)
+def test_what_the_mcp_client_sends_is_accepted(arguments: dict[str, Any]) -> None:
+    params = find_param_headers(CLIENT_SCHEMA, "tool 't'")
+    assert inbound.find_invalid_x_mcp_header(CLIENT_SCHEMA) is None  # the client keeps the tool
+    sent = inbound.mcp_param_headers(inbound.x_mcp_header_map(CLIENT_SCHEMA), arguments)
+    assert check_param_headers(params, arguments, _as_wsgi_sees_them(sent)) is None
+
+
+_REPLACEMENTS = {
+    "region": st.text(),
+    "n": st.integers(-MAX_SAFE_INTEGER, MAX_SAFE_INTEGER),
+    "flag": st.booleans(),
+}
+
+
+@given(st.fixed_dictionaries(_REPLACEMENTS), st.sampled_from(sorted(_REPLACEMENTS)), st.data())
+def test_a_changed_argument_is_caught(arguments: dict[str, Any], name: str, data: st.DataObject) -> None:
+    sent = inbound.mcp_param_headers(inbound.x_mcp_header_map(CLIENT_SCHEMA), arguments)
+    other = data.draw(_REPLACEMENTS[name].filter(lambda value: value != arguments[name]))
+    params = find_param_headers(CLIENT_SCHEMA, "tool 't'")
+    assert check_param_headers(params, {**arguments, name: other}, _as_wsgi_sees_them(sent)) is not None
