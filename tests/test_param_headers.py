@@ -100,6 +100,8 @@ def test_invalid_annotation_is_a_registration_error(schema: JsonSchema, fragment
         server.tool("query", input_schema=schema)(lambda: "x")
     assert fragment in str(caught.value)
     assert "query" not in server.tool_names
+    # The real client would drop every one of these tools (but one: it keeps an '_' the server could never see).
+    assert (inbound.find_invalid_x_mcp_header(schema) is None) == ("'_'" in fragment)
 
 
 @pytest.mark.parametrize(
@@ -130,6 +132,7 @@ def test_invalid_annotation_is_a_registration_error(schema: JsonSchema, fragment
 )
 def test_valid_annotations_are_found(schema: JsonSchema, expected: list[ParamHeader]) -> None:
     assert list(find_param_headers(schema, "tool 't'")) == expected
+    assert inbound.find_invalid_x_mcp_header(schema) is None  # and the real client keeps the tool
 
 
 def test_header_annotation_on_a_parameter() -> None:
