@@ -642,3 +642,25 @@ def test_a_scoped_principal_never_gets_a_public_list_whatever_the_transport_says
         call = Call(session, principal, session, "127.0.0.1", lambda p: True, modern, same_view_for_all=True)
         result = server.dispatcher.dispatch(Request(1, "tools/list", {}), call)
         assert result["cacheScope"] == expected, principal.name
+
+
+def test_over_websocket_log_messages_reach_only_a_request_that_asked(live: Live) -> None:
+    async def frames_until_answer(ws: Any, message: dict[str, Any]) -> list[dict[str, Any]]:
+        await ws.send(json.dumps(message))
+        frames: list[dict[str, Any]] = []
+        while not frames or "id" not in frames[-1]:
+            frames.append(json.loads(await asyncio.wait_for(ws.recv(), 30)))
+        return frames
+
+    async def main() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with connect(ws_url(live.url), subprotocols=["mcp"], additional_headers=headers) as ws:  # type: ignore[list-item]
+            arguments = {"name": "countdown", "arguments": {"start": 1}}
+            silent = await frames_until_answer(ws, body("tools/call", arguments, request_id=1))
+            asked = {**ENVELOPE, "io.modelcontextprotocol/logLevel": "debug"}
+            chatty = await frames_until_answer(ws, body("tools/call", arguments, request_id=2, meta=asked))
+            return silent, chatty
+
+    silent, chatty = asyncio.run(main())
+    assert [f.get("method") for f in silent] == [None] and silent[0]["result"]["resultType"] == "complete"
+    assert [f.get("method") for f in chatty] == ["notifications/message", "notifications/message", None]
