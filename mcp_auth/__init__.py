@@ -33,6 +33,7 @@ from .mcp.content import (
     resource_link,
     text_content,
 )
+from .mcp.mrtr import Elicitation, Roots, Sampling
 from .server import AsyncContext, Context, McpServer
 
 __all__ = [
@@ -40,8 +41,11 @@ __all__ = [
     "Config",
     "ConfigError",
     "Context",
+    "Elicitation",
     "McpServer",
     "Principal",
+    "Roots",
+    "Sampling",
     "ToolResult",
     "__version__",
     "audio_content",

@@ -1,124 +1,47 @@
 """What a handler sees of its call: `Context` (plain functions) and `AsyncContext` (`async def`).
 
-`Call` is what a transport hands the dispatcher with each message: the
-session, the principal that passed the bearer check, the channel for
-server-to-client messages and the step-7 check. `McpSession` says what this
-layer needs of a session (its parts are in `session_state`); the transports'
-`sessions.Session` provides it. `LiveSessions` is the registry of live
-sessions as notification fan-out sees it.
+Both eras behind one API: in the handshake era a handler's asks (sampling,
+elicitation, roots) are server-to-client requests that it waits for; in the
+stateless era they are answered by replay (`mcp_auth.mcp.mrtr`). `Call` and
+the session protocols live in `mcp_auth.mcp.call` and are re-exported here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Mapping
+from typing import Any
 
 from ..auth.tokens.principal import Principal
 from .asyncrun import _WAIT_SLICE_SECONDS, _CallThread, _LoopWakingEvent
-from .content import text_content
-from .jsonrpc import (
-    METHOD_NOT_FOUND,
-    ErrorResponse,
-    Notification,
-    Request,
-    Response,
-)
-from .modern import ModernRequest
+from .call import CLIENT_REQUEST_TIMEOUT_SECONDS, Call, Channel, ClientError, LiveSessions, McpSession
+from .jsonrpc import METHOD_NOT_FOUND, ErrorResponse, Notification, Request, Response
+from .mrtr import Ask, Elicitation, RawAsk, Replay, Roots, Sampling
 from .outcome import RequestCancelled
 from .protocol import _LOG_RANK, LOG_LEVELS, RESUMABLE_SINCE, protocol_at_least
-from .session_state import InFlight, PendingReplies, ProtocolState
 
-
-class McpSession(Protocol):
-    """What the MCP layer needs of a session; `mcp_auth.sessions.Session` provides it.
-
-    The parts the MCP layer owns and changes (`state`: what initialize
-    negotiated, log level, subscriptions; `in_flight`: the calls running;
-    `replies`: server-to-client requests awaiting the client's answer), and of
-    the session's lifecycle only what it reads: its id, whether it is closed,
-    and the way to reach the client outside a request (`push`).
-    """
-
-    @property
-    def session_id(self) -> str | None: ...
-
-    @property
-    def state(self) -> ProtocolState: ...
-
-    @property
-    def in_flight(self) -> InFlight: ...
-
-    @property
-    def replies(self) -> PendingReplies: ...
-
-    @property
-    def closed(self) -> threading.Event: ...
-
-    def push(self, message: dict[str, Any]) -> None: ...
-
-
-class LiveSessions(Protocol):
-    """The one registry of live sessions of every transport, as notification fan-out sees it."""
-
-    def each_negotiated(self) -> list[McpSession]:
-        """Every open session whose initialize was answered, whatever its transport."""
-        ...
-
-
-class Channel(Protocol):
-    """Where a call's server-to-client messages go (an SSE stream, a socket)."""
-
-    def send(self, message: dict[str, Any]) -> None: ...
-
-
-# How long a handler waits for the client to answer a server-to-client request
-# (sampling, elicitation, roots) by default: elicitation waits for a person.
-CLIENT_REQUEST_TIMEOUT_SECONDS = 300.0
-
-
-class ClientError(Exception):
-    """The client answered a server-to-client request with an error, or cannot be asked."""
-
-    def __init__(self, code: int, message: str, data: Any = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.data = data
-
-
-@dataclass
-class Call:
-    """What a transport hands the dispatcher with each message."""
-
-    session: McpSession
-    principal: Principal
-    channel: Channel
-    client_address: str
-    principal_is_current: Callable[[Principal], bool]
-    # The stateless revision's per-request envelope; None for a handshake-era call.
-    modern: ModernRequest | None = None
-
-    def is_current(self) -> bool:
-        """Step 7, the second lock: is the principal that passed the bearer check still valid?
-
-        The one question every path asks before it acts for the principal:
-        dispatch (before any handler), client notifications, the HTTP event
-        stream loop (at every event and keepalive) and the WebSocket loops
-        (per message and between messages). A new path asks it here too.
-        """
-        return self.principal_is_current(self.principal)
+__all__ = [
+    "CLIENT_REQUEST_TIMEOUT_SECONDS",
+    "AsyncContext",
+    "Call",
+    "Channel",
+    "ClientError",
+    "Context",
+    "LiveSessions",
+    "McpSession",
+]
 
 
 class _CallContext:
     """What both kinds of context share: who is asking, about which call, and the messages to send."""
 
-    def __init__(self, call: Call, request: Request, cancelled: threading.Event) -> None:
+    def __init__(self, call: Call, request: Request, cancelled: threading.Event, replay: Replay | None = None) -> None:
         self._call = call
         self._request = request
         self._cancelled = cancelled
+        self._replay = replay
+        self._asks = 0  # single asks so far in this run: default keys follow call order, stable across replays
         meta = request.params.get("_meta")
         self.progress_token = meta.get("progressToken") if isinstance(meta, dict) else None
 
@@ -142,6 +65,40 @@ class _CallContext:
     def cancelled(self) -> bool:
         """True once the client sent notifications/cancelled for this request."""
         return self._cancelled.is_set()
+
+    @property
+    def round(self) -> int:
+        """1 for the first run of this request; n for the n-th round of a multi round-trip request."""
+        return self._replay.round if self._replay is not None else 1
+
+    @property
+    def client_capabilities(self) -> dict[str, Any]:
+        """What the client declared: this request's (stateless era) or the session's (handshake era)."""
+        if self._call.modern is not None:
+            return dict(self._call.modern.client_capabilities)
+        return self._call.session.state.client_capabilities
+
+    def supports(self, capability: str) -> bool:
+        """Whether the client can answer asks that need `capability` ("elicitation", "sampling", "roots")."""
+        if self._call.modern is not None:
+            return self._call.modern.supports(capability)
+        return self._call.session.state.has_capability(capability)
+
+    def _key(self, key: str | None, kind: str) -> str:
+        self._asks += 1
+        return key if key is not None else f"{kind}-{self._asks}"
+
+    def _modern_replay(self) -> Replay | None:
+        """The replay answering this call's asks in the stateless era; None in the handshake era."""
+        if self._call.modern is None:
+            return None
+        if self._replay is None:
+            raise RuntimeError("in the stateless revision only tools, prompts and resources can ask the client")
+        return self._replay
+
+    def _check_capabilities(self, asks: Mapping[str, Ask]) -> None:
+        for ask in asks.values():
+            self._require_capability(ask.capability, ask.method)
 
     def _progress_message(self, progress: float, total: float | None, message: str | None) -> dict[str, Any] | None:
         if self.progress_token is None:
@@ -178,19 +135,6 @@ class _CallContext:
                 METHOD_NOT_FOUND,
                 f"the client did not declare the '{capability}' capability, so it cannot answer {method}",
             )
-
-    def _sampling_params(
-        self,
-        messages: str | list[dict[str, Any]],
-        max_tokens: int,
-        optional: dict[str, Any],
-    ) -> dict[str, Any]:
-        self._require_capability("sampling", "sampling/createMessage")
-        if isinstance(messages, str):
-            messages = [{"role": "user", "content": text_content(messages)}]
-        params: dict[str, Any] = {"messages": messages, "maxTokens": max_tokens}
-        params.update({k: v for k, v in optional.items() if v is not None})
-        return params
 
     @staticmethod
     def _result_of(reply: Response | ErrorResponse | None) -> dict[str, Any]:
@@ -255,8 +199,16 @@ class Context(_CallContext):
 
         Raises ClientError when the client answers with an error, TimeoutError
         when it does not answer in time (the request is then cancelled), and
-        RequestCancelled when this call is cancelled while waiting.
+        RequestCancelled when this call is cancelled while waiting. In the
+        stateless era only the three asks exist, answered by replay (`ask`).
         """
+        if self._modern_replay() is not None:
+            key = self._key(None, method.split("/")[0])
+            answer: dict[str, Any] = self.ask({key: RawAsk(method, params)})[key]
+            return answer
+        return self._blocking_request(method, params, timeout)
+
+    def _blocking_request(self, method: str, params: dict[str, Any], timeout: float) -> dict[str, Any]:
         _refuse_on_event_loop("request")
         session = self._call.session
         request_id, pending = session.replies.expect_reply()
@@ -274,6 +226,20 @@ class Context(_CallContext):
             session.replies.forget_reply(request_id)
         return self._result_of(pending.reply)
 
+    def ask(self, asks: Mapping[str, Ask], *, timeout: float = CLIENT_REQUEST_TIMEOUT_SECONDS) -> dict[str, Any]:
+        """Ask the client several things at once: {key: Elicitation(...) | Sampling(...) | Roots()} -> {key: answer}.
+
+        Each answer has the shape `elicit`, `sample` and `list_roots` return. In
+        the stateless era the keys are the `inputRequests` keys and every
+        unanswered one goes to the client in one round; in the handshake era
+        the requests are sent one after another on the call's stream.
+        """
+        replay = self._modern_replay()
+        if replay is not None:
+            return replay.ask(asks)
+        self._check_capabilities(asks)
+        return {k: a.result(self._blocking_request(a.method, a.params(), timeout)) for k, a in asks.items()}
+
     def sample(
         self,
         messages: str | list[dict[str, Any]],
@@ -284,31 +250,40 @@ class Context(_CallContext):
         stop_sequences: list[str] | None = None,
         model_preferences: dict[str, Any] | None = None,
         timeout: float = CLIENT_REQUEST_TIMEOUT_SECONDS,
+        key: str | None = None,
     ) -> dict[str, Any]:
-        """Ask the client's model (sampling/createMessage); a str is one user text message."""
-        optional = {
-            "systemPrompt": system_prompt,
-            "temperature": temperature,
-            "stopSequences": stop_sequences,
-            "modelPreferences": model_preferences,
-        }
-        params = self._sampling_params(messages, max_tokens, optional)
-        return self.request("sampling/createMessage", params, timeout=timeout)
+        """Ask the client's model (sampling/createMessage); a str is one user text message.
+
+        `key` names the question in the stateless era's inputRequests (default: "sampling-<n>").
+        """
+        ask = Sampling(messages, max_tokens, system_prompt, temperature, stop_sequences, model_preferences)
+        key = self._key(key, "sampling")
+        result: dict[str, Any] = self.ask({key: ask}, timeout=timeout)[key]
+        return result
 
     def elicit(
-        self, message: str, requested_schema: dict[str, Any], *, timeout: float = CLIENT_REQUEST_TIMEOUT_SECONDS
+        self,
+        message: str,
+        requested_schema: dict[str, Any],
+        *,
+        timeout: float = CLIENT_REQUEST_TIMEOUT_SECONDS,
+        key: str | None = None,
     ) -> dict[str, Any]:
-        """Ask the user for input (elicitation/create); returns {"action": ..., "content": ...}."""
-        self._require_capability("elicitation", "elicitation/create")
-        return self.request(
-            "elicitation/create", {"message": message, "requestedSchema": requested_schema}, timeout=timeout
-        )
+        """Ask the user for input (elicitation/create); returns {"action": ..., "content": ...}.
 
-    def list_roots(self, *, timeout: float = CLIENT_REQUEST_TIMEOUT_SECONDS) -> list[dict[str, Any]]:
-        """The client's roots (roots/list)."""
-        self._require_capability("roots", "roots/list")
-        roots = self.request("roots/list", {}, timeout=timeout).get("roots", [])
-        return roots if isinstance(roots, list) else []
+        `key` names the question in the stateless era's inputRequests (default: "elicitation-<n>").
+        """
+        key = self._key(key, "elicitation")
+        result: dict[str, Any] = self.ask({key: Elicitation(message, requested_schema)}, timeout=timeout)[key]
+        return result
+
+    def list_roots(
+        self, *, timeout: float = CLIENT_REQUEST_TIMEOUT_SECONDS, key: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The client's roots (roots/list); `key` as for `elicit` (default: "roots-<n>")."""
+        key = self._key(key, "roots")
+        roots: list[dict[str, Any]] = self.ask({key: Roots()}, timeout=timeout)[key]
+        return roots
 
     def debug(self, data: Any) -> None:
         self.log("debug", data)
@@ -340,8 +315,15 @@ class AsyncContext(_CallContext):
     cancelled, what the handler awaits raises asyncio.CancelledError.
     """
 
-    def __init__(self, call: Call, request: Request, cancelled: threading.Event, helper: _CallThread) -> None:
-        super().__init__(call, request, cancelled)
+    def __init__(
+        self,
+        call: Call,
+        request: Request,
+        cancelled: threading.Event,
+        helper: _CallThread,
+        replay: Replay | None = None,
+    ) -> None:
+        super().__init__(call, request, cancelled, replay)
         self._helper = helper
 
     async def _send(self, message: dict[str, Any]) -> None:
@@ -370,8 +352,16 @@ class AsyncContext(_CallContext):
 
         Raises ClientError when the client answers with an error, TimeoutError
         when it does not answer in time (the request is then cancelled), and
-        asyncio.CancelledError when this call is cancelled while waiting.
+        asyncio.CancelledError when this call is cancelled while waiting. In
+        the stateless era only the three asks exist, answered by replay (`ask`).
         """
+        if self._modern_replay() is not None:
+            key = self._key(None, method.split("/")[0])
+            answer: dict[str, Any] = (await self.ask({key: RawAsk(method, params)}))[key]
+            return answer
+        return await self._awaited_request(method, params, timeout)
+
+    async def _awaited_request(self, method: str, params: dict[str, Any], timeout: float) -> dict[str, Any]:
         session = self._call.session
         request_id, pending = session.replies.expect_reply()
         loop = asyncio.get_running_loop()
@@ -390,6 +380,14 @@ class AsyncContext(_CallContext):
             session.replies.forget_reply(request_id)
         return self._result_of(pending.reply)
 
+    async def ask(self, asks: Mapping[str, Ask], *, timeout: float = CLIENT_REQUEST_TIMEOUT_SECONDS) -> dict[str, Any]:
+        """Ask the client several things at once; see Context.ask."""
+        replay = self._modern_replay()
+        if replay is not None:
+            return replay.ask(asks)
+        self._check_capabilities(asks)
+        return {k: a.result(await self._awaited_request(a.method, a.params(), timeout)) for k, a in asks.items()}
+
     async def sample(
         self,
         messages: str | list[dict[str, Any]],
@@ -400,31 +398,34 @@ class AsyncContext(_CallContext):
         stop_sequences: list[str] | None = None,
         model_preferences: dict[str, Any] | None = None,
         timeout: float = CLIENT_REQUEST_TIMEOUT_SECONDS,
+        key: str | None = None,
     ) -> dict[str, Any]:
-        """Ask the client's model (sampling/createMessage); a str is one user text message."""
-        optional = {
-            "systemPrompt": system_prompt,
-            "temperature": temperature,
-            "stopSequences": stop_sequences,
-            "modelPreferences": model_preferences,
-        }
-        params = self._sampling_params(messages, max_tokens, optional)
-        return await self.request("sampling/createMessage", params, timeout=timeout)
+        """Ask the client's model (sampling/createMessage); see Context.sample."""
+        ask = Sampling(messages, max_tokens, system_prompt, temperature, stop_sequences, model_preferences)
+        key = self._key(key, "sampling")
+        result: dict[str, Any] = (await self.ask({key: ask}, timeout=timeout))[key]
+        return result
 
     async def elicit(
-        self, message: str, requested_schema: dict[str, Any], *, timeout: float = CLIENT_REQUEST_TIMEOUT_SECONDS
+        self,
+        message: str,
+        requested_schema: dict[str, Any],
+        *,
+        timeout: float = CLIENT_REQUEST_TIMEOUT_SECONDS,
+        key: str | None = None,
     ) -> dict[str, Any]:
-        """Ask the user for input (elicitation/create); returns {"action": ..., "content": ...}."""
-        self._require_capability("elicitation", "elicitation/create")
-        return await self.request(
-            "elicitation/create", {"message": message, "requestedSchema": requested_schema}, timeout=timeout
-        )
+        """Ask the user for input (elicitation/create); see Context.elicit."""
+        key = self._key(key, "elicitation")
+        result: dict[str, Any] = (await self.ask({key: Elicitation(message, requested_schema)}, timeout=timeout))[key]
+        return result
 
-    async def list_roots(self, *, timeout: float = CLIENT_REQUEST_TIMEOUT_SECONDS) -> list[dict[str, Any]]:
-        """The client's roots (roots/list)."""
-        self._require_capability("roots", "roots/list")
-        roots = (await self.request("roots/list", {}, timeout=timeout)).get("roots", [])
-        return roots if isinstance(roots, list) else []
+    async def list_roots(
+        self, *, timeout: float = CLIENT_REQUEST_TIMEOUT_SECONDS, key: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The client's roots (roots/list); see Context.list_roots."""
+        key = self._key(key, "roots")
+        roots: list[dict[str, Any]] = (await self.ask({key: Roots()}, timeout=timeout))[key]
+        return roots
 
     async def debug(self, data: Any) -> None:
         await self.log("debug", data)

@@ -1,0 +1,100 @@
+"""What a transport hands the dispatcher with each message: the `Call`, and what it holds.
+
+`Call` carries the session, the principal that passed the bearer check, the
+channel for server-to-client messages and the step-7 check. `McpSession` says
+what the MCP layer needs of a session (its parts are in `session_state`); the
+transports' `sessions.Session` provides it. `LiveSessions` is the registry of
+live sessions as notification fan-out sees it. (`mcp_auth.mcp.context`
+re-exports these names; handlers see them through their Context.)
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..auth.tokens.principal import Principal
+from .modern import ModernRequest
+from .session_state import InFlight, PendingReplies, ProtocolState
+
+
+class McpSession(Protocol):
+    """What the MCP layer needs of a session; `mcp_auth.sessions.Session` provides it.
+
+    The parts the MCP layer owns and changes (`state`: what initialize
+    negotiated, log level, subscriptions; `in_flight`: the calls running;
+    `replies`: server-to-client requests awaiting the client's answer), and of
+    the session's lifecycle only what it reads: its id, whether it is closed,
+    and the way to reach the client outside a request (`push`).
+    """
+
+    @property
+    def session_id(self) -> str | None: ...
+
+    @property
+    def state(self) -> ProtocolState: ...
+
+    @property
+    def in_flight(self) -> InFlight: ...
+
+    @property
+    def replies(self) -> PendingReplies: ...
+
+    @property
+    def closed(self) -> threading.Event: ...
+
+    def push(self, message: dict[str, Any]) -> None: ...
+
+
+class LiveSessions(Protocol):
+    """The one registry of live sessions of every transport, as notification fan-out sees it."""
+
+    def each_negotiated(self) -> list[McpSession]:
+        """Every open session whose initialize was answered, whatever its transport."""
+        ...
+
+
+class Channel(Protocol):
+    """Where a call's server-to-client messages go (an SSE stream, a socket)."""
+
+    def send(self, message: dict[str, Any]) -> None: ...
+
+
+# How long a handler waits for the client to answer a server-to-client request
+# (sampling, elicitation, roots) by default: elicitation waits for a person.
+CLIENT_REQUEST_TIMEOUT_SECONDS = 300.0
+
+
+class ClientError(Exception):
+    """The client answered a server-to-client request with an error, or cannot be asked."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+
+@dataclass
+class Call:
+    """What a transport hands the dispatcher with each message."""
+
+    session: McpSession
+    principal: Principal
+    channel: Channel
+    client_address: str
+    principal_is_current: Callable[[Principal], bool]
+    # The stateless revision's per-request envelope; None for a handshake-era call.
+    modern: ModernRequest | None = None
+
+    def is_current(self) -> bool:
+        """Step 7, the second lock: is the principal that passed the bearer check still valid?
+
+        The one question every path asks before it acts for the principal:
+        dispatch (before any handler), client notifications, the HTTP event
+        stream loop (at every event and keepalive) and the WebSocket loops
+        (per message and between messages). A new path asks it here too.
+        """
+        return self.principal_is_current(self.principal)
