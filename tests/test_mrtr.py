@@ -446,3 +446,22 @@ def test_refusals_are_audited_with_the_cause_and_token_never_the_state(
         1
     ].items()
     assert all(state not in r.getMessage() and state not in str(getattr(r, "audit", "")) for r in caplog.records)
+
+
+def test_the_readme_asking_example_runs_in_both_shapes(clock: Clock) -> None:
+    from test_readme import block
+
+    namespace: dict[str, Any] = {}
+    exec(block("python", "# asking.py"), namespace)  # the README's own example
+    server: McpServer = namespace["server"]
+    server.dispatcher.use_request_state(RequestStateCodec(lambda: (KEY,), clock=clock))
+    send = sender(server)
+    trip = ("tools/call", {"name": "plan_trip", "arguments": {}})
+    r1 = paused(send(*trip))
+    assert set(r1["inputRequests"]) == {"city", "tip", "roots"}
+    answers = {"city": {"action": "accept", "content": {"city": "Lyon"}}, "tip": SAMPLED, "roots": ROOTS}
+    assert text(send(*trip, responses=answers, state=r1["requestState"])) == "Lyon: Paris (1 root(s), round 2)"
+    assert text(send(*trip, call=modern_call(capabilities={"elicitation": {}}))).startswith("This tool needs")
+    g1 = paused(send("tools/call", {"name": "greet", "arguments": {}}))
+    declined = send("tools/call", {"name": "greet", "arguments": {}}, responses={"user_name": {"action": "decline"}})
+    assert list(g1["inputRequests"]) == ["user_name"] and text(declined) == "Maybe another time."
