@@ -465,3 +465,26 @@ def test_the_readme_asking_example_runs_in_both_shapes(clock: Clock) -> None:
     g1 = paused(send("tools/call", {"name": "greet", "arguments": {}}))
     declined = send("tools/call", {"name": "greet", "arguments": {}}, responses={"user_name": {"action": "decline"}})
     assert list(g1["inputRequests"]) == ["user_name"] and text(declined) == "Maybe another time."
+
+
+def test_the_context_tells_the_era_apart(clock: Clock) -> None:
+    server = McpServer("era")
+    server.dispatcher.use_request_state(RequestStateCodec(lambda: (KEY,), clock=clock))
+    seen: list[Any] = []
+
+    @server.tool()
+    def look(ctx: Context) -> str:
+        seen.append((ctx.round, ctx.supports("sampling"), ctx.supports("roots"), ctx.client_capabilities))
+        return "ok"
+
+    @server.tool()
+    def ping_client(ctx: Context) -> str:
+        return str(ctx.request("ping", {}))
+
+    send = sender(server)
+    assert text(send("tools/call", {"name": "look", "arguments": {}}, call=modern_call(capabilities={"roots": {}})))
+    assert seen == [(1, False, True, {"roots": {}})]
+    # Only the three asks exist in the stateless era: anything else is the tool's error, named.
+    outcome = send("tools/call", {"name": "ping_client", "arguments": {}})
+    assert isinstance(outcome, Answered) and outcome.result["isError"]
+    assert "ping cannot be asked in the stateless revision" in text(outcome)
