@@ -244,10 +244,9 @@ def test_first_start_export_line_and_curl_session(tmp_path: Path, env: dict[str,
 
 
 def test_the_sample_summary_has_every_line_the_real_one_prints(tmp_path: Path) -> None:
+    from mcp_auth.auth.statekey import open_state_key
     from mcp_auth.config import Config, open_token_source
     from mcp_auth.diagnostics import build_diagnostics
-
-    from mcp_auth.auth.statekey import open_state_key
 
     config = Config()
     auth, _ = open_token_source(config, os.environ)
