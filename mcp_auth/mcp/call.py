@@ -1,18 +1,21 @@
-"""What a transport hands the dispatcher with each message: the `Call`, and what it holds.
+"""What a transport hands the dispatcher with each message: `Call`, and the session it belongs to.
 
 `Call` carries the session, the principal that passed the bearer check, the
-channel for server-to-client messages and the step-7 check. `McpSession` says
-what the MCP layer needs of a session (its parts are in `session_state`); the
-transports' `sessions.Session` provides it. `LiveSessions` is the registry of
-live sessions as notification fan-out sees it. (`mcp_auth.mcp.context`
-re-exports these names; handlers see them through their Context.)
+channel for server-to-client messages, the step-7 check and, for a
+stateless (2026-07-28) request, its checked envelope (`Call.modern`).
+`McpSession` says what this layer needs of a session (its parts are in
+`session_state`); the transports' `sessions.Session` provides it for the
+handshake era, and `StatelessSession` stands in for one in the stateless era,
+where there is none: a fresh one per request, negotiated nothing, registered
+nowhere, so no notification outside the request ever reaches it.
+`LiveSessions` is the registry of live sessions as notification fan-out sees it.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..auth.tokens.principal import Principal
@@ -88,6 +91,9 @@ class Call:
     principal_is_current: Callable[[Principal], bool]
     # The stateless revision's per-request envelope; None for a handshake-era call.
     modern: ModernRequest | None = None
+    # Whether every principal sees the same lists (no token can have a scope, e.g. a
+    # single token or --no-auth): only then may a list be cached as "public".
+    same_view_for_all: bool = field(default=False, kw_only=True)
 
     def is_current(self) -> bool:
         """Step 7, the second lock: is the principal that passed the bearer check still valid?
@@ -98,3 +104,25 @@ class Call:
         (per message and between messages). A new path asks it here too.
         """
         return self.principal_is_current(self.principal)
+
+
+class StatelessSession:
+    """The session of one stateless request: its own calls in flight (so the request can be
+    cancelled), nothing negotiated, nothing kept. `closed` is set when the request's
+    connection ends, which cancels a handler still running for it."""
+
+    def __init__(self) -> None:
+        self.state = ProtocolState()
+        self.in_flight = InFlight()
+        self.replies = PendingReplies()
+        self.closed = threading.Event()
+
+    @property
+    def session_id(self) -> str | None:
+        return None
+
+    def push(self, message: dict[str, Any]) -> None:
+        """Nothing outside the request reaches a stateless client (no GET stream): dropped."""
+
+    def send(self, message: dict[str, Any]) -> None:
+        """The channel of a request whose answer is plain JSON: nothing else can go out, dropped."""

@@ -11,11 +11,19 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from ..auth.tokens.principal import Principal
 from .asyncrun import _WAIT_SLICE_SECONDS, _CallThread, _LoopWakingEvent
-from .call import CLIENT_REQUEST_TIMEOUT_SECONDS, Call, Channel, ClientError, LiveSessions, McpSession
+from .call import (
+    CLIENT_REQUEST_TIMEOUT_SECONDS,
+    Call,
+    Channel,
+    ClientError,
+    LiveSessions,
+    McpSession,
+    StatelessSession,
+)
 from .jsonrpc import METHOD_NOT_FOUND, ErrorResponse, Notification, Request, Response
 from .mrtr import Ask, Elicitation, RawAsk, Replay, Roots, Sampling
 from .outcome import RequestCancelled
@@ -30,6 +38,7 @@ __all__ = [
     "Context",
     "LiveSessions",
     "McpSession",
+    "StatelessSession",
 ]
 
 
@@ -113,7 +122,12 @@ class _CallContext:
     def _log_message(self, level: str, data: Any, logger_name: str | None) -> dict[str, Any] | None:
         if level not in _LOG_RANK:
             raise ValueError(f"unknown log level {level!r}; use one of {', '.join(LOG_LEVELS)}")
-        threshold = self._call.session.state.log_level
+        modern = self._call.modern
+        # Handshake era: the session's logging/setLevel (none set: everything). Stateless:
+        # only what this request's _meta asked for, and nothing when it asked for nothing.
+        threshold = self._call.session.state.log_level if modern is None else modern.log_level
+        if modern is not None and threshold is None:
+            return None
         if threshold is not None and _LOG_RANK[level] < _LOG_RANK[threshold]:
             return None
         params: dict[str, Any] = {"level": level, "data": data}
@@ -130,6 +144,7 @@ class _CallContext:
             detach()
 
     def _require_capability(self, capability: str, method: str) -> None:
+        # Handshake era only: a stateless-era ask is judged by its Replay (-32021).
         if not self._call.session.state.has_capability(capability):
             raise ClientError(
                 METHOD_NOT_FOUND,
@@ -176,7 +191,7 @@ class Context(_CallContext):
             self._call.channel.send(notification)
 
     def log(self, level: str, data: Any, logger_name: str | None = None) -> None:
-        """Send notifications/message at `level`, if the session's logging/setLevel allows it."""
+        """Send notifications/message at `level` if logging/setLevel, or a stateless request's logLevel, allows."""
         notification = self._log_message(level, data, logger_name)
         if notification is not None:
             self._call.channel.send(notification)
@@ -204,8 +219,7 @@ class Context(_CallContext):
         """
         if self._modern_replay() is not None:
             key = self._key(None, method.split("/")[0])
-            answer: dict[str, Any] = self.ask({key: RawAsk(method, params)})[key]
-            return answer
+            return cast(dict[str, Any], self.ask({key: RawAsk(method, params)})[key])
         return self._blocking_request(method, params, timeout)
 
     def _blocking_request(self, method: str, params: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -258,8 +272,7 @@ class Context(_CallContext):
         """
         ask = Sampling(messages, max_tokens, system_prompt, temperature, stop_sequences, model_preferences)
         key = self._key(key, "sampling")
-        result: dict[str, Any] = self.ask({key: ask}, timeout=timeout)[key]
-        return result
+        return cast(dict[str, Any], self.ask({key: ask}, timeout=timeout)[key])
 
     def elicit(
         self,
@@ -274,16 +287,14 @@ class Context(_CallContext):
         `key` names the question in the stateless era's inputRequests (default: "elicitation-<n>").
         """
         key = self._key(key, "elicitation")
-        result: dict[str, Any] = self.ask({key: Elicitation(message, requested_schema)}, timeout=timeout)[key]
-        return result
+        return cast(dict[str, Any], self.ask({key: Elicitation(message, requested_schema)}, timeout=timeout)[key])
 
     def list_roots(
         self, *, timeout: float = CLIENT_REQUEST_TIMEOUT_SECONDS, key: str | None = None
     ) -> list[dict[str, Any]]:
         """The client's roots (roots/list); `key` as for `elicit` (default: "roots-<n>")."""
         key = self._key(key, "roots")
-        roots: list[dict[str, Any]] = self.ask({key: Roots()}, timeout=timeout)[key]
-        return roots
+        return cast(list[dict[str, Any]], self.ask({key: Roots()}, timeout=timeout)[key])
 
     def debug(self, data: Any) -> None:
         self.log("debug", data)
@@ -336,7 +347,7 @@ class AsyncContext(_CallContext):
             await self._send(notification)
 
     async def log(self, level: str, data: Any, logger_name: str | None = None) -> None:
-        """Send notifications/message at `level`, if the session's logging/setLevel allows it."""
+        """Send notifications/message at `level` if logging/setLevel, or a stateless request's logLevel, allows."""
         notification = self._log_message(level, data, logger_name)
         if notification is not None:
             await self._send(notification)
@@ -357,8 +368,7 @@ class AsyncContext(_CallContext):
         """
         if self._modern_replay() is not None:
             key = self._key(None, method.split("/")[0])
-            answer: dict[str, Any] = (await self.ask({key: RawAsk(method, params)}))[key]
-            return answer
+            return cast(dict[str, Any], (await self.ask({key: RawAsk(method, params)}))[key])
         return await self._awaited_request(method, params, timeout)
 
     async def _awaited_request(self, method: str, params: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -403,8 +413,7 @@ class AsyncContext(_CallContext):
         """Ask the client's model (sampling/createMessage); see Context.sample."""
         ask = Sampling(messages, max_tokens, system_prompt, temperature, stop_sequences, model_preferences)
         key = self._key(key, "sampling")
-        result: dict[str, Any] = (await self.ask({key: ask}, timeout=timeout))[key]
-        return result
+        return cast(dict[str, Any], (await self.ask({key: ask}, timeout=timeout))[key])
 
     async def elicit(
         self,
@@ -416,16 +425,16 @@ class AsyncContext(_CallContext):
     ) -> dict[str, Any]:
         """Ask the user for input (elicitation/create); see Context.elicit."""
         key = self._key(key, "elicitation")
-        result: dict[str, Any] = (await self.ask({key: Elicitation(message, requested_schema)}, timeout=timeout))[key]
-        return result
+        return cast(
+            dict[str, Any], (await self.ask({key: Elicitation(message, requested_schema)}, timeout=timeout))[key]
+        )
 
     async def list_roots(
         self, *, timeout: float = CLIENT_REQUEST_TIMEOUT_SECONDS, key: str | None = None
     ) -> list[dict[str, Any]]:
         """The client's roots (roots/list); see Context.list_roots."""
         key = self._key(key, "roots")
-        roots: list[dict[str, Any]] = (await self.ask({key: Roots()}, timeout=timeout))[key]
-        return roots
+        return cast(list[dict[str, Any]], (await self.ask({key: Roots()}, timeout=timeout))[key])
 
     async def debug(self, data: Any) -> None:
         await self.log("debug", data)

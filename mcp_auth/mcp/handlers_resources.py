@@ -61,7 +61,9 @@ class ResourceHandlers:
             raise JsonRpcError(INVALID_PARAMS, "resources/read needs params.uri (a string)")
         target = self._resource_target(uri, request, call)
         if target is None:
-            raise JsonRpcError(RESOURCE_NOT_FOUND, f"Resource not found: {uri}", data={"uri": uri})
+            # The handshake era's -32002; the stateless revision names a missing resource -32602.
+            code = RESOURCE_NOT_FOUND if call.modern is None else INVALID_PARAMS
+            raise JsonRpcError(code, f"Resource not found: {uri}", data={"uri": uri})
         resource = target.resource
         try:
             value = self._run(request, call, resource.fn, resource.signature, target.arguments)

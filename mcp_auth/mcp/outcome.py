@@ -43,8 +43,8 @@ class RequestStateRefused(JsonRpcError):
     """A retry's requestState failed verification. The client gets one frozen message for every
     cause; `reason` (expired, signature, principal, ...) is for the audit log only."""
 
-    def __init__(self, code: int, message: str, data: Any, reason: str) -> None:
-        super().__init__(code, message, data)
+    def __init__(self, code: int, message: str, data: Any, reason: str, request_id: RequestId | None = None) -> None:
+        super().__init__(code, message, data, request_id)
         self.reason = reason
 
 
