@@ -146,3 +146,35 @@ def test_the_default_mcp_client_runs_multi_round_trips_on_2026_07_28() -> None:
     # The batch went out in one input_required round; the handler completed on its second run.
     assert trip.content[0].text == "Lyon: pack light (1 root(s), round 2)"
     assert sorted(answers.calls) == ["elicitation", "elicitation", "roots", "sampling"]
+
+
+def test_a_round_started_over_http_may_finish_over_websocket() -> None:
+    """Both transports serve the stateless era; a state is bound to its token, not to a transport."""
+    from websockets.asyncio.client import connect
+    from ws_client import ws_url
+
+    async def over_socket(url: str, token: str, params: dict[str, Any]) -> dict[str, Any]:
+        meta = {
+            "io.modelcontextprotocol/protocolVersion": MODERN,
+            "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}},
+        }
+        message = {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {**params, "_meta": meta}}
+        async with connect(url, subprotocols=["mcp"], additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+            await ws.send(json.dumps(message))
+            while True:
+                reply: dict[str, Any] = json.loads(await ws.recv(decode=True))
+                if reply.get("id") == 9:
+                    return reply
+
+    with live_server(readme_asking_server()) as live:
+        assert live.token is not None
+        status, paused = ModernClient(live.port, live.token).call("greet")
+        state = paused["result"]["requestState"]
+        retry = {"name": "greet", "arguments": {}, "inputResponses": {"user_name": ACCEPT_ADA}, "requestState": state}
+        done = asyncio.run(over_socket(ws_url(live.url), live.token, retry))
+        # And a fresh round over the socket pauses there too.
+        again = asyncio.run(over_socket(ws_url(live.url), live.token, {"name": "greet", "arguments": {}}))
+    assert status == 200
+    assert done["result"]["content"][0]["text"] == "Hello, Ada!"
+    assert done["result"]["resultType"] == "complete"
+    assert again["result"]["resultType"] == "input_required"
