@@ -162,7 +162,7 @@ class RawAsk(Ask):
     raw_params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.raw_method not in _BY_METHOD:
+        if self.raw_method not in _CHECKERS:
             raise RuntimeError(
                 f"{self.raw_method} cannot be asked in the stateless revision (2026-07-28): "
                 "only elicitation/create, sampling/createMessage and roots/list"
@@ -174,17 +174,16 @@ class RawAsk(Ask):
 
     @property
     def capability(self) -> str:
-        return _BY_METHOD[self.raw_method].CAPABILITY
+        return _CHECKERS[self.raw_method].capability
 
     def params(self) -> dict[str, Any]:
         return dict(self.raw_params)
 
     def problem(self, answer: Any) -> str | None:
-        checker: Ask = _CHECKERS[self.raw_method]
-        return checker.problem(answer)
+        return _CHECKERS[self.raw_method].problem(answer)
 
 
-_BY_METHOD: dict[str, type[Ask]] = {cls.METHOD: cls for cls in (Elicitation, Sampling, Roots)}
+# One ask of each kind: what a raw ask's method needs and how its answer is checked.
 _CHECKERS: dict[str, Ask] = {
     "elicitation/create": Elicitation("", {}),
     "sampling/createMessage": Sampling("", 1),
