@@ -34,7 +34,7 @@ from .mcp.content import (
     text_content,
 )
 from .mcp.mrtr import Elicitation, Roots, Sampling
-from .server import AsyncContext, Context, McpServer
+from .server import AsyncContext, Context, Header, McpServer
 
 __all__ = [
     "AsyncContext",
@@ -42,6 +42,7 @@ __all__ = [
     "ConfigError",
     "Context",
     "Elicitation",
+    "Header",
     "McpServer",
     "Principal",
     "Roots",

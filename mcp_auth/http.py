@@ -50,7 +50,7 @@ from .mcp.jsonrpc import (
 from .mcp.ladder import is_modern_header, is_modern_http
 from .mcp.outcome import Crashed, Outcome, Revoked, ScopeRefused
 from .mcp.protocol import RESUMABLE_SINCE, protocol_at_least
-from .modern_http import SSE_HEADERS, THREAD_RETRY_AFTER_SECONDS, StatelessHttp
+from .modern_http import SSE_HEADERS, StatelessHttp, start_handler_thread
 from .refusals import (
     BadRequest,
     InsufficientScope,
@@ -357,19 +357,12 @@ class HttpTransport:
     ) -> None:
         """Run the handler on its own thread, which holds `handler_slot` for as long as it runs."""
         try:
-            threading.Thread(
-                target=self._run_handler,
-                args=(request, call, stream, session, handler_slot),
-                name=f"mcp-call-{request.method}",
-                daemon=True,
-            ).start()
-        except RuntimeError:  # the OS refused a thread: no handler will ever give the place back
-            handler_slot.release()
+            start_handler_thread(
+                self._run_handler, (request, call, stream, session, handler_slot), request, handler_slot
+            )
+        except ServiceUnavailable:
             session.streams.drop_stream(stream)
-            raise ServiceUnavailable(
-                "The server cannot start another thread now; try again later",
-                headers=[("Retry-After", str(THREAD_RETRY_AFTER_SECONDS))],
-            ) from None
+            raise
 
     def _run_handler(self, request: Request, call: Call, stream: EventStream, session: HttpSession, slot: Slot) -> None:
         """The handler's thread: every outcome ends the stream, so the answering thread never waits forever.

@@ -87,6 +87,19 @@ def _status_of(message: dict[str, Any]) -> int:
     return http_status(code) if isinstance(code, int) else 200
 
 
+def start_handler_thread(target: Callable[..., None], args: tuple[Any, ...], request: Request, slot: Slot) -> None:
+    """Run a request's handler on its own (daemon) thread, which holds `slot` while it runs; 503
+    when the OS refuses a thread (then no handler would ever give the place back: released here)."""
+    try:
+        threading.Thread(target=target, args=args, name=f"mcp-call-{request.method}", daemon=True).start()
+    except RuntimeError:
+        slot.release()
+        raise ServiceUnavailable(
+            "The server cannot start another thread now; try again later",
+            headers=[("Retry-After", str(THREAD_RETRY_AFTER_SECONDS))],
+        ) from None
+
+
 class StatelessHttp:
     """Serves the stateless POSTs the HTTP transport hands over."""
 
@@ -196,19 +209,7 @@ class StatelessHttp:
         return SlotBody(body, slot)
 
     def _start_handler(self, request: Request, call: Call, stream: EventStream, handler_slot: Slot) -> None:
-        try:
-            threading.Thread(
-                target=self._run_handler,
-                args=(request, call, stream, handler_slot),
-                name=f"mcp-stateless-{request.method}",
-                daemon=True,
-            ).start()
-        except RuntimeError:  # the OS refused a thread: no handler will ever give the place back
-            handler_slot.release()
-            raise ServiceUnavailable(
-                "The server cannot start another thread now; try again later",
-                headers=[("Retry-After", str(THREAD_RETRY_AFTER_SECONDS))],
-            ) from None
+        start_handler_thread(self._run_handler, (request, call, stream, handler_slot), request, handler_slot)
 
     def _run_handler(self, request: Request, call: Call, stream: EventStream, slot: Slot) -> None:
         """The handler's thread: every path ends the stream, so the answering thread never waits forever."""
@@ -244,4 +245,4 @@ class StatelessHttp:
                 # Already a 200 event stream: nothing more can be said; the next request gets the 401.
                 audit.dispatch_outcome(Revoked(), call.client_address, call.principal.name)
         finally:
-            session.closed.set()  # the handler, if it still runs, is cancelled
+            session.close()  # the handler, if it still runs, is cancelled

@@ -11,11 +11,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import socket
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import TOKEN, Live, live_server, open_session, request, rpc
+from support import TOKEN, Live, live_server, open_session, raw_exchange, request, rpc
 from websockets.asyncio.client import connect
 from ws_client import ws_url
 
@@ -91,6 +95,10 @@ def _server() -> McpServer:
     @server.resource("notes://first")
     def first() -> str:
         return "the first note"
+
+    @server.resource("notes://shared", cache_scope="public", ttl_ms=5000)
+    def shared() -> str:
+        return "the same for everyone"
 
     @server.prompt()
     def greet(name: str) -> str:
@@ -252,6 +260,15 @@ _no_capabilities = {k: v for k, v in ENVELOPE.items() if not k.endswith("clientC
             -32602,
             id="bad-log-level",
         ),
+        pytest.param(
+            "tools/call",
+            {"name": "ech\u00f6", "arguments": {}},
+            ENVELOPE,
+            {"Mcp-Name": "ech\u00f6"},  # a raw byte past ASCII: only the base64 form may carry it
+            400,
+            -32020,
+            id="name-raw-non-ascii",
+        ),
         pytest.param("unknown/method", {}, ENVELOPE, {}, 404, -32601, id="unknown-method"),
     ],
 )
@@ -264,6 +281,18 @@ def test_the_ladder_refuses_with_the_request_id(
     assert message["id"] == "req-7"
     assert message["error"]["code"] == code
     assert response.header("Content-Type") == "application/json"
+
+
+def test_a_duplicated_routing_header_is_a_mismatch(live: Live) -> None:
+    message = json.dumps(body("tools/list"))
+    head = (
+        f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+        "Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
+        f"MCP-Protocol-Version: {VERSION}\r\nMcp-Method: tools/list\r\nMcp-Method: tools/list\r\n"
+        f"Content-Length: {len(message)}\r\nConnection: close\r\n\r\n"
+    )
+    response = raw_exchange(live.port, head.encode() + message.encode())
+    assert response.status == 400 and response.json()["error"]["code"] == -32020
 
 
 @pytest.mark.parametrize(
@@ -440,11 +469,34 @@ def tokens(tmp_path: Path) -> Any:
         yield running, path, scoped, full
 
 
+def test_a_resource_may_declare_its_reads_public(live: Live) -> None:
+    read = stateless(live, "resources/read", {"uri": "notes://shared"}).json()["result"]
+    assert (read["cacheScope"], read["ttlMs"]) == ("public", 5000)
+
+
+@pytest.mark.parametrize(
+    "declaration",
+    [
+        pytest.param({"cache_scope": "shared"}, id="unknown-scope"),
+        pytest.param({"ttl_ms": -1}, id="negative-ttl"),
+        pytest.param({"ttl_ms": 1.5}, id="fractional-ttl"),
+    ],
+)
+def test_a_bad_cache_declaration_is_refused_at_registration(declaration: dict[str, Any]) -> None:
+    server = McpServer("bad")
+    with pytest.raises(ValueError, match=r"cache_scope|ttl_ms"):
+        server.resource("notes://x", **declaration)(lambda: "x")
+
+
 def test_with_scoped_tokens_lists_are_never_public(tokens: Any) -> None:
     live, _, scoped, full = tokens
     for token in (scoped, full):
-        result = stateless(live, "tools/list", token=token).json()["result"]
-        assert result["cacheScope"] == "private"
+        for method in ("tools/list", "prompts/list", "resources/list", "resources/templates/list"):
+            result = stateless(live, method, token=token).json()["result"]
+            assert result["cacheScope"] == "private", (method, token == scoped)
+    # A read the resource declared public stays private too: a shared cache must not hand it on.
+    read = stateless(live, "resources/read", {"uri": "notes://shared"}, token=full).json()["result"]
+    assert read["cacheScope"] == "private" and read["contents"][0]["text"] == "the same for everyone"
     assert [t["name"] for t in stateless(live, "tools/list", token=scoped).json()["result"]["tools"]] == ["echo"]
 
 
@@ -501,3 +553,79 @@ def test_stateless_messages_and_a_handshake_session_share_one_socket(live: Live)
     assert by_id[6]["error"]["code"] == -32600
     assert by_id[7]["result"]["protocolVersion"] == "2025-11-25"
     assert "resultType" not in by_id[8]["result"] and by_id[8]["result"]["tools"]
+
+
+# --- streaming calls: one budget with the handshake era, and closing the stream cancels ---------
+
+
+def _blocking_server(release: threading.Event, entered: threading.Semaphore, cancelled: threading.Event) -> McpServer:
+    server = McpServer("blocking")
+
+    @server.tool()
+    def wait(ctx: Context) -> str:
+        """Holds its streaming place until released (or cancelled)."""
+        entered.release()
+        ctx.report_progress(0, 1)
+        while not release.is_set():
+            if ctx.cancelled:
+                cancelled.set()
+                return "cancelled"
+            ctx.report_progress(0, 1)  # a write: how the server learns the client went away
+            release.wait(0.05)
+        return "released"
+
+    return server
+
+
+def test_stateless_streaming_calls_share_the_stream_budget() -> None:
+    release, entered, cancelled = threading.Event(), threading.Semaphore(0), threading.Event()
+    meta = {**ENVELOPE, "progressToken": "p"}
+    with live_server(_blocking_server(release, entered, cancelled), max_streams=1) as live:
+        session_id = open_session(live.port)
+        first: dict[str, Any] = {}
+        worker = threading.Thread(
+            target=lambda: first.update(reply=rpc(live.port, session_id, "tools/call", {"name": "wait"}))
+        )
+        worker.start()
+        assert entered.acquire(timeout=30)
+        # The handshake call holds the only place: a stateless streaming call is refused, not queued.
+        busy = stateless(live, "tools/call", {"name": "wait", "arguments": {}}, meta=meta)
+        assert busy.status == 503 and busy.header("Retry-After")
+        # A stateless call that streams nothing needs no place.
+        assert stateless(live, "tools/list").status == 200
+        release.set()
+        worker.join(timeout=30)
+        assert first["reply"].status == 200
+        # The place came back, and the stateless era can take it.
+        done = stateless(live, "tools/call", {"name": "wait", "arguments": {}}, meta=meta)
+        assert done.sse_messages()[-1]["result"]["content"][0]["text"] == "released"
+
+
+def test_closing_a_stateless_stream_cancels_its_call() -> None:
+    release, entered, cancelled = threading.Event(), threading.Semaphore(0), threading.Event()
+    message = json.dumps(body("tools/call", {"name": "wait", "arguments": {}}, meta={**ENVELOPE, "progressToken": 1}))
+    with live_server(_blocking_server(release, entered, cancelled)) as live:
+        head = (
+            f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+            "Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
+            f"MCP-Protocol-Version: {VERSION}\r\nMcp-Method: tools/call\r\nMcp-Name: wait\r\n"
+            f"Content-Length: {len(message)}\r\n\r\n"
+        )
+        with socket.create_connection(("127.0.0.1", live.port)) as sock:
+            sock.sendall(head.encode() + message.encode())
+            assert entered.acquire(timeout=30)
+            assert b"text/event-stream" in sock.recv(4096)
+        try:
+            assert cancelled.wait(timeout=30), "the handler never saw its call cancelled"
+        finally:
+            release.set()
+        _wait_until(lambda: live.app.http.calls.in_use() == 0, "the call's place came back")
+
+
+def _wait_until(condition: Callable[[], bool], what: str, seconds: float = 30.0) -> None:
+    """Generous: ends as soon as the server has noticed; the bound only keeps a broken build from hanging."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {seconds:g} s: {what}")
+        time.sleep(0.02)

@@ -121,6 +121,12 @@ class StatelessSession:
     def session_id(self) -> str | None:
         return None
 
+    def close(self) -> None:
+        """The request's connection ended: what still runs for it is cancelled (`ctx.cancelled`)."""
+        self.closed.set()
+        for request_id in self.in_flight.ids():
+            self.in_flight.cancel(request_id)
+
     def push(self, message: dict[str, Any]) -> None:
         """Nothing outside the request reaches a stateless client (no GET stream): dropped."""
 

@@ -11,8 +11,10 @@ Caching is a security question here: a `"public"` answer may be kept by a
 shared cache and handed to another caller. The lists are filtered by the
 caller's scope, so a list is `"public"` only when every principal sees the
 same one (no token can have a scope, `Call.same_view_for_all`) and the caller
-itself is unscoped; otherwise `"private"`. A read is `"private"`: its content
-may depend on who asks, and whether a caller may read it at all does.
+itself is unscoped; otherwise `"private"`. A read is `"private"` and not
+reused unless its resource declares otherwise (`@server.resource(...,
+cache_scope="public", ttl_ms=...)`): its content may depend on who asks, and
+whether a caller may read it at all does.
 """
 
 from __future__ import annotations
@@ -51,6 +53,13 @@ PRIVATE = "private"
 def list_cache_scope(call: Call) -> str:
     """ "public" only when no principal can see a different list than this caller's."""
     return PUBLIC if call.same_view_for_all and call.principal.tool_patterns is None else PRIVATE
+
+
+def read_cache_hints(declared_scope: str, ttl_ms: int, call: Call) -> dict[str, Any]:
+    """A read's hints: what its resource declared, but never "public" where a list would not be
+    (a shared cache must not hand the content to a token whose scope does not reach it)."""
+    public = declared_scope == PUBLIC and list_cache_scope(call) == PUBLIC
+    return {"ttlMs": ttl_ms, "cacheScope": PUBLIC if public else PRIVATE}
 
 
 class ModernResults:
