@@ -92,7 +92,7 @@ def _server() -> McpServer:
 
     @server.tool()
     def elicits(ctx: Context) -> str:
-        """Asks the user (not possible statelessly until multi round-trip requests)."""
+        """Asks the user: statelessly, an input_required round (multi round-trip requests)."""
         return str(ctx.elicit("name?", {"type": "object", "properties": {"n": {"type": "string"}}}))
 
     @server.resource("notes://first")
@@ -451,10 +451,14 @@ def test_progress_alone_sends_no_log_message(live: Live) -> None:
     assert methods == ["notifications/progress", None]
 
 
-def test_a_server_to_client_request_is_a_tool_error_not_a_hang(live: Live) -> None:
+def test_an_ask_is_an_input_required_round_never_a_request_on_the_stream(live: Live) -> None:
     meta = {**ENVELOPE, "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}}}
-    result = stateless(live, "tools/call", {"name": "elicits", "arguments": {}}, meta=meta).json()["result"]
-    assert result["isError"] is True and "2026-07-28" in result["content"][0]["text"]
+    response = stateless(live, "tools/call", {"name": "elicits", "arguments": {}}, meta=meta)
+    messages = [response.json()] if response.header("Content-Type") == "application/json" else response.sse_messages()
+    assert [m.get("method") for m in messages] == [None]  # the answer only: no server-to-client request
+    result = messages[0]["result"]
+    assert result["resultType"] == "input_required" and isinstance(result["requestState"], str)
+    assert result["inputRequests"]["elicitation-1"]["method"] == "elicitation/create"
 
 
 # --- step 7 per request, and caching with scoped tokens ---------------------------------------
