@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import inspect
 import logging
-import threading
 import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from .asyncrun import _AsyncRunner, _CallThread
 from .content import ToolResult, text_content
-from .context import AsyncContext, Call, Context, LiveSessions, McpSession
+from .context import AsyncContext, Call, Context
 from .handlers_modern import ModernResults
 from .handlers_prompts import PromptHandlers
 from .handlers_resources import ResourceHandlers
@@ -38,6 +37,7 @@ from .jsonrpc import (
 from .ladder import MODERN_METHODS, MODERN_ONLY_METHODS, method_not_found
 from .modern import HEADER_MISMATCH
 from .mrtr import MRTR_METHODS, InputRequired, Replay, ReplayRefused
+from .notifications import SessionNotifications
 from .outcome import (
     TOOL_CANCELLED,
     TOOL_ERROR,
@@ -88,10 +88,7 @@ class AuditSink(Protocol):
     def escape_controls(self, value: str) -> str: ...
 
 
-_LIST_KINDS = ("tools", "resources", "prompts")
-
-
-class Dispatcher(ResourceHandlers, PromptHandlers, ModernResults):
+class Dispatcher(ResourceHandlers, PromptHandlers, ModernResults, SessionNotifications):
     """Answers the MCP methods for one server's registry; what transports and the app hold.
 
     `outcome` runs a request (step 7 first) and says how it ended (what
@@ -109,11 +106,7 @@ class Dispatcher(ResourceHandlers, PromptHandlers, ModernResults):
         self.instructions = instructions
         self._registry = registry
         self._audit = audit
-        # The registries of live sessions (one per app serving this dispatcher, usually
-        # one), for notifications outside a request. Weak: an app dropped without
-        # close() takes its sessions with it.
-        self._registries: weakref.WeakSet[LiveSessions] = weakref.WeakSet()
-        self._registries_lock = threading.Lock()
+        SessionNotifications.__init__(self)
         # Where async handlers run; a dispatcher dropped without close() still stops its loop.
         self._async = _AsyncRunner()
         weakref.finalize(self, self._async.stop)
@@ -147,59 +140,6 @@ class Dispatcher(ResourceHandlers, PromptHandlers, ModernResults):
     def use_request_state(self, codec: RequestStateCodec) -> None:
         """Seal and open requestState with `codec` (the app hands over the deployment's key ring)."""
         self.request_state = codec
-
-    # --- notifications outside a request -----------------------------------
-
-    def attach_sessions(self, live: LiveSessions) -> None:
-        """Reach the sessions of `live` with notifications (the app does this once, at construction)."""
-        with self._registries_lock:
-            self._registries.add(live)
-
-    def detach_sessions(self, live: LiveSessions) -> None:
-        with self._registries_lock:
-            self._registries.discard(live)
-
-    def _sessions(self) -> list[McpSession]:
-        with self._registries_lock:
-            registries = list(self._registries)
-        return [session for live in registries for session in live.each_negotiated()]
-
-    def notify_resource_updated(self, uri: str) -> None:
-        """Tell every session subscribed to `uri` that it changed (notifications/resources/updated),
-        here and in the other processes of a deployment that shares its sessions."""
-        self._resource_updated(uri)
-        self._relay("resource_updated", uri)
-
-    def notify_list_changed(self, kind: str) -> None:
-        """Tell every session that the tools, resources or prompts changed (in every process)."""
-        if kind not in _LIST_KINDS:
-            raise ValueError("kind is 'tools', 'resources' or 'prompts'")
-        self._list_changed(kind)
-        self._relay("list_changed", kind)
-
-    def notify_from_elsewhere(self, event: str, value: Any) -> None:
-        """A notification another process raised (`_relay`), for the sessions of this one only."""
-        if event == "resource_updated" and isinstance(value, str):
-            self._resource_updated(value)
-        elif event == "list_changed" and value in _LIST_KINDS:
-            self._list_changed(value)
-
-    def _resource_updated(self, uri: str) -> None:
-        message = Notification("notifications/resources/updated", {"uri": uri}).to_dict()
-        for session in self._sessions():
-            if session.state.is_subscribed(uri):
-                session.push(message)
-
-    def _list_changed(self, kind: str) -> None:
-        message = Notification(f"notifications/{kind}/list_changed").to_dict()
-        for session in self._sessions():
-            session.push(message)
-
-    def _relay(self, event: str, value: Any) -> None:
-        with self._registries_lock:
-            registries = list(self._registries)
-        for live in registries:
-            live.relay(event, value)
 
     # --- the loop of async handlers ------------------------------------------
 
