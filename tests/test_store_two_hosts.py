@@ -31,6 +31,7 @@ from redis_support import RedisServer, redis_server
 from support import request, rpc
 from test_mcp_client import run_client
 
+from mcp_auth.auth.statekey import generate_state_key
 from mcp_auth.auth.tokens import add_token
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,6 +73,8 @@ TOOLS_MODULE = textwrap.dedent(
     @server.tool()
     def ask_user(ctx: Context) -> str:
         """Asks the user for a name."""
+        with open("rounds.log", "a") as rounds:  # which host ran this round (the cwd is shared)
+            rounds.write(str(os.getppid()) + " ")
         answer = ctx.elicit(
             "What is your name?",
             {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]},
@@ -122,11 +125,16 @@ def two_hosts(tmp_path: Path) -> Iterator[TwoHosts]:
     (workdir / "two_hosts_tools.py").write_text(TOOLS_MODULE)
     tokens_file = tmp_path / "tokens.json"
     tokens = {name: add_token(tokens_file, name, None) for name in ("alice", "bob")}
+    # One request-state key for every host: a multi round-trip retry may land on any of them.
+    state_key = tmp_path / "state-key"
+    state_key.write_text(generate_state_key() + "\n")
+    state_key.chmod(0o600)
     with ExitStack() as stack:
         store: RedisServer = stack.enter_context(redis_server(tmp_path / "redis"))
         env = {
             "MCP_AUTH_TOKENS_FILE": str(tokens_file),
             "MCP_AUTH_SESSION_STORE": store.url,
+            "MCP_AUTH_STATE_KEY_FILE": str(state_key),
             "MCP_AUTH_TRUSTED_PROXIES": "127.0.0.1",
             "MCP_AUTH_TARGET": "two_hosts_tools:server",
         }
@@ -340,3 +348,22 @@ def test_elicitation_answers_and_resource_updates_cross_hosts_through_the_front(
     kinds = [message["kind"] for message in relayed]
     assert "reply" in kinds, f"no answer crossed hosts: {kinds}"
     assert "notify" in kinds
+
+
+def test_a_stateless_multi_round_trip_retry_lands_on_the_other_host(two_hosts: TwoHosts) -> None:
+    """2026-07-28: the tool asks the user; the client answers by sending the request again with the
+    sealed requestState, and nginx's round-robin takes the retry to the other host (same key file)."""
+
+    async def body(client: Client) -> Any:
+        return client.protocol_version, [(await client.call_tool("ask_user", {})) for _ in range(4)]
+
+    version, results = run_client(
+        two_hosts.url, two_hosts.tokens["bob"], "auto", body, elicitation_callback=_elicitation
+    )
+    assert version == "2026-07-28"
+    assert [result.content[0].text for result in results] == ["accept: Ada"] * 4
+    # Each round wrote the host that ran it: the first round and its retry were on different hosts.
+    rounds = (two_hosts.workdir / "rounds.log").read_text().split()
+    assert len(rounds) == 8, rounds
+    pairs = list(zip(rounds[::2], rounds[1::2], strict=True))
+    assert any(first != retry for first, retry in pairs), f"every retry stayed on its host: {pairs}"
