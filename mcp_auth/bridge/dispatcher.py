@@ -45,7 +45,7 @@ from .budget import ChildBudget, Place
 from .command import StdioCommand
 from .link import CHILD_UNAVAILABLE, ChildLink
 from .process import STOP_GRACE_SECONDS
-from .session_child import SessionChild
+from .session_child import DEAD_SESSION_CLOSE_SECONDS, SessionChild
 
 logger = logging.getLogger("mcp_auth.bridge")
 
@@ -74,14 +74,16 @@ class BridgeDispatcher(Dispatcher):
         request_timeout: float = REQUEST_TIMEOUT_SECONDS,
         initialize_timeout: float = INITIALIZE_TIMEOUT_SECONDS,
         grace_seconds: float = STOP_GRACE_SECONDS,
+        dead_session_seconds: float = DEAD_SESSION_CLOSE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(Registry(), audit, name, version, instructions)
         self.command = command
-        self.budget = budget or ChildBudget()
+        self.budget = budget if budget is not None else ChildBudget()
         self.request_timeout = request_timeout
         self.initialize_timeout = initialize_timeout
         self.grace_seconds = grace_seconds
+        self.dead_session_seconds = dead_session_seconds
         self._clock = clock
         self._lock = threading.Lock()
         self._children: dict[McpSession, SessionChild] = {}
@@ -153,6 +155,8 @@ class BridgeDispatcher(Dispatcher):
             stopper.start()
         for stopper in stoppers:
             stopper.join(self.grace_seconds + 5)
+        with self._lock:
+            self._children.clear()
         super().close()
 
     # --- children ----------------------------------------------------------------------
@@ -200,6 +204,7 @@ class BridgeDispatcher(Dispatcher):
                 lambda owner: ChildLink(self.command, label, owner, grace_seconds=self.grace_seconds),
                 self._release,
                 request_timeout=self.request_timeout,
+                dead_session_seconds=self.dead_session_seconds,
             )
         except OSError as exc:
             self.budget.release(place)

@@ -193,6 +193,10 @@ class ChildProcess:
         except (OSError, ValueError):
             pass  # the pipe was closed by stop()
         finally:
+            try:
+                stdout.close()
+            except OSError:
+                pass
             if not reason:
                 status = self._reap_after_eof()
                 reason = "it exited" if status is None else _describe_status(status)
@@ -221,6 +225,11 @@ class ChildProcess:
                 logger.info("stdio server %s: %s", self.label, _escape(text))
         except (OSError, ValueError):
             pass
+        finally:
+            try:
+                stderr.close()
+            except OSError:
+                pass
 
     # --- ending -------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from .command import StdioCommand
 from .dispatcher import INITIALIZE_TIMEOUT_SECONDS, REQUEST_TIMEOUT_SECONDS, BridgeDispatcher
 from .link import CHILD_UNAVAILABLE, ChildLink
 from .process import STOP_GRACE_SECONDS
+from .session_child import DEAD_SESSION_CLOSE_SECONDS
 
 logger = logging.getLogger("mcp_auth.bridge")
 
@@ -115,6 +116,7 @@ class StdioServer:
         request_timeout: float = REQUEST_TIMEOUT_SECONDS,
         initialize_timeout: float = INITIALIZE_TIMEOUT_SECONDS,
         grace_seconds: float = STOP_GRACE_SECONDS,
+        dead_session_seconds: float = DEAD_SESSION_CLOSE_SECONDS,
         check: bool = True,
     ) -> None:
         self.command = command
@@ -137,6 +139,7 @@ class StdioServer:
             request_timeout=request_timeout,
             initialize_timeout=initialize_timeout,
             grace_seconds=grace_seconds,
+            dead_session_seconds=dead_session_seconds,
         )
 
     @property

@@ -52,8 +52,10 @@ class SessionChild:
         on_end: Callable[[SessionChild], None],
         *,
         request_timeout: float,
+        dead_session_seconds: float = DEAD_SESSION_CLOSE_SECONDS,
     ) -> None:
         self.session = session
+        self._dead_session_seconds = dead_session_seconds
         self.principal = principal
         self.request_timeout = request_timeout
         self._on_end = on_end
@@ -153,7 +155,7 @@ class SessionChild:
         def close_when_answered() -> None:
             with self._lock:
                 self._idle.wait_for(lambda: self._active == 0)
-            if not self.session.closed.wait(DEAD_SESSION_CLOSE_SECONDS):
+            if not self.session.closed.wait(self._dead_session_seconds):
                 self.session.close()
 
         threading.Thread(target=close_when_answered, name="mcp-bridge-end-session", daemon=True).start()

@@ -88,8 +88,8 @@ def crash() -> str:
 @server.tool()
 def garbage() -> str:
     """Writes a line that is not JSON-RPC to stdout."""
-    sys.stdout.write("this is not JSON-RPC\n")
-    sys.stdout.flush()
+    # The mcp package points sys.stdout at stderr while it serves; the protocol's stdout is fd 1.
+    os.write(1, b"this is not JSON-RPC\n")
     return "wrote garbage"
 
 
