@@ -11,8 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import re
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -219,7 +222,7 @@ def test_a_broken_child_answers_at_once_and_ends_the_session(
         for _ in range(600):
             if rpc(live.port, session_id, "tools/list", {}).status == 404:
                 break
-            __import__("time").sleep(0.05)
+            time.sleep(0.05)
         assert rpc(live.port, session_id, "tools/list", {}).status == 404
         fresh = open_session(live.port)
         assert int(_call(live.port, fresh, "pid")["result"]["content"][0]["text"]) != pid
@@ -384,3 +387,55 @@ def test_json_lines_only() -> None:
 
     assert b"\n" not in dumps({"jsonrpc": "2.0", "method": "x", "params": {"text": "a\nb"}})
     assert json.loads(dumps({"a": "\u2028"}))["a"] == "\u2028"
+
+
+# --- the README's commands --------------------------------------------------------
+
+
+def test_the_readme_stdio_command_serves_a_stdio_server(tmp_path: Path) -> None:
+    """The README's one command, with the npm server swapped for the test child (npx is for .ci/run)."""
+    readme = (ROOT / "README.md").read_text()
+    line = next(text.strip() for text in readme.splitlines() if "mcp_auth serve --stdio --" in text)
+    assert line.startswith(
+        ".venv/bin/python -m mcp_auth serve --stdio -- npx -y @modelcontextprotocol/server-everything"
+    )
+    words = line.split()
+    words[0] = sys.executable
+    command = words[: words.index("--") + 1] + CHILD_ARGV
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("MCP_AUTH_")},
+        "HOME": str(tmp_path),
+        "XDG_CONFIG_HOME": str(tmp_path),
+        "MCP_AUTH_PORT": "0",
+        "MCP_AUTH_TOKEN": TOKEN,
+        "PYTHONPATH": str(ROOT),
+    }
+    front = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+    )
+    try:
+        assert front.stderr is not None
+        port = 0
+        deadline = time.monotonic() + 120
+        while not port and time.monotonic() < deadline:
+            found = re.search(r"listening on http://127\.0\.0\.1:(\d+)/mcp", front.stderr.readline())
+            port = int(found.group(1)) if found else 0
+        assert port
+
+        async def body(client: Client) -> Any:
+            return await client.call_tool("echo", {"text": "from the README"})
+
+        assert run_client(f"http://127.0.0.1:{port}/mcp", TOKEN, "auto", body).content[0].text == "from the README"
+    finally:
+        front.terminate()
+        assert front.wait(60) == 0
+        if front.stderr is not None:
+            front.stderr.close()
+
+
+def test_the_readme_stdio_app_snippet_compiles_and_names_the_api() -> None:
+    import mcp_auth
+
+    readme = (ROOT / "README.md").read_text()
+    assert "mcp_auth.stdio_app([" in readme and "create_app(stdio=[" in readme
+    assert callable(mcp_auth.stdio_app) and "stdio_app" in mcp_auth.__all__
