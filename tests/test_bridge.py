@@ -439,3 +439,67 @@ def test_the_readme_stdio_app_snippet_compiles_and_names_the_api() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "mcp_auth.stdio_app([" in readme and "create_app(stdio=[" in readme
     assert callable(mcp_auth.stdio_app) and "stdio_app" in mcp_auth.__all__
+
+
+def test_a_cancelled_call_is_cancelled_in_the_child_too(tmp_path: Path) -> None:
+    import threading
+
+    events = tmp_path / "events"
+    with bridged(env=[f"CHILD_EVENTS={events}"]) as live:
+        session_id = open_session(live.port)
+        answers: list[dict[str, Any]] = []
+        caller = threading.Thread(target=lambda: answers.append(_call(live.port, session_id, "hang")))
+        caller.start()
+        deadline = time.monotonic() + 60
+        child = live.app.server.children()[0]  # type: ignore[attr-defined]
+        while child.link.in_flight() == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)  # until the call reached the child
+        note = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 7, "reason": "no"}}
+        assert request(live.port, body=note, headers={"Mcp-Session-Id": session_id}).status == 202
+        caller.join(60)
+        assert answers and answers[0]["error"]["code"] == -32800
+        while not events.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert events.read_text() == "hang cancelled\n"
+
+
+@pytest.mark.parametrize("workers", [pytest.param("2", id="two-workers"), pytest.param("1", id="one-worker")])
+def test_gunicorn_runs_the_bridge_with_one_worker_only(workers: str, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = f"mcp_auth:create_app(stdio={CHILD_ARGV!r})"
+    env = {**os.environ, "MCP_AUTH_TOKEN": TOKEN, "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)}
+    gunicorn = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-w", workers, "-k", "gthread", "--threads", "4",
+         "-b", f"127.0.0.1:{port}", app],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert gunicorn.stderr is not None
+        if workers == "2":
+            status = gunicorn.wait(120)
+            output = gunicorn.stderr.read()
+            assert status != 0
+            assert "gunicorn was asked for 2 workers" in output and "-w 1" in output
+            return
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = gunicorn.stderr.readline()
+            if "serving '" in line or not line:  # the startup summary: the app is built
+                break
+        for _ in range(600):
+            try:
+                session_id = open_session(port)
+                break
+            except (OSError, AssertionError):
+                time.sleep(0.1)
+        assert _call(port, session_id, "echo", {"text": "gunicorn"})["result"]["content"][0]["text"] == "gunicorn"
+    finally:
+        if gunicorn.poll() is None:
+            gunicorn.terminate()
+            gunicorn.wait(60)
+        if gunicorn.stderr is not None:
+            gunicorn.stderr.close()

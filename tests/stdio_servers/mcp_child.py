@@ -95,8 +95,14 @@ def garbage() -> str:
 
 @server.tool()
 async def hang() -> str:
-    """Never answers."""
-    await asyncio.sleep(3600)
+    """Never answers; notes a cancellation in $CHILD_EVENTS (a file) when one arrives."""
+    try:
+        await asyncio.sleep(3600)
+    except asyncio.CancelledError:
+        if os.environ.get("CHILD_EVENTS"):
+            with open(os.environ["CHILD_EVENTS"], "a") as events:
+                events.write("hang cancelled\n")
+        raise
     return "never"
 
 
