@@ -90,6 +90,14 @@ class _Waiting:
     reply: Response | ErrorResponse | None = None
 
 
+@dataclass(eq=False)
+class Pending:
+    """A request of ours the child has not answered yet."""
+
+    child_id: int
+    waiting: _Waiting
+
+
 class ChildLink:
     """One child process and the JSON-RPC conversation with it. Thread-safe."""
 
@@ -125,6 +133,17 @@ class ChildLink:
         """Send a request and wait for its result; JsonRpcError for the child's error answer, ChildGone when
         it ends, a -32000 error after `timeout` seconds (the child is told to cancel), REQUEST_CANCELLED when
         `stop()` returns a reason (the call was cancelled, its session ended)."""
+        pending = self.begin(method, params, channel=channel, client_id=client_id)
+        try:
+            result = self.wait(pending, timeout=timeout, stop=stop)
+        finally:
+            self.end(pending)
+        assert result is not None
+        return result
+
+    def begin(self, method: str, params: dict[str, Any], *, channel: Channel | None, client_id: Any) -> Pending:
+        """Send a request; its answer is awaited with `wait` and forgotten with `end` (a stateless round
+        may wait for it over several client requests)."""
         child_id = next(self._ids)
         meta = params.get("_meta")
         token = meta.get("progressToken") if isinstance(meta, dict) else None
@@ -135,31 +154,50 @@ class ChildLink:
             self._waiting[child_id] = waiting
             if token is not None and channel is not None and isinstance(token, (str, int)):
                 self._progress[token] = channel
-        try:
-            # params always present: some servers do not answer a request without them.
-            line = dumps({"jsonrpc": "2.0", "id": child_id, "method": method, "params": params})
-            if not self.process.send(line):
-                self._gone_event.wait(_WAIT_SLICE_SECONDS * 8)
-                raise ChildGone(self.gone or f"the stdio server {self.label} closed its input")
-            waited = 0.0
-            while not waiting.answered.wait(_WAIT_SLICE_SECONDS):
-                waited += _WAIT_SLICE_SECONDS
-                reason = stop()
-                if reason is not None:
-                    self.notify("notifications/cancelled", {"requestId": child_id, "reason": reason})
-                    raise JsonRpcError(REQUEST_CANCELLED, reason)
-                if waited >= timeout:
-                    self.notify("notifications/cancelled", {"requestId": child_id, "reason": "timed out"})
-                    raise JsonRpcError(
-                        CHILD_UNAVAILABLE,
-                        f"the stdio server did not answer {method} within {timeout:g} seconds; the request was "
-                        "cancelled (the server may be stuck: end the session to restart it)",
-                    )
-        finally:
-            with self._lock:
-                self._waiting.pop(child_id, None)
-                if token is not None and self._progress.get(token) is channel:
-                    self._progress.pop(token, None)
+        pending = Pending(child_id, waiting)
+        # params always present: some servers do not answer a request without them.
+        line = dumps({"jsonrpc": "2.0", "id": child_id, "method": method, "params": params})
+        if not self.process.send(line):
+            self._gone_event.wait(_WAIT_SLICE_SECONDS * 8)
+            self.end(pending)
+            raise ChildGone(self.gone or f"the stdio server {self.label} closed its input")
+        return pending
+
+    def rebind(self, pending: Pending, channel: Channel | None, client_id: Any) -> None:
+        """A later client request now waits for `pending` (the retry of a stateless round)."""
+        with self._lock:
+            pending.waiting.channel = channel
+            pending.waiting.client_id = client_id
+            token = pending.waiting.progress_token
+            if token is not None and channel is not None and isinstance(token, (str, int)):
+                self._progress[token] = channel
+
+    def wait(
+        self,
+        pending: Pending,
+        *,
+        timeout: float,
+        stop: Callable[[], str | None] = lambda: None,
+        wake: threading.Event | None = None,
+    ) -> dict[str, Any] | None:
+        """The result of `pending` (errors as in `request`), or None as soon as `wake` is set (still pending)."""
+        waiting, method = pending.waiting, pending.waiting.method
+        waited = 0.0
+        while not waiting.answered.wait(_WAIT_SLICE_SECONDS):
+            if wake is not None and wake.is_set():
+                return None
+            waited += _WAIT_SLICE_SECONDS
+            reason = stop()
+            if reason is not None:
+                self.notify("notifications/cancelled", {"requestId": pending.child_id, "reason": reason})
+                raise JsonRpcError(REQUEST_CANCELLED, reason)
+            if waited >= timeout:
+                self.notify("notifications/cancelled", {"requestId": pending.child_id, "reason": "timed out"})
+                raise JsonRpcError(
+                    CHILD_UNAVAILABLE,
+                    f"the stdio server did not answer {method} within {timeout:g} seconds; the request was "
+                    "cancelled (the server may be stuck: end the session to restart it)",
+                )
         reply = waiting.reply
         if isinstance(reply, ErrorResponse):
             if reply.code == CHILD_UNAVAILABLE and self.gone is not None and reply.message == self.gone:
@@ -167,6 +205,14 @@ class ChildLink:
             raise JsonRpcError(reply.code, reply.message, reply.data)
         assert isinstance(reply, Response)
         return reply.result
+
+    def end(self, pending: Pending) -> None:
+        """Forget `pending` (answered, failed, or given up)."""
+        with self._lock:
+            self._waiting.pop(pending.child_id, None)
+            token = pending.waiting.progress_token
+            if token is not None and self._progress.get(token) is pending.waiting.channel:
+                self._progress.pop(token, None)
 
     def notify(self, method: str, params: dict[str, Any] | None = None) -> None:
         self.process.send(dumps(Notification(method, params or {})))
