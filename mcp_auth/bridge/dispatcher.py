@@ -9,6 +9,9 @@ the call is forwarded; the child's lists come back filtered (`scope.visible`).
 Handshake era: `initialize` starts the session's own child (within the
 `ChildBudget`), forwards the client's initialize to it and answers with the
 child's result; the child lives as long as the session (`SessionChild`).
+Stateless era (`Call.modern`): `server/discover` is answered here from what the
+startup check learned; every other request is served by a child of the token's
+pool (`pool`, `stateless`), the same budget bounding both eras.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from ..capacity import principal_key
 from ..mcp.context import Call, McpSession
 from ..mcp.dispatch import Dispatcher
 from ..mcp.jsonrpc import INVALID_REQUEST, REQUEST_CANCELLED, JsonRpcError, Notification, Request
+from ..mcp.modern import META_SERVER_INFO, MODERN_PROTOCOL_VERSIONS
 from ..mcp.outcome import (
     TOOL_CANCELLED,
     TOOL_ERROR,
@@ -44,8 +48,10 @@ from . import scope
 from .budget import ChildBudget, Place
 from .command import StdioCommand
 from .link import CHILD_UNAVAILABLE, ChildLink
+from .pool import Pools
 from .process import STOP_GRACE_SECONDS
 from .session_child import DEAD_SESSION_CLOSE_SECONDS, SessionChild
+from .stateless import StatelessBridge
 
 logger = logging.getLogger("mcp_auth.bridge")
 
@@ -58,6 +64,10 @@ REQUEST_TIMEOUT_SECONDS = 300.0
 _FORWARDED_NOTIFICATIONS = frozenset(
     {"notifications/initialized", "notifications/roots/list_changed", "notifications/progress"}
 )
+
+
+# Stateless-era results that carry caching hints.
+_CACHEABLE = frozenset({"tools/list", "prompts/list", "resources/list", "resources/templates/list", "resources/read"})
 
 
 class BridgeDispatcher(Dispatcher):
@@ -90,6 +100,14 @@ class BridgeDispatcher(Dispatcher):
         self._places: dict[SessionChild, Place] = {}
         self._numbers = itertools.count(1)
         self._closed = False
+        # What the child said it offers (the startup check), for server/discover.
+        self.child_capabilities: dict[str, Any] = {}
+        self.pools = Pools(
+            command, self.budget, grace_seconds=grace_seconds, initialize_timeout=initialize_timeout, clock=clock
+        )
+        self.stateless = StatelessBridge(
+            self.pools, request_timeout=request_timeout, server_info=self._server_info, clock=clock
+        )
 
     # --- what transports call ------------------------------------------------------
 
@@ -102,6 +120,8 @@ class BridgeDispatcher(Dispatcher):
         try:
             if not call.is_current():
                 return Revoked(request.id)
+            if call.modern is not None:
+                return self._modern(request, call)
             if request.method == "initialize":
                 return Answered(request.id, self._start_child(request, call))
             child = self._child_of(call.session)
@@ -126,6 +146,36 @@ class BridgeDispatcher(Dispatcher):
         except BaseException:  # the answering thread must not die, nor wait forever
             logger.exception("unexpected error forwarding %s", audit.escape_controls(request.method))
             return Crashed(request.id)
+
+    def _modern(self, request: Request, call: Call) -> Outcome:
+        """A stateless-era request: discovery here, the rest from the token's pool (`stateless`)."""
+        if request.method == "server/discover":
+            return Answered(request.id, self._discover())
+        refused = scope.refusal(request, call.principal)
+        if refused is not None:
+            return ScopeRefused(request.id, refused)
+        record = ToolCallRecord(str(request.params.get("name")), TOOL_ERROR) if request.method == "tools/call" else None
+        result = self.stateless.answer(request, call, call.channel)
+        if record is not None and result.get("resultType") == "complete":
+            record = ToolCallRecord(record.tool, TOOL_ERROR if result.get("isError") else TOOL_OK)
+        if request.method in _CACHEABLE and result.get("resultType") == "complete":
+            # Filtered for this token: never to be shared with another (cacheScope private, no reuse).
+            result = {**scope.visible(request.method, result, call.principal), "ttlMs": 0, "cacheScope": "private"}
+        return Answered(request.id, result, record)
+
+    def _discover(self) -> dict[str, Any]:
+        return {
+            "resultType": "complete",
+            "supportedVersions": [*MODERN_PROTOCOL_VERSIONS, *SUPPORTED_PROTOCOL_VERSIONS],
+            "capabilities": self.child_capabilities,
+            **({"instructions": self.instructions} if self.instructions else {}),
+            "ttlMs": 0,
+            "cacheScope": "public",
+            "_meta": {META_SERVER_INFO: self._server_info()},
+        }
+
+    def _server_info(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version}
 
     def handle_notification(self, notification: Notification, call: Call) -> None:
         if not call.is_current():
@@ -157,6 +207,8 @@ class BridgeDispatcher(Dispatcher):
             stopper.join(self.grace_seconds + 5)
         with self._lock:
             self._children.clear()
+        self.stateless.close()
+        self.pools.close()
         super().close()
 
     # --- children ----------------------------------------------------------------------

@@ -121,6 +121,7 @@ class StdioServer:
     ) -> None:
         self.command = command
         info: dict[str, Any] = {}
+        result: dict[str, Any] = {}
         self._counts: dict[str, int] = {"tool": 0}
         if check:
             result, self._counts = probe(command, initialize_timeout)
@@ -141,6 +142,8 @@ class StdioServer:
             grace_seconds=grace_seconds,
             dead_session_seconds=dead_session_seconds,
         )
+        capabilities = result.get("capabilities") if check else None
+        self.dispatcher.child_capabilities = capabilities if isinstance(capabilities, dict) else {}
 
     @property
     def name(self) -> str:
