@@ -74,6 +74,8 @@ class SessionChild:
             raise ChildGone(f"{self.link.gone}; this session is over: start a new one (initialize)")
         with self._lock:
             self._active += 1
+        # In flight for the session too: a long call keeps an idle session (and socket) from expiring.
+        self.session.in_flight.begin(request.id)
         try:
             return self.link.request(
                 request.method,
@@ -84,6 +86,7 @@ class SessionChild:
                 stop=self._stop_reason,
             )
         finally:
+            self.session.in_flight.end(request.id)
             with self._lock:
                 self._active -= 1
                 self._idle.notify_all()
