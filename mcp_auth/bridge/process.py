@@ -136,6 +136,7 @@ class ChildProcess:
         self._write_lock = threading.Lock()
         self._stop_lock = threading.Lock()
         self._stopped = False
+        self._stop_done = threading.Event()
         self._exit_reported = threading.Event()
         self.stderr_tail: list[str] = []  # the last lines of stderr, for error messages at startup
         self._proc: subprocess.Popen[bytes] = _SPAWNER.run(
@@ -247,9 +248,13 @@ class ChildProcess:
         Idempotent and safe from any thread (the reader thread calls it too).
         """
         with self._stop_lock:
-            if self._stopped:
-                return
+            stopping_already = self._stopped
             self._stopped = True
+        if stopping_already:
+            # Another thread is stopping it: return when that is done (shutdown waits for every child).
+            if threading.current_thread() is not self._reader:
+                self._stop_done.wait(self._grace + 5)
+            return
         with self._write_lock:
             try:
                 if self._proc.stdin is not None:
@@ -268,6 +273,7 @@ class ChildProcess:
             self._signal_group(signal.SIGKILL)
         if threading.current_thread() is not self._stderr_thread:
             self._stderr_thread.join(timeout=self._grace)
+        self._stop_done.set()
 
     def _signal_group(self, signum: int) -> None:
         try:
