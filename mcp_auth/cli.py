@@ -31,6 +31,7 @@ from ._version import __version__
 from .app import MCP_PATH
 from .audit import configure_logging
 from .auth.tokens import add_token, default_token_path, list_tokens, read_token_file, revoke_token, rotate_token
+from .bridge.options import add_stdio_options, split_stdio, stdio_server
 from .config import LOG_LEVELS, Config
 from .errors import ConfigError
 from .network import format_url_host
@@ -61,7 +62,6 @@ _VALUE_OPTIONS = frozenset(
         "--stdio-env",
     }
 )
-STDIO_FLAG = "--stdio"
 
 
 def _serve_parser() -> argparse.ArgumentParser:
@@ -137,52 +137,9 @@ def _serve_parser() -> argparse.ArgumentParser:
         help=f"how the first run prints client configurations: 'env' (default) reads the token from "
         f"${CLIENT_TOKEN_VARIABLE}, 'literal' writes the token into them",
     )
-    stdio = parser.add_argument_group("an existing stdio MCP server behind the front (see README, 'stdio')")
-    stdio.add_argument(
-        STDIO_FLAG,
-        action="store_true",
-        help="-- CMD ARGS...: serve this stdio MCP server (run without a shell, one child per session); "
-        "must come last, after the other options",
-    )
-    stdio.add_argument(
-        "--stdio-env",
-        action="append",
-        default=[],
-        metavar="NAME[=VALUE]",
-        help="add a variable to the command's environment (NAME copies it from here); repeatable. "
-        "Without it the command gets only PATH, HOME, USER, LOGNAME, LANG, LANGUAGE, LC_ALL, LC_CTYPE, "
-        "LC_MESSAGES, TZ, TMPDIR",
-    )
-    stdio.add_argument(
-        "--stdio-max-children",
-        type=int,
-        metavar="N",
-        help="stdio server processes at most (default 32; a token may hold a quarter)",
-    )
-    stdio.add_argument(
-        "--stdio-timeout",
-        type=float,
-        metavar="SECONDS",
-        help="how long a request waits for the stdio server's answer (default 300)",
-    )
+    add_stdio_options(parser)
     parser.add_argument("--version", action="version", version=f"mcp_auth {__version__}")
     return parser
-
-
-def _split_stdio(args: list[str]) -> tuple[list[str], list[str] | None]:
-    """The options before `--stdio`, and the command after it (the `--` after --stdio is optional).
-
-    Split before any option parsing: the command's own words (`-y`, `--port`) are its, not ours.
-    """
-    if STDIO_FLAG not in args:
-        return args, None
-    index = args.index(STDIO_FLAG)
-    command = args[index + 1 :]
-    if command[:1] == ["--"]:
-        command = command[1:]
-    if not command:
-        raise ConfigError("--stdio needs a command after it: python -m mcp_auth serve --stdio -- CMD ARGS...")
-    return args[:index], command
 
 
 def _token_parser() -> argparse.ArgumentParser:
@@ -301,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _token_command(_token_parser().parse_args(args[1:]))
         if args[:1] == ["serve"]:
             args = args[1:]
-        options, command = _split_stdio(args)
+        options, command = split_stdio(args)
         parsed = _serve_parser().parse_args(_join_dash_values(options))
         parsed.stdio_command = command
         return serve(parsed)
@@ -412,7 +369,7 @@ def serve(args: argparse.Namespace) -> int:
     target = args.target or os.environ.get("MCP_AUTH_TARGET")  # flag > environment, as create_app() reads it
     server: Any
     if args.stdio_command is not None:
-        server = _stdio_server(args)
+        server = stdio_server(args)
     elif target:
         server = load_target(target)
     else:
@@ -445,21 +402,3 @@ def serve(args: argparse.Namespace) -> int:
     embedded.close()
     print("mcp_auth: stopped", file=sys.stderr, flush=True)
     return 0
-
-
-def _stdio_server(args: argparse.Namespace) -> Any:
-    """The stdio command behind the front, checked now (a wrong command is exit status 2, with its stderr)."""
-    from .bridge import StdioCommand, StdioServer
-
-    if args.target:
-        raise ConfigError(f"give a TARGET ({args.target}) or --stdio -- CMD, not both")
-    command = StdioCommand.of(args.stdio_command, args.stdio_env)
-    options: dict[str, Any] = {"max_children": args.stdio_max_children}
-    if args.stdio_timeout is not None:
-        if args.stdio_timeout <= 0:
-            raise ConfigError(f"--stdio-timeout {args.stdio_timeout:g}: give a number of seconds above 0")
-        options["request_timeout"] = args.stdio_timeout
-    if args.stdio_max_children is not None and args.stdio_max_children < 1:
-        raise ConfigError(f"--stdio-max-children {args.stdio_max_children}: give at least 1")
-    logger.info("checking the stdio command %s", command.display)
-    return StdioServer(command, **options)
