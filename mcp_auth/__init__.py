@@ -34,7 +34,7 @@ from .mcp.content import (
     resource_link,
     text_content,
 )
-from .server import AsyncContext, Context, McpServer
+from .server import AsyncContext, Context, Header, McpServer
 
 
 def stdio_app(argv: Sequence[str], config: Config | None = None, **options: Any) -> Any:
@@ -52,6 +52,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "Context",
+    "Header",
     "McpServer",
     "Principal",
     "ToolResult",

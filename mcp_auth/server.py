@@ -10,7 +10,7 @@ the auth pipeline.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import audit
@@ -19,10 +19,10 @@ from .config import Config
 from .mcp.context import AsyncContext, Context
 from .mcp.dispatch import Dispatcher
 from .mcp.registry import Registry
-from .mcp.schema import JsonSchema
+from .mcp.schema import Header, JsonSchema
 from .startup import build_app
 
-__all__ = ["AsyncContext", "Context", "McpServer"]
+__all__ = ["AsyncContext", "Context", "Header", "McpServer"]
 
 
 class McpServer:
@@ -77,6 +77,7 @@ class McpServer:
         input_schema: JsonSchema | None = None,
         output_schema: JsonSchema | None = None,
         structured_output: bool | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Any:
         """Register a tool. Its input schema comes from the type hints, its description from the docstring.
 
@@ -85,6 +86,10 @@ class McpServer:
         A return annotation that is an object (dict, TypedDict, dataclass) adds
         an `outputSchema` and `structuredContent`; `structured_output=False`
         turns that off, `output_schema=` sets it by hand.
+
+        `headers={"region": "Region"}` has clients mirror the argument
+        `region` into the HTTP header `Mcp-Param-Region` (as
+        `Annotated[str, Header("Region")]` on the parameter does).
         """
 
         def register(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -97,6 +102,7 @@ class McpServer:
                 input_schema=input_schema,
                 output_schema=output_schema,
                 structured_output=structured_output,
+                headers=headers,
             )
             self.notify_list_changed("tools")
             return fn
@@ -115,13 +121,29 @@ class McpServer:
         title: str | None = None,
         description: str | None = None,
         mime_type: str | None = None,
+        cache_scope: str = "private",
+        ttl_ms: int = 0,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Register a resource; a URI with `{variables}` is a template whose values become arguments."""
+        """Register a resource; a URI with `{variables}` is a template whose values become arguments.
+
+        `cache_scope` and `ttl_ms` are the caching hints a 2026-07-28 client gets with each read:
+        by default "private" and 0 (not reused). Declare "public" only for content that is the
+        same for everyone; it is still sent as "private" when tokens may have scopes.
+        """
         if callable(uri):  # bare `@server.resource`: there is no URI to register it under
             raise TypeError('use @server.resource("uri")')
 
         def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-            self._registry.add_resource(fn, uri, name=name, title=title, description=description, mime_type=mime_type)
+            self._registry.add_resource(
+                fn,
+                uri,
+                name=name,
+                title=title,
+                description=description,
+                mime_type=mime_type,
+                cache_scope=cache_scope,
+                ttl_ms=ttl_ms,
+            )
             self.notify_list_changed("resources")
             return fn
 

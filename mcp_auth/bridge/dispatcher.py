@@ -25,7 +25,7 @@ from typing import Any
 
 from .. import audit
 from ..capacity import principal_key
-from ..mcp.context import Call, McpSession
+from ..mcp.call import Call, McpSession
 from ..mcp.dispatch import Dispatcher
 from ..mcp.jsonrpc import INVALID_REQUEST, REQUEST_CANCELLED, JsonRpcError, Notification, Request
 from ..mcp.modern import META_SERVER_INFO, MODERN_PROTOCOL_VERSIONS

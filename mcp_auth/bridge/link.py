@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..mcp.context import Channel
+from ..mcp.call import Channel
 from ..mcp.jsonrpc import (
     REQUEST_CANCELLED,
     ErrorResponse,

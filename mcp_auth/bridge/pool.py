@@ -30,7 +30,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from .._version import __version__
-from ..mcp.context import Channel
+from ..mcp.call import Channel
 from ..mcp.jsonrpc import ErrorResponse, Request
 from ..mcp.protocol import LATEST_PROTOCOL_VERSION
 from .budget import ChildBudget, Place

@@ -16,7 +16,7 @@ from typing import Any
 
 from .._version import __version__
 from ..errors import ConfigError
-from ..mcp.context import Channel
+from ..mcp.call import Channel
 from ..mcp.jsonrpc import ErrorResponse, JsonRpcError, Request
 from ..mcp.protocol import LATEST_PROTOCOL_VERSION
 from .budget import ChildBudget

@@ -34,9 +34,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..mcp.context import Call, Channel
+from ..mcp.call import Call, Channel
 from ..mcp.jsonrpc import INVALID_PARAMS, METHOD_NOT_FOUND, ErrorResponse, JsonRpcError, Request, Response
 from ..mcp.modern import META_SERVER_INFO, MISSING_CLIENT_CAPABILITY
+from ..mcp.protocol import _LOG_RANK
 from .link import Pending
 from .pool import PooledChild, Pools
 
@@ -117,6 +118,7 @@ class StatelessBridge:
         if responses is not None and not isinstance(responses, dict):
             raise JsonRpcError(INVALID_PARAMS, "inputResponses must be an object")
         binding = _binding(request, call)
+        channel = _LogLevelChannel(channel, call.modern.log_level)
         if state is not None:
             current = self._claim(state, binding)
             current.child.link.rebind(_pending(current), channel, request.id)
@@ -136,9 +138,13 @@ class StatelessBridge:
 
     def _run(self, current: Round, request: Request, call: Call) -> dict[str, Any]:
         link, pending = current.child.link, _pending(current)
+
+        def gone() -> str | None:  # the request's connection ended (the revision's cancellation)
+            return "the client went away" if call.session.closed.is_set() else None
+
         try:
             while True:
-                result = link.wait(pending, timeout=self.request_timeout, wake=current.asked)
+                result = link.wait(pending, timeout=self.request_timeout, wake=current.asked, stop=gone)
                 if result is not None:
                     break
                 open_asks = self._screen(current, request, call)
@@ -224,6 +230,23 @@ class StatelessBridge:
             parked, self._parked = list(self._parked.values()), {}
         for current in parked:
             self._abandon(current)
+
+
+class _LogLevelChannel:
+    """A request's channel that passes the child's log messages only at or above the level the request
+    asked for (`io.modelcontextprotocol/logLevel`), and none when it asked for none."""
+
+    def __init__(self, channel: Channel, level: str | None) -> None:
+        self._channel = channel
+        self._threshold = _LOG_RANK.get(level) if level is not None else None
+
+    def send(self, message: dict[str, Any]) -> None:
+        if message.get("method") == "notifications/message":
+            params = message.get("params")
+            rank = _LOG_RANK.get(params.get("level")) if isinstance(params, dict) else None
+            if self._threshold is None or rank is None or rank < self._threshold:
+                return
+        self._channel.send(message)
 
 
 def _pending(current: Round) -> Pending:
