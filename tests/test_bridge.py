@@ -504,3 +504,25 @@ def test_gunicorn_runs_the_bridge_with_one_worker_only(workers: str, tmp_path: P
             gunicorn.wait(60)
         if gunicorn.stderr is not None:
             gunicorn.stderr.close()
+
+
+def test_the_stateless_revision_through_the_bridge_with_the_real_client() -> None:
+    """mcp 2.3.0's default mode speaks 2026-07-28: a pooled child, progress, and sampling as a round."""
+    progress: list[float] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append(value)
+
+    async def body(client: Client) -> Any:
+        counted = await client.call_tool("countdown", {"start": 3}, progress_callback=on_progress)
+        sampled = await client.call_tool("ask_model", {"question": "2+2"})
+        tools = await client.list_tools()
+        return counted, sampled, tools
+
+    with bridged() as live:
+        counted, sampled, tools = run_client(live.url, TOKEN, "auto", body, sampling_callback=_sampling)
+        dispatcher = live.app.server  # type: ignore[attr-defined]
+        assert dispatcher.children() == [] and dispatcher.pools.children()  # no session: the token's pool
+    assert counted.content[0].text == "liftoff" and progress == [1, 2, 3]
+    assert sampled.content[0].text == "model said: answer to 2+2"  # the round resumed the waiting child
+    assert "echo" in {tool.name for tool in tools.tools}

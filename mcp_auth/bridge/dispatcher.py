@@ -28,7 +28,6 @@ from ..capacity import principal_key
 from ..mcp.call import Call, McpSession
 from ..mcp.dispatch import Dispatcher
 from ..mcp.jsonrpc import INVALID_REQUEST, REQUEST_CANCELLED, JsonRpcError, Notification, Request
-from ..mcp.modern import META_SERVER_INFO, MODERN_PROTOCOL_VERSIONS
 from ..mcp.outcome import (
     TOOL_CANCELLED,
     TOOL_ERROR,
@@ -41,7 +40,7 @@ from ..mcp.outcome import (
     ScopeRefused,
     ToolCallRecord,
 )
-from ..mcp.protocol import SUPPORTED_PROTOCOL_VERSIONS
+from ..mcp.protocol import HANDSHAKE_PROTOCOL_VERSIONS
 from ..mcp.registry import Registry
 from ..mcp.results import MAX_CLIENT_FIELDS, MAX_CLIENT_STRING, _bounded_strings
 from . import scope
@@ -64,10 +63,6 @@ REQUEST_TIMEOUT_SECONDS = 300.0
 _FORWARDED_NOTIFICATIONS = frozenset(
     {"notifications/initialized", "notifications/roots/list_changed", "notifications/progress"}
 )
-
-
-# Stateless-era results that carry caching hints.
-_CACHEABLE = frozenset({"tools/list", "prompts/list", "resources/list", "resources/templates/list", "resources/read"})
 
 
 class BridgeDispatcher(Dispatcher):
@@ -148,34 +143,21 @@ class BridgeDispatcher(Dispatcher):
             return Crashed(request.id)
 
     def _modern(self, request: Request, call: Call) -> Outcome:
-        """A stateless-era request: discovery here, the rest from the token's pool (`stateless`)."""
+        """A stateless-era request: discovery here, the rest from the token's pool (`stateless`); the
+        revision's envelope (resultType, serverInfo, caching hints) added as for any dispatcher."""
         if request.method == "server/discover":
-            return Answered(request.id, self._discover())
+            discovered = {**self._discover(request, call), "capabilities": self.child_capabilities}
+            return Answered(request.id, self._modern_result(request.method, discovered, call))
         refused = scope.refusal(request, call.principal)
         if refused is not None:
             return ScopeRefused(request.id, refused)
         record = ToolCallRecord(str(request.params.get("name")), TOOL_ERROR) if request.method == "tools/call" else None
         result = self.stateless.answer(request, call, call.channel)
-        if record is not None and result.get("resultType") == "complete":
-            record = ToolCallRecord(record.tool, TOOL_ERROR if result.get("isError") else TOOL_OK)
-        if request.method in _CACHEABLE and result.get("resultType") == "complete":
-            # Filtered for this token: never to be shared with another (cacheScope private, no reuse).
-            result = {**scope.visible(request.method, result, call.principal), "ttlMs": 0, "cacheScope": "private"}
-        return Answered(request.id, result, record)
-
-    def _discover(self) -> dict[str, Any]:
-        return {
-            "resultType": "complete",
-            "supportedVersions": [*MODERN_PROTOCOL_VERSIONS, *SUPPORTED_PROTOCOL_VERSIONS],
-            "capabilities": self.child_capabilities,
-            **({"instructions": self.instructions} if self.instructions else {}),
-            "ttlMs": 0,
-            "cacheScope": "public",
-            "_meta": {META_SERVER_INFO: self._server_info()},
-        }
-
-    def _server_info(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version}
+        if result.get("resultType") != "input_required":
+            result = scope.visible(request.method, result, call.principal)
+            if record is not None:
+                record = ToolCallRecord(record.tool, TOOL_ERROR if result.get("isError") else TOOL_OK)
+        return Answered(request.id, self._modern_result(request.method, result, call), record)
 
     def handle_notification(self, notification: Notification, call: Call) -> None:
         if not call.is_current():
@@ -272,11 +254,11 @@ class BridgeDispatcher(Dispatcher):
         try:
             result = child.forward(request, call.channel, timeout=self.initialize_timeout)
             version = result.get("protocolVersion")
-            if version not in SUPPORTED_PROTOCOL_VERSIONS:
+            if version not in HANDSHAKE_PROTOCOL_VERSIONS:
                 raise JsonRpcError(
                     CHILD_UNAVAILABLE,
                     f"the stdio server answered with protocol version {version!r}, which this front does not "
-                    f"serve ({', '.join(SUPPORTED_PROTOCOL_VERSIONS)})",
+                    f"serve ({', '.join(HANDSHAKE_PROTOCOL_VERSIONS)})",
                 )
             capabilities = request.params.get("capabilities")
             client_capabilities: dict[str, Any] = {

@@ -36,7 +36,7 @@ from typing import Any
 
 from ..mcp.call import Call, Channel
 from ..mcp.jsonrpc import INVALID_PARAMS, METHOD_NOT_FOUND, ErrorResponse, JsonRpcError, Request, Response
-from ..mcp.modern import META_SERVER_INFO, MISSING_CLIENT_CAPABILITY
+from ..mcp.modern import MISSING_CLIENT_CAPABILITY
 from ..mcp.protocol import _LOG_RANK
 from .link import Pending
 from .pool import PooledChild, Pools
@@ -156,7 +156,7 @@ class StatelessBridge:
             raise
         link.end(pending)
         self.pools.give_back(current.child)
-        return {**result, "resultType": "complete", "_meta": {**_meta(result), META_SERVER_INFO: self._server_info()}}
+        return result  # the dispatcher adds the revision's envelope
 
     def _screen(self, current: Round, request: Request, call: Call) -> dict[str, Request]:
         """The asks that may go to the client; the others are answered to the child with an error now."""
@@ -195,7 +195,6 @@ class StatelessBridge:
             "resultType": "input_required",
             "inputRequests": {key: {"method": ask.method, "params": ask.params} for key, ask in asks.items()},
             "requestState": state,
-            "_meta": {META_SERVER_INFO: self._server_info()},
         }
 
     def _claim(self, state: Any, binding: tuple[Any, ...]) -> Round:
@@ -243,7 +242,8 @@ class _LogLevelChannel:
     def send(self, message: dict[str, Any]) -> None:
         if message.get("method") == "notifications/message":
             params = message.get("params")
-            rank = _LOG_RANK.get(params.get("level")) if isinstance(params, dict) else None
+            level = params.get("level") if isinstance(params, dict) else None
+            rank = _LOG_RANK.get(level) if isinstance(level, str) else None
             if self._threshold is None or rank is None or rank < self._threshold:
                 return
         self._channel.send(message)
@@ -252,11 +252,6 @@ class _LogLevelChannel:
 def _pending(current: Round) -> Pending:
     assert current.pending is not None
     return current.pending
-
-
-def _meta(result: dict[str, Any]) -> dict[str, Any]:
-    meta = result.get("_meta")
-    return meta if isinstance(meta, dict) else {}
 
 
 def _child_params(params: dict[str, Any]) -> dict[str, Any]:
