@@ -3,7 +3,8 @@
 Installs the pinned server with npm (cached in .ci-cache, git-ignored), starts
 `python -m mcp_auth serve --tokens-file F --stdio -- node .../mcp-server-everything stdio`
 on a free port, and drives it with the real `mcp` client over Streamable HTTP
-(legacy and auto modes) and over WebSocket:
+and over WebSocket, in both eras (mode legacy: the handshake revisions, a child
+per session; mode auto: the 2026-07-28 revision, a pool of children per token):
 
 - with the full token: tools listed and called, progress of
   `trigger-long-running-operation` reaches the client;
@@ -160,7 +161,13 @@ def main() -> int:
         front, port = start_front(binary, tokens, env)
         url = f"http://127.0.0.1:{port}/mcp"
         try:
-            for transport, mode in (("http", "legacy"), ("http", "auto"), ("websocket", "legacy")):
+            # legacy: the handshake era (a child per session); auto: mcp 2.3.0 speaks 2026-07-28 (pooled children).
+            for transport, mode in (
+                ("http", "legacy"),
+                ("http", "auto"),
+                ("websocket", "legacy"),
+                ("websocket", "auto"),
+            ):
                 label = f"{transport}/{mode}"
                 got = asyncio.run(exercise(url, full, transport, mode))
                 print(
