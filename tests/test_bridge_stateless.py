@@ -148,3 +148,23 @@ def test_the_pool_shrinks_when_its_children_are_idle() -> None:
     finally:
         dispatcher.close()
     assert dispatcher.pools.children() == []
+
+
+def test_an_expired_round_frees_its_child_and_its_state_is_refused() -> None:
+    clock = ManualClock()
+    dispatcher = BridgeDispatcher(StdioCommand.of(CHILD_ARGV), name="t", version="1", clock=clock)
+    try:
+        params = {"name": "ask_model", "arguments": {"question": "late"}}
+        the_call, _ = modern_call()
+        first = dispatcher.outcome(Request(1, "tools/call", params), the_call)
+        assert isinstance(first, Answered) and first.result["resultType"] == "input_required"
+        [child] = dispatcher.pools.children()
+        assert child.busy
+        clock.advance(dispatcher.stateless.parked_seconds + 1)
+        answer = {"role": "assistant", "content": {"type": "text", "text": "x"}, "model": "m"}
+        retry = {**params, "requestState": first.result["requestState"], "inputResponses": {"ask-1": answer}}
+        late = dispatcher.outcome(Request(2, "tools/call", retry), the_call)
+        assert isinstance(late, Failed) and late.code == -32602
+        assert child.busy is False  # the waiting child was told to cancel and went back to the pool
+    finally:
+        dispatcher.close()

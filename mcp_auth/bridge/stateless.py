@@ -198,14 +198,21 @@ class StatelessBridge:
         }
 
     def _claim(self, state: Any, binding: tuple[Any, ...]) -> Round:
+        expired: Round | None = None
         with self._lock:
             current = self._parked.get(state) if isinstance(state, str) else None
-            if current is None or current.binding != binding or current.expires_at <= self._clock():
+            if current is not None and current.expires_at <= self._clock():
+                expired = self._parked.pop(state)  # its child is freed below
+                current = None
+            if current is None or current.binding != binding:
                 reason = "unknown (expired, used, or issued by another process)" if current is None else "mismatch"
-                logger.info("a retry's requestState was refused: %s", reason)
-                raise JsonRpcError(INVALID_PARAMS, _BAD_STATE, {"reason": "invalid_request_state"})
-            del self._parked[state]  # one retry per state
-        return current
+            else:
+                del self._parked[state]  # one retry per state
+                return current
+        if expired is not None:
+            self._abandon(expired)
+        logger.info("a retry's requestState was refused: %s", reason)
+        raise JsonRpcError(INVALID_PARAMS, _BAD_STATE, {"reason": "invalid_request_state"})
 
     @staticmethod
     def _feed(current: Round, responses: dict[str, Any]) -> None:
