@@ -102,12 +102,22 @@ class McpAuthApp:
             clock=clock,
         )
 
+    def begin_shutdown(self) -> None:
+        """The first step of a graceful stop: what would hold a stopping server open ends now.
+
+        Open WebSockets close with 1001 (going away) and standalone event
+        streams (GET) end, so their clients reconnect elsewhere; requests in
+        flight, and the event streams that carry their answers, go on until
+        they are done or `close` cuts them. Safe to call from any thread, more than once.
+        """
+        self.shutdown_event.set()
+        self.websocket.close_all()
+
     def close(self) -> None:
         """End open streams, sockets and sessions (called on server shutdown)."""
-        self.shutdown_event.set()
+        self.begin_shutdown()
         self.sessions.close_all()
         self.server.detach_sessions(self.sessions)
-        self.websocket.close_all()
         self.server.close()  # async handlers still running are cancelled; the loop's thread ends
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:

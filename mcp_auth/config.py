@@ -31,6 +31,7 @@ from .auth.tokens import (
     ensure_default_token,
 )
 from .errors import ConfigError
+from .keepalive import KEEPALIVE_SECONDS, MAX_KEEPALIVE_SECONDS
 from .network import (
     AddressAllowlist,
     HostPolicy,
@@ -66,6 +67,9 @@ DEFAULT_WEBSOCKET_IDLE_SECONDS = 300.0
 # Ping this often; a peer that has not answered the previous ping by the next is closed.
 DEFAULT_WEBSOCKET_PING_SECONDS = 25.0
 
+# The built-in server, on SIGTERM/SIGINT: how long requests in flight get to finish.
+DEFAULT_SHUTDOWN_TIMEOUT_SECONDS = 10.0
+
 DEFAULT_LOG_LEVEL = "info"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -92,6 +96,8 @@ _SETTINGS: dict[str, tuple[str, str]] = {
     "websocket_idle_timeout": ("MCP_AUTH_WEBSOCKET_IDLE_TIMEOUT", "float"),
     "websocket_ping_interval": ("MCP_AUTH_WEBSOCKET_PING_INTERVAL", "float"),
     "websocket_token_subprotocol": ("MCP_AUTH_WEBSOCKET_TOKEN_SUBPROTOCOL", "bool"),
+    "keepalive_timeout": ("MCP_AUTH_KEEPALIVE_TIMEOUT", "float"),
+    "shutdown_timeout": ("MCP_AUTH_SHUTDOWN_TIMEOUT", "float"),
 }
 _FLAG_NAMES = {
     "allowed_ips": "--allowed-ip",
@@ -132,6 +138,10 @@ class Config:
     websocket_ping_interval: float = DEFAULT_WEBSOCKET_PING_SECONDS
     # Off by default: a token in Sec-WebSocket-Protocol can end up in proxy logs (SECURITY.md).
     websocket_token_subprotocol: bool = False
+    # The built-in server only (gunicorn has --keep-alive and --graceful-timeout): the wait for a
+    # kept-alive connection's next request (0: close after every answer), and the stop's grace.
+    keepalive_timeout: float = KEEPALIVE_SECONDS
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT_SECONDS
     # Where each setting came from ("--port", "MCP_AUTH_PORT", "config.toml"), for messages.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     # Derived in __post_init__.
@@ -162,7 +172,8 @@ class Config:
             raise ConfigError(
                 f"max_body_bytes {self.max_body_bytes} is below 1024 (from {self.source_of('max_body_bytes')})"
             )
-        for name in ("rate_limit_window", "websocket_idle_timeout", "websocket_ping_interval"):
+        seconds = ("rate_limit_window", "websocket_idle_timeout", "websocket_ping_interval")
+        for name in (*seconds, "keepalive_timeout", "shutdown_timeout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ConfigError(
@@ -177,6 +188,16 @@ class Config:
                 raise ConfigError(f"{name} must be at least 1 (from {self.source_of(name)})")
         if self.websocket_idle_timeout <= 0 or self.websocket_ping_interval < 0:
             raise ConfigError("websocket_idle_timeout must be > 0 and websocket_ping_interval >= 0 (0 disables pings)")
+        if not 0 <= self.keepalive_timeout <= MAX_KEEPALIVE_SECONDS:
+            raise ConfigError(
+                f"keepalive_timeout must be from 0 (no keep-alive) to {MAX_KEEPALIVE_SECONDS:g} seconds, "
+                f"got {self.keepalive_timeout!r} (from {self.source_of('keepalive_timeout')})"
+            )
+        if self.shutdown_timeout < 0:
+            raise ConfigError(
+                f"shutdown_timeout must be 0 or more seconds, got {self.shutdown_timeout!r} "
+                f"(from {self.source_of('shutdown_timeout')})"
+            )
         if self.rate_limit_failures < 1 or self.rate_limit_window <= 0:
             raise ConfigError("rate_limit_failures must be >= 1 and rate_limit_window > 0")
         if self.log_format not in ("text", "json"):
