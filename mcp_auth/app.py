@@ -112,6 +112,10 @@ class McpAuthApp:
         """
         self.shutdown_event.set()
         self.websocket.close_all()
+        for session in self.sessions.each_negotiated():
+            streams = getattr(session, "streams", None)  # an HTTP session's: wake its GET reader, which ends
+            if streams is not None:
+                streams.standalone.detach()
 
     def close(self) -> None:
         """End open streams, sockets and sessions (called on server shutdown)."""
