@@ -114,7 +114,6 @@ class McpAuthApp:
         flight, and the event streams that carry their answers, go on until
         they are done or `close` cuts them. Safe to call from any thread, more than once.
         """
-        self.shutdown_event.set()
         self.websocket.close_all()
         for session in self.sessions.each_negotiated():
             streams = getattr(session, "streams", None)  # an HTTP session's: wake its GET reader, which ends
@@ -123,6 +122,7 @@ class McpAuthApp:
 
     def close(self) -> None:
         """End open streams, sockets and sessions (called on server shutdown)."""
+        self.shutdown_event.set()
         self.begin_shutdown()
         self.sessions.close_all()
         self.server.detach_sessions(self.sessions)

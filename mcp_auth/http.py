@@ -403,16 +403,13 @@ class HttpTransport:
         self, stream: EventStream, session: HttpSession, call: Call, *, after: int, prime: bool, detachments: int
     ) -> Iterator[bytes]:
         """The SSE body of `stream` from sequence `after`; ends with the stream, on detach,
-        session end or (the standalone stream) shutdown, or when the principal's token is
-        revoked (the second lock, asked at every event and keepalive: revocation then ends
-        the session, see `_answer`)."""
+        session end or shutdown, or when the principal's token is revoked (the second lock,
+        asked at every event and keepalive: revocation then ends the session, see `_answer`)."""
         revoked = False
 
         def stop() -> bool:
             nonlocal revoked
-            # A stopping server ends the standalone stream at once; a request's answer stream
-            # goes on until its answer is sent (or the session is closed at the end of the stop).
-            if session.closed.is_set() or (self.shutdown.is_set() and stream is session.streams.standalone):
+            if session.closed.is_set() or self.shutdown.is_set():
                 return True
             revoked = not call.is_current()
             return revoked
