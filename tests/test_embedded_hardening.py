@@ -108,6 +108,7 @@ def read_all(sock: socket.socket) -> bytes:
         if not chunk:
             return received
         received += chunk
+    return received
 
 
 def status_and_body(raw: bytes) -> tuple[int, bytes]:
