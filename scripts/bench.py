@@ -1,6 +1,6 @@
 """Benchmark: mcp_auth against the official MCP Python SDK, side by side, as ratios within one run.
 
-What is measured. Three servers, each serving one `echo(text: str) -> str` tool
+What is measured. Six servers, five of them serving one `echo(text: str) -> str` tool
 (the same function body, the same input, the same single text block out):
 
   mcp_auth_serve     `python -m mcp_auth serve <echo module>:server --port 0`: the built-in
@@ -9,6 +9,11 @@ What is measured. Three servers, each serving one `echo(text: str) -> str` tool
   mcp_auth_gunicorn  `gunicorn -k gthread --threads 8 'mcp_auth:create_app()'`, MCP_AUTH_TARGET
                      naming the same module, the same token: one worker process, 8 threads.
                      create_app() configures no logging, so the INFO audit events go nowhere here.
+  mcp_auth_gunicorn_2w  the same with `-w 2`: two worker processes. Handshake sessions live in the
+                     worker that created them; the client's one connection per session keeps a
+                     session on its worker (gunicorn --keep-alive 30 for every gunicorn here).
+  raw_gunicorn(_2w)  the floor: a WSGI app that reads the body and returns a fixed answer,
+                     under the same gunicorn settings (1 and 2 workers); no MCP, no auth.
   sdk                the official SDK (`mcp` 2.x): `MCPServer`, the tool registered with
                      `@server.tool(structured_output=False)` (so the answer is the same text block),
                      `server.streamable_http_app(json_response=True)` under uvicorn: stateful
@@ -34,10 +39,12 @@ For each server:
 
 How. All servers run as subprocesses on 127.0.0.1 on ports they pick themselves
 (port 0), started together and always stopped. One client, shared by all of
-them: a plain socket speaking HTTP/1.1, one request per connection
-(`Connection: close`), closed as soon as the response is complete. Werkzeug's
-server closes every connection after one response anyway, and without
-keep-alive the client's cost is the same for every server. The calls are spread
+them: a plain socket speaking HTTP/1.1, one kept-alive connection per session
+(as real clients do; `--no-keepalive`: one request per connection,
+`Connection: close`). Issue 11's throughput targets are printed as ratios of
+calls per second within the run: 2 workers / 1 worker (>= 1.7), 2 workers /
+the raw app on 2 workers (>= 0.6), 1 worker / raw on 1 (>= 0.6), built-in
+server / SDK (>= 2). The calls are spread
 over rounds that interleave the servers (rotating their order), so drift on the
 machine hits all of them alike. Every answer is checked (HTTP status, JSON-RPC
 result, the echoed text). A failed call, or a server that does not start, makes
@@ -59,7 +66,7 @@ argument object; microseconds per call (median of 5 batches). This is the cost
 the jsonschema Draft 2020-12 validator adds to every tools/call.
 
     python scripts/bench.py [--calls 2000] [--concurrency 8] [--sessions 300] [--rounds 3]
-                            [--warmup 100] [--quick] [--json results.json] [--sdk-stateless]
+                            [--warmup 100] [--quick] [--json results.json] [--sdk-stateless] [--no-keepalive]
                             [--validation-calls 20000] [--validation-only]
 """
 
