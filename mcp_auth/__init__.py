@@ -33,15 +33,20 @@ from .mcp.content import (
     resource_link,
     text_content,
 )
-from .server import AsyncContext, Context, McpServer
+from .mcp.mrtr import Elicitation, Roots, Sampling
+from .server import AsyncContext, Context, Header, McpServer
 
 __all__ = [
     "AsyncContext",
     "Config",
     "ConfigError",
     "Context",
+    "Elicitation",
+    "Header",
     "McpServer",
     "Principal",
+    "Roots",
+    "Sampling",
     "ToolResult",
     "__version__",
     "audio_content",

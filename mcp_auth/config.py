@@ -69,6 +69,10 @@ DEFAULT_WEBSOCKET_PING_SECONDS = 25.0
 
 # The built-in server, on SIGTERM/SIGINT: how long requests in flight get to finish.
 DEFAULT_SHUTDOWN_TIMEOUT_SECONDS = 10.0
+# How long a multi round-trip request's requestState stays valid: the SDK's default,
+# time for a person to answer an elicitation; a day at most, so a leaked state dies.
+DEFAULT_REQUEST_STATE_TTL_SECONDS = 600.0
+MAX_REQUEST_STATE_TTL_SECONDS = 86400.0
 
 DEFAULT_LOG_LEVEL = "info"
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -98,6 +102,8 @@ _SETTINGS: dict[str, tuple[str, str]] = {
     "websocket_token_subprotocol": ("MCP_AUTH_WEBSOCKET_TOKEN_SUBPROTOCOL", "bool"),
     "keepalive_timeout": ("MCP_AUTH_KEEPALIVE_TIMEOUT", "float"),
     "shutdown_timeout": ("MCP_AUTH_SHUTDOWN_TIMEOUT", "float"),
+    "state_key_file": ("MCP_AUTH_STATE_KEY_FILE", "str"),
+    "request_state_ttl": ("MCP_AUTH_REQUEST_STATE_TTL", "float"),
 }
 _FLAG_NAMES = {
     "allowed_ips": "--allowed-ip",
@@ -142,6 +148,10 @@ class Config:
     # kept-alive connection's next request (0: close after every answer), and the stop's grace.
     keepalive_timeout: float = KEEPALIVE_SECONDS
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT_SECONDS
+    # The key ring that seals requestState (mcp_auth.auth.statekey); None: the default
+    # key file next to the default token file, created on the first run.
+    state_key_file: str | None = None
+    request_state_ttl: float = DEFAULT_REQUEST_STATE_TTL_SECONDS
     # Where each setting came from ("--port", "MCP_AUTH_PORT", "config.toml"), for messages.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     # Derived in __post_init__.
@@ -172,7 +182,7 @@ class Config:
             raise ConfigError(
                 f"max_body_bytes {self.max_body_bytes} is below 1024 (from {self.source_of('max_body_bytes')})"
             )
-        seconds = ("rate_limit_window", "websocket_idle_timeout", "websocket_ping_interval")
+        seconds = ("rate_limit_window", "websocket_idle_timeout", "websocket_ping_interval", "request_state_ttl")
         for name in (*seconds, "keepalive_timeout", "shutdown_timeout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -197,6 +207,11 @@ class Config:
             raise ConfigError(
                 f"shutdown_timeout must be 0 or more seconds, got {self.shutdown_timeout!r} "
                 f"(from {self.source_of('shutdown_timeout')})"
+            )
+        if not 1 <= self.request_state_ttl <= MAX_REQUEST_STATE_TTL_SECONDS:
+            raise ConfigError(
+                f"request_state_ttl {self.request_state_ttl:g} is outside 1-{MAX_REQUEST_STATE_TTL_SECONDS:g} "
+                f"seconds (from {self.source_of('request_state_ttl')})"
             )
         if self.rate_limit_failures < 1 or self.rate_limit_window <= 0:
             raise ConfigError("rate_limit_failures must be >= 1 and rate_limit_window > 0")
