@@ -100,11 +100,13 @@ class McpAuthApp:
             shutdown=self.shutdown_event,
             max_calls=config.max_streams,
             clock=clock,
+            listens=self.http.listens,
         )
 
     def close(self) -> None:
         """End open streams, sockets and sessions (called on server shutdown)."""
         self.shutdown_event.set()
+        self.http.listens.close_all()  # each listen ends with its result, before its socket closes
         self.sessions.close_all()
         self.server.detach_sessions(self.sessions)
         self.websocket.close_all()

@@ -33,6 +33,7 @@ from . import audit
 from .capacity import Capacity, Slot, principal_key
 from .config import DEFAULT_MAX_STREAMS
 from .guard import Admission
+from .listen import Listens, peer_closed_check
 from .mcp.context import Call
 from .mcp.dispatch import Dispatcher as McpServer  # the transport's view of a server: its dispatcher
 from .mcp.jsonrpc import (
@@ -45,8 +46,10 @@ from .mcp.jsonrpc import (
     dumps,
     parse_message,
 )
-from .mcp.outcome import Crashed, Outcome, Revoked, ScopeRefused
+from .mcp.modern import MODERN_PROTOCOL_VERSIONS, ModernRequest
+from .mcp.outcome import Crashed, Outcome, PrincipalRevoked, Revoked, ScopeRefused
 from .mcp.protocol import RESUMABLE_SINCE, SUPPORTED_PROTOCOL_VERSIONS, protocol_at_least
+from .mcp.subscriptions import LISTEN_METHOD
 from .refusals import (
     BadRequest,
     InsufficientScope,
@@ -59,7 +62,7 @@ from .refusals import (
     TokenRevoked,
     UnsupportedMediaType,
 )
-from .sessions import HttpSession, SessionStore
+from .sessions import HttpSession, Session, SessionStore
 from .streams import EventStream, encode_event, parse_event_id, priming_event
 
 logger = logging.getLogger("mcp_auth.http")
@@ -141,6 +144,8 @@ class HttpTransport:
         # response, so this also bounds the handler threads a token can start.
         self.calls = Capacity("streaming tool calls", max_streams, retry_after=STREAM_RETRY_AFTER_SECONDS)
         self.event_streams = Capacity("open event streams", max_streams, retry_after=STREAM_RETRY_AFTER_SECONDS)
+        # subscriptions/listen streams (2026-07-28) take places of the same budget as GET streams.
+        self.listens = Listens(server, self.event_streams, shutdown, keepalive_seconds, clock)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse, admission: Admission) -> Any:
         method = environ.get("REQUEST_METHOD", "")
@@ -234,12 +239,30 @@ class HttpTransport:
         accepted = _acceptable(environ.get("HTTP_ACCEPT"))
         if not (_accepts(accepted, "application/json") and _accepts(accepted, "text/event-stream")):
             raise NotAcceptable("The Accept header must list both application/json and text/event-stream")
-        self._check_protocol_version(environ)
+        # Interim (until the stateless era's request ladder lands): a 2026-07-28 listen.
+        modern = (environ.get("HTTP_MCP_PROTOCOL_VERSION") or "").strip() in MODERN_PROTOCOL_VERSIONS
+        if not modern:
+            self._check_protocol_version(environ)
         body = self._read_body(environ)
         try:
             message = parse_message(body)
         except JsonRpcError as exc:
             raise BadRequest.from_jsonrpc(exc) from None
+        if modern:
+            if not (isinstance(message, Request) and message.method == LISTEN_METHOD):
+                self._check_protocol_version(environ)
+            assert isinstance(message, Request)
+            envelope = ModernRequest(MODERN_PROTOCOL_VERSIONS[0], {})
+            session = Session(admission.principal, _SessionChannel(None))  # type: ignore[arg-type]
+            call = Call(
+                session,
+                admission.principal,
+                session.outbound,
+                str(admission.client_address),
+                self.principal_is_current,
+                envelope,
+            )
+            return self._listen(message, call, start_response, environ)
 
         if isinstance(message, Request) and message.method == "initialize":
             return self._initialize(message, start_response, admission)
@@ -435,6 +458,25 @@ class HttpTransport:
             return
         if stream is not session.streams.standalone and stream.fully_sent(sent):
             session.streams.drop_stream(stream)  # the answer was delivered: nothing left to resume
+
+    # --- subscriptions/listen (2026-07-28): a long-lived answer stream ----------------
+
+    def _listen(self, request: Request, call: Call, start_response: StartResponse, environ: dict[str, Any]) -> Any:
+        """The SSE answer of a listen (`mcp_auth.listen`); refused as plain HTTP before it opens:
+        400 for a malformed filter, 401 for a revoked token, 503 past the stream budget."""
+        try:
+            body, slot = self.listens.open_http(request, call, peer_closed_check(environ))
+        except JsonRpcError as exc:
+            raise BadRequest.from_jsonrpc(exc) from None
+        except PrincipalRevoked:
+            audit.dispatch_outcome(Revoked(request.id), call.client_address, call.principal.name)
+            raise TokenRevoked() from None
+        try:
+            start_response("200 OK", list(_SSE_HEADERS))
+        except BaseException:
+            slot.release()  # the subscription is forgotten with its place
+            raise
+        return _SlotBody(body, slot)
 
     # --- GET: the session's standalone stream, or resuming a stream ------------------
 

@@ -69,6 +69,7 @@ from .results import (
 )
 from .schema import Signature
 from .session_state import AlreadyNegotiated
+from .subscriptions import LIST_CHANGED_MEMBERS, SubscriptionFilter, Subscriptions
 
 logger = logging.getLogger("mcp_auth.server")  # the name operators and tests filter on
 
@@ -103,6 +104,8 @@ class Dispatcher(ResourceHandlers, PromptHandlers):
         # close() takes its sessions with it.
         self._registries: weakref.WeakSet[LiveSessions] = weakref.WeakSet()
         self._registries_lock = threading.Lock()
+        # The open subscriptions/listen streams of the stateless revision, of every transport.
+        self.subscriptions = Subscriptions()
         # Where async handlers run; a dispatcher dropped without close() still stops its loop.
         self._async = _AsyncRunner()
         weakref.finalize(self, self._async.stop)
@@ -151,6 +154,7 @@ class Dispatcher(ResourceHandlers, PromptHandlers):
         for session in self._sessions():
             if session.state.is_subscribed(uri):
                 session.push(message)
+        self.subscriptions.resource_updated(uri)
 
     def notify_list_changed(self, kind: str) -> None:
         """Tell every session that the tools, resources or prompts changed."""
@@ -159,6 +163,31 @@ class Dispatcher(ResourceHandlers, PromptHandlers):
         message = Notification(f"notifications/{kind}/list_changed").to_dict()
         for session in self._sessions():
             session.push(message)
+        self.subscriptions.list_changed(kind)
+
+    def honoured_filter(self, request: Request, call: Call) -> SubscriptionFilter:
+        """What of a subscriptions/listen filter this principal will hear; the transport opens the stream.
+
+        Step 7 first, as for any request. Then scope, decided once: a kind is
+        honoured when the token's scope has patterns for it, a resource URI when
+        it names a resource the token may read (the same judgment as
+        resources/read); anything else is left out of the acknowledgment and is
+        never delivered. Raises JsonRpcError for a malformed filter, PrincipalRevoked.
+        """
+        if not call.is_current():
+            raise PrincipalRevoked("the token of this request was revoked; authenticate again", request.id)
+        wanted = SubscriptionFilter.parse(request.params, request.id)
+        kinds = frozenset(
+            kind
+            for kind, scope_kind in LIST_CHANGED_MEMBERS.values()
+            if kind in wanted.list_changed and call.principal.may_use_some(scope_kind)
+        )
+        uris = tuple(uri for uri in wanted.resources if self._may_read(uri, request, call))
+        return SubscriptionFilter(kinds, uris)
+
+    def server_info(self) -> dict[str, Any]:
+        """Who answers, as the stateless revision's results name it in `_meta`."""
+        return {"name": self.name, "version": self.version}
 
     # --- the loop of async handlers ------------------------------------------
 
