@@ -24,6 +24,15 @@ MODERN = "2026-07-28"
 READ_TIMEOUT_SECONDS = 30.0
 
 
+@contextmanager
+def listening(server: McpServer, **settings: Any) -> Iterator[Live]:
+    """A live server whose listen streams send no keep-alive during a test: a stream that stays
+    quiet when it should not fails with a read timeout instead of waiting forever."""
+    with live_server(server, **settings) as live:
+        live.app.http.listens.keepalive_seconds = 3600.0
+        yield live
+
+
 def listen_server() -> McpServer:
     server = McpServer("listening")
 
@@ -155,7 +164,7 @@ def scoped(tmp_path: Path) -> tuple[Path, str, str]:
 )
 def test_the_acknowledgment_comes_first_tagged_with_the_listen_id(request_id: Any) -> None:
     server = listen_server()
-    with live_server(server) as live, open_listen(live, {"toolsListChanged": True}, request_id=request_id) as stream:
+    with listening(server) as live, open_listen(live, {"toolsListChanged": True}, request_id=request_id) as stream:
         assert stream.response.status_code == 200
         assert stream.response.headers["content-type"].startswith("text/event-stream")
         assert stream.response.headers["x-accel-buffering"] == "no"
@@ -179,7 +188,7 @@ def test_the_acknowledgment_omits_what_is_not_honoured() -> None:
         "resourceSubscriptions": ["file:///public/a", "file:///nowhere", "notes://n1", "file:///public/a"],
         "somethingNew": True,
     }
-    with live_server(listen_server()) as live, open_listen(live, wanted) as stream:
+    with listening(listen_server()) as live, open_listen(live, wanted) as stream:
         ack = stream.next()
     assert ack is not None
     assert ack["params"]["notifications"] == {
@@ -191,7 +200,7 @@ def test_the_acknowledgment_omits_what_is_not_honoured() -> None:
 
 def test_only_the_opted_in_notifications_arrive() -> None:
     server = listen_server()
-    with live_server(server) as live:
+    with listening(server) as live:
         with open_listen(live, {"promptsListChanged": True, "resourceSubscriptions": ["notes://n1"]}) as stream:
             assert stream.next() is not None  # the acknowledgment
             server.notify_list_changed("tools")  # not opted in
@@ -216,7 +225,7 @@ def test_tool_progress_and_log_messages_never_reach_a_listen_stream() -> None:
         server.notify_list_changed("tools")
         return "done"
 
-    with live_server(server) as live, open_listen(live, {"toolsListChanged": True}) as stream:
+    with listening(server) as live, open_listen(live, {"toolsListChanged": True}) as stream:
         assert stream.next() is not None
         session = open_session(live.port)
         reply = rpc(
@@ -241,7 +250,7 @@ def test_tool_progress_and_log_messages_never_reach_a_listen_stream() -> None:
     ],
 )
 def test_a_malformed_filter_is_400_with_the_request_id(notifications: Any, fix: str) -> None:
-    with live_server(listen_server()) as live:
+    with listening(listen_server()) as live:
         response = post_listen(live, notifications, request_id=7)
         assert response.status == 400
         body = response.json()
@@ -252,7 +261,7 @@ def test_a_malformed_filter_is_400_with_the_request_id(notifications: Any, fix: 
 
 def test_a_listen_without_a_valid_token_is_401(scoped: tuple[Path, str, str]) -> None:
     path, _full, _narrow = scoped
-    with live_server(listen_server(), tokens_file=str(path)) as live:
+    with listening(listen_server(), tokens_file=str(path)) as live:
         response = post_listen(live, {"toolsListChanged": True}, token="not-a-token")
     assert response.status == 401
 
@@ -268,7 +277,7 @@ def test_a_scoped_token_never_hears_of_what_lies_outside_its_scope(scoped: tuple
         "promptsListChanged": True,  # "narrow" has no prompt patterns: not honoured
         "resourceSubscriptions": ["file:///secret/b", "file:///public/a"],
     }
-    with live_server(server, tokens_file=str(path)) as live:
+    with listening(server, tokens_file=str(path)) as live:
         with open_listen(live, wanted, token=narrow) as mine, open_listen(live, wanted, token=full) as theirs:
             my_ack, their_ack = mine.next(), theirs.next()
             server.notify_resource_updated("file:///secret/b")
@@ -298,7 +307,7 @@ def test_a_scoped_token_never_hears_of_what_lies_outside_its_scope(scoped: tuple
 def test_a_revoked_token_ends_its_listen_without_a_result(scoped: tuple[Path, str, str], how: str) -> None:
     path, full, narrow = scoped
     server = listen_server()
-    with live_server(server, tokens_file=str(path)) as live:
+    with listening(server, tokens_file=str(path)) as live:
         with (
             open_listen(live, {"toolsListChanged": True}, token=narrow) as doomed,
             open_listen(live, {"toolsListChanged": True}, token=full) as other,
@@ -309,9 +318,9 @@ def test_a_revoked_token_ends_its_listen_without_a_result(scoped: tuple[Path, st
             else:
                 rotate_token(path, "narrow")
             server.notify_list_changed("tools")  # the next event: step 7 is asked before it is sent
-            rest = doomed.rest()
+            ended = doomed.next()
             still = other.next()
-        assert rest == []  # no notification and no result: an abrupt end
+        assert ended is None  # no notification and no result: an abrupt end
         assert still is not None and still["method"] == "notifications/tools/list_changed"
         # The place and the subscription are given back.
         assert live.app.http.event_streams.in_use() == 1
@@ -324,7 +333,7 @@ def test_a_revoked_token_ends_its_listen_without_a_result(scoped: tuple[Path, st
 
 def test_listens_count_against_the_stream_budget_with_get_streams() -> None:
     # max_streams 2: a token's share is 1.
-    with live_server(listen_server(), max_streams=2) as live:
+    with listening(listen_server(), max_streams=2) as live:
         with open_listen(live, {"toolsListChanged": True}) as first:
             assert first.next() is not None
             refused = post_listen(live, {"toolsListChanged": True})
@@ -343,7 +352,7 @@ def test_listens_count_against_the_stream_budget_with_get_streams() -> None:
 
 def test_a_client_that_goes_away_is_forgotten() -> None:
     server = listen_server()
-    with live_server(server) as live:
+    with listening(server) as live:
         with open_listen(live, {"toolsListChanged": True}) as stream:
             assert stream.next() is not None
             assert len(server.dispatcher.subscriptions) == 1
@@ -358,7 +367,7 @@ def test_a_client_that_goes_away_is_forgotten() -> None:
 
 def test_shutdown_ends_a_listen_with_its_result() -> None:
     server = listen_server()
-    with live_server(server) as live, open_listen(live, {"toolsListChanged": True}, request_id="listen-9") as stream:
+    with listening(server) as live, open_listen(live, {"toolsListChanged": True}, request_id="listen-9") as stream:
         assert stream.next() is not None
         live.app.close()
         rest = stream.rest()
