@@ -41,7 +41,9 @@ MCP_PATH = "/mcp"
 HEALTH_PATH = "/healthz"
 # Headers a browser page on an allowed origin may read from our responses.
 _EXPOSED_HEADERS = "Mcp-Session-Id, Mcp-Protocol-Version, WWW-Authenticate, Retry-After"
-_ALLOWED_REQUEST_HEADERS = "Authorization, Content-Type, Accept, Mcp-Session-Id, Mcp-Protocol-Version, Last-Event-ID"
+_ALLOWED_REQUEST_HEADERS = (
+    "Authorization, Content-Type, Accept, Mcp-Session-Id, Mcp-Protocol-Version, Last-Event-ID, Mcp-Method, Mcp-Name"
+)
 _PREFLIGHT_MAX_AGE = "600"
 # Where OAuth clients look after a 401 (RFC 9728 and RFC 8414 discovery, then the
 # 2025-03-26 default endpoints). The MCP Inspector does this on any 401. mcp_auth
@@ -88,6 +90,7 @@ class McpAuthApp:
             self.shutdown_event,
             max_streams=config.max_streams,
             clock=clock,
+            same_view_for_all=auth.same_view_for_all,
         )
         self.websocket = WebSocketTransport(
             server,
@@ -100,6 +103,7 @@ class McpAuthApp:
             shutdown=self.shutdown_event,
             max_calls=config.max_streams,
             clock=clock,
+            same_view_for_all=auth.same_view_for_all,
             listens=self.http.listens,
         )
 

@@ -27,7 +27,7 @@ authenticated principal; this module never sees a request.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -203,3 +203,33 @@ class Capacity:
                 self._by_key[key] = left
             else:
                 del self._by_key[key]  # keys do not pile up: only holders are remembered
+
+
+class SlotBody:
+    """A response body that releases its slot when it ends or is closed, even if never iterated.
+
+    Released at the end of the iteration too: a WSGI server may fail after the
+    body was sent (Werkzeug drains the socket before it calls close).
+    """
+
+    def __init__(self, body: Iterator[bytes], slot: Slot) -> None:
+        self._body = body
+        self._slot = slot
+        self._released = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._body
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._slot.release()
+
+    def close(self) -> None:
+        try:
+            self._body.close()  # type: ignore[attr-defined]
+        finally:
+            self._release()

@@ -346,6 +346,13 @@ class AuthSetup:
         return self.source.description if self.source is not None else "disabled (--no-auth)"
 
     @property
+    def same_view_for_all(self) -> bool:
+        """Whether every principal sees the same tools, resources and prompts: no token can have a
+        scope (a single token, or --no-auth). A tokens file may hold scoped tokens, now or after
+        the next edit, so with one the lists are never cacheable as "public"."""
+        return not isinstance(self.source, TokensFile)
+
+    @property
     def unauthorized_hint(self) -> str:
         """Where an honest client finds the right token, for the 401 (never a token, nor part of one)."""
         source = self.source

@@ -1,8 +1,11 @@
-"""The Streamable HTTP transport (MCP 2025-11-25) at the MCP endpoint: step 6 and the hand-off to dispatch.
+"""The Streamable HTTP transport at the MCP endpoint: step 6 and the hand-off to dispatch.
 
 The transport only sees requests that passed steps 1-5 (it receives their
 `Admission`). It enforces the transport rules (method, Content-Type, Accept,
-body size, MCP-Protocol-Version, session id), then hands one JSON-RPC message
+body size), reads and parses the body, and then chooses the request's era
+(`mcp.ladder.is_modern_http`): a stateless 2026-07-28 request goes to
+`modern_http.StatelessHttp` (its own ladder, no session); a handshake-era one
+(2025-03-26/06-18/11-25) stays here, with its session id rules, and is handed
 to `Dispatcher.outcome` together with the principal, so the dispatcher's
 second lock sees exactly who is calling.
 
@@ -30,14 +33,13 @@ from typing import Any
 from werkzeug.http import parse_accept_header, parse_options_header
 
 from . import audit
-from .capacity import Capacity, Slot, principal_key
+from .capacity import Capacity, Slot, SlotBody, principal_key
 from .config import DEFAULT_MAX_STREAMS
 from .guard import Admission
-from .listen import Listens, peer_closed_check
+from .listen import Listens
 from .mcp.context import Call
 from .mcp.dispatch import Dispatcher as McpServer  # the transport's view of a server: its dispatcher
 from .mcp.jsonrpc import (
-    UNSUPPORTED_PROTOCOL_VERSION,
     ErrorResponse,
     JsonRpcError,
     Notification,
@@ -46,10 +48,10 @@ from .mcp.jsonrpc import (
     dumps,
     parse_message,
 )
-from .mcp.modern import MODERN_PROTOCOL_VERSIONS, ModernRequest
-from .mcp.outcome import Crashed, Outcome, PrincipalRevoked, Revoked, ScopeRefused
-from .mcp.protocol import RESUMABLE_SINCE, SUPPORTED_PROTOCOL_VERSIONS, protocol_at_least
-from .mcp.subscriptions import LISTEN_METHOD
+from .mcp.ladder import is_modern_header, is_modern_http
+from .mcp.outcome import Crashed, Outcome, Revoked, ScopeRefused
+from .mcp.protocol import RESUMABLE_SINCE, protocol_at_least
+from .modern_http import SSE_HEADERS, StatelessHttp, start_handler_thread
 from .refusals import (
     BadRequest,
     InsufficientScope,
@@ -62,7 +64,7 @@ from .refusals import (
     TokenRevoked,
     UnsupportedMediaType,
 )
-from .sessions import HttpSession, Session, SessionStore
+from .sessions import HttpSession, SessionStore
 from .streams import EventStream, encode_event, parse_event_id, priming_event
 
 logger = logging.getLogger("mcp_auth.http")
@@ -78,15 +80,11 @@ MAX_CONTENT_LENGTH_DIGITS = 19
 # Retry-After for a client refused a streaming call or an event stream: calls
 # usually end within seconds, so a short wait is likely to find a place.
 STREAM_RETRY_AFTER_SECONDS = 5
-# Retry-After when the process cannot start another thread (the OS limit, not ours).
-THREAD_RETRY_AFTER_SECONDS = 5
 
 StartResponse = Callable[..., Callable[[bytes], Any]]
 
 # What an Outcome becomes over HTTP: the JSON-RPC message to send, or the refusal to answer with instead.
 HttpAnswer = dict[str, Any] | Refusal
-
-_SSE_HEADERS = [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")]
 
 
 def _media_type(content_type: str | None) -> str:
@@ -129,6 +127,7 @@ class HttpTransport:
         max_streams: int = DEFAULT_MAX_STREAMS,
         body_deadline_seconds: float = BODY_DEADLINE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        same_view_for_all: bool = False,
     ) -> None:
         self.keepalive_seconds = keepalive_seconds
         self._clock = clock  # monotonic seconds, for the body deadline; injectable for tests
@@ -146,6 +145,10 @@ class HttpTransport:
         self.event_streams = Capacity("open event streams", max_streams, retry_after=STREAM_RETRY_AFTER_SECONDS)
         # subscriptions/listen streams (2026-07-28) take places of the same budget as GET streams.
         self.listens = Listens(server, self.event_streams, shutdown, keepalive_seconds, clock)
+        # Requests of the stateless revision (2026-07-28): no session, their own ladder.
+        self.stateless = StatelessHttp(
+            server, self.calls, principal_is_current, shutdown, keepalive_seconds, same_view_for_all, self.listens
+        )
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse, admission: Admission) -> Any:
         method = environ.get("REQUEST_METHOD", "")
@@ -163,13 +166,12 @@ class HttpTransport:
     # --- step 6 checks --------------------------------------------------------
 
     @staticmethod
-    def _check_protocol_version(environ: dict[str, Any]) -> None:
-        version = environ.get("HTTP_MCP_PROTOCOL_VERSION")
-        if version is not None and version.strip() not in SUPPORTED_PROTOCOL_VERSIONS:
-            raise BadRequest(
-                f"Unsupported MCP-Protocol-Version; this server speaks {', '.join(SUPPORTED_PROTOCOL_VERSIONS)}",
-                code=UNSUPPORTED_PROTOCOL_VERSION,
-                data={"supported": list(SUPPORTED_PROTOCOL_VERSIONS)},
+    def _refuse_stateless_get_or_delete(environ: dict[str, Any]) -> None:
+        """The stateless revision has no GET stream and no session to end: POST only."""
+        if is_modern_header(environ.get("HTTP_MCP_PROTOCOL_VERSION")):
+            raise MethodNotAllowed(
+                f"{environ.get('REQUEST_METHOD')} is not part of MCP 2026-07-28 (it has no sessions): use POST",
+                headers=[("Allow", "POST")],
             )
 
     def _read_body(self, environ: dict[str, Any]) -> bytes:
@@ -239,30 +241,15 @@ class HttpTransport:
         accepted = _acceptable(environ.get("HTTP_ACCEPT"))
         if not (_accepts(accepted, "application/json") and _accepts(accepted, "text/event-stream")):
             raise NotAcceptable("The Accept header must list both application/json and text/event-stream")
-        # Interim (until the stateless era's request ladder lands): a 2026-07-28 listen.
-        modern = (environ.get("HTTP_MCP_PROTOCOL_VERSION") or "").strip() in MODERN_PROTOCOL_VERSIONS
-        if not modern:
-            self._check_protocol_version(environ)
         body = self._read_body(environ)
         try:
             message = parse_message(body)
         except JsonRpcError as exc:
             raise BadRequest.from_jsonrpc(exc) from None
-        if modern:
-            if not (isinstance(message, Request) and message.method == LISTEN_METHOD):
-                self._check_protocol_version(environ)
-            assert isinstance(message, Request)
-            envelope = ModernRequest(MODERN_PROTOCOL_VERSIONS[0], {})
-            session = Session(admission.principal, _SessionChannel(None))  # type: ignore[arg-type]
-            call = Call(
-                session,
-                admission.principal,
-                session.outbound,
-                str(admission.client_address),
-                self.principal_is_current,
-                envelope,
-            )
-            return self._listen(message, call, start_response, environ)
+        # The era is chosen per request, with the body in hand: a refusal carries the request's id.
+        params = message.params if isinstance(message, (Request, Notification)) else None
+        if is_modern_http(environ.get("HTTP_MCP_PROTOCOL_VERSION"), bool(environ.get("HTTP_MCP_SESSION_ID")), params):
+            return self.stateless.post(environ, start_response, admission, message)
 
         if isinstance(message, Request) and message.method == "initialize":
             return self._initialize(message, start_response, admission)
@@ -334,12 +321,12 @@ class HttpTransport:
                 slot.release()
                 session.streams.drop_stream(stream)
                 return self._json_reply(only, start_response, headers)
-            start_response("200 OK", _SSE_HEADERS + headers)
+            start_response("200 OK", SSE_HEADERS + headers)
             body = self._event_body(stream, session, call, after=0, prime=True, detachments=0)
         except BaseException:
             slot.release()  # released once, whatever path got here
             raise
-        return _SlotBody(body, slot)
+        return SlotBody(body, slot)
 
     def _answer(self, outcome: Outcome, call: Call, session: HttpSession, send: Callable[[HttpAnswer], None]) -> None:
         """The one place an Outcome becomes HTTP; `send` takes the answer (inline: the reply or
@@ -373,19 +360,12 @@ class HttpTransport:
     ) -> None:
         """Run the handler on its own thread, which holds `handler_slot` for as long as it runs."""
         try:
-            threading.Thread(
-                target=self._run_handler,
-                args=(request, call, stream, session, handler_slot),
-                name=f"mcp-call-{request.method}",
-                daemon=True,
-            ).start()
-        except RuntimeError:  # the OS refused a thread: no handler will ever give the place back
-            handler_slot.release()
+            start_handler_thread(
+                self._run_handler, (request, call, stream, session, handler_slot), request, handler_slot
+            )
+        except ServiceUnavailable:
             session.streams.drop_stream(stream)
-            raise ServiceUnavailable(
-                "The server cannot start another thread now; try again later",
-                headers=[("Retry-After", str(THREAD_RETRY_AFTER_SECONDS))],
-            ) from None
+            raise
 
     def _run_handler(self, request: Request, call: Call, stream: EventStream, session: HttpSession, slot: Slot) -> None:
         """The handler's thread: every outcome ends the stream, so the answering thread never waits forever.
@@ -459,31 +439,12 @@ class HttpTransport:
         if stream is not session.streams.standalone and stream.fully_sent(sent):
             session.streams.drop_stream(stream)  # the answer was delivered: nothing left to resume
 
-    # --- subscriptions/listen (2026-07-28): a long-lived answer stream ----------------
-
-    def _listen(self, request: Request, call: Call, start_response: StartResponse, environ: dict[str, Any]) -> Any:
-        """The SSE answer of a listen (`mcp_auth.listen`); refused as plain HTTP before it opens:
-        400 for a malformed filter, 401 for a revoked token, 503 past the stream budget."""
-        try:
-            body, slot = self.listens.open_http(request, call, peer_closed_check(environ))
-        except JsonRpcError as exc:
-            raise BadRequest.from_jsonrpc(exc) from None
-        except PrincipalRevoked:
-            audit.dispatch_outcome(Revoked(request.id), call.client_address, call.principal.name)
-            raise TokenRevoked() from None
-        try:
-            start_response("200 OK", list(_SSE_HEADERS))
-        except BaseException:
-            slot.release()  # the subscription is forgotten with its place
-            raise
-        return _SlotBody(body, slot)
-
     # --- GET: the session's standalone stream, or resuming a stream ------------------
 
     def _get(self, environ: dict[str, Any], start_response: StartResponse, admission: Admission) -> Any:
+        self._refuse_stateless_get_or_delete(environ)
         if not _accepts(_acceptable(environ.get("HTTP_ACCEPT")), "text/event-stream"):
             raise NotAcceptable("GET on the MCP endpoint opens an event stream: send Accept: text/event-stream")
-        self._check_protocol_version(environ)
         session = self._session(environ, admission)
         last_event_id = environ.get("HTTP_LAST_EVENT_ID")
         if last_event_id:
@@ -504,53 +465,23 @@ class HttpTransport:
                 slot.also(session.streams.leave_standalone)
             else:
                 detachments = stream.attach()
-            start_response("200 OK", list(_SSE_HEADERS))
+            start_response("200 OK", list(SSE_HEADERS))
             call = self._call(session, admission, stream)
             body = self._event_body(stream, session, call, after=after, prime=prime, detachments=detachments)
         except BaseException:
             slot.release()  # e.g. the WSGI server refused the headers: the place must not stay taken
             raise
-        return _SlotBody(body, slot)
+        return SlotBody(body, slot)
 
     # --- DELETE: end the session -------------------------------------------------------
 
     def _delete(self, environ: dict[str, Any], start_response: StartResponse, admission: Admission) -> Any:
-        self._check_protocol_version(environ)
+        self._refuse_stateless_get_or_delete(environ)
         session = self._session(environ, admission)
         assert session.session_id is not None
         self.sessions.delete(session.session_id, admission.principal)
         start_response("204 No Content", [])
         return []
-
-
-class _SlotBody:
-    """A response body that releases its slot when it ends or is closed, even if never iterated.
-
-    Released at the end of the iteration too: a WSGI server may fail after the
-    body was sent (Werkzeug drains the socket before it calls close).
-    """
-
-    def __init__(self, body: Iterator[bytes], slot: Slot) -> None:
-        self._body = body
-        self._slot = slot
-        self._released = False
-
-    def __iter__(self) -> Iterator[bytes]:
-        try:
-            yield from self._body
-        finally:
-            self._release()
-
-    def _release(self) -> None:
-        if not self._released:
-            self._released = True
-            self._slot.release()
-
-    def close(self) -> None:
-        try:
-            self._body.close()  # type: ignore[attr-defined]
-        finally:
-            self._release()
 
 
 def json_response(start_response: StartResponse, status: str, payload: dict[str, Any]) -> list[bytes]:

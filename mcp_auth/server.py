@@ -115,13 +115,29 @@ class McpServer:
         title: str | None = None,
         description: str | None = None,
         mime_type: str | None = None,
+        cache_scope: str = "private",
+        ttl_ms: int = 0,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Register a resource; a URI with `{variables}` is a template whose values become arguments."""
+        """Register a resource; a URI with `{variables}` is a template whose values become arguments.
+
+        `cache_scope` and `ttl_ms` are the caching hints a 2026-07-28 client gets with each read:
+        by default "private" and 0 (not reused). Declare "public" only for content that is the
+        same for everyone; it is still sent as "private" when tokens may have scopes.
+        """
         if callable(uri):  # bare `@server.resource`: there is no URI to register it under
             raise TypeError('use @server.resource("uri")')
 
         def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-            self._registry.add_resource(fn, uri, name=name, title=title, description=description, mime_type=mime_type)
+            self._registry.add_resource(
+                fn,
+                uri,
+                name=name,
+                title=title,
+                description=description,
+                mime_type=mime_type,
+                cache_scope=cache_scope,
+                ttl_ms=ttl_ms,
+            )
             self.notify_list_changed("resources")
             return fn
 

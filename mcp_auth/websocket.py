@@ -2,7 +2,10 @@
 
 No MCP revision defines a WebSocket transport; this follows the draft
 (SEP-1288) as PROTOCOL.md describes it: the same message flow as stdio
-(initialize first) on a socket opened with subprotocol `mcp`.
+(initialize first) on a socket opened with subprotocol `mcp`. A request whose
+`params._meta` carries the 2026-07-28 envelope is served statelessly instead
+(its own version and capabilities, `mcp.ladder.modern_request` without the
+header rungs); both eras may interleave on one socket.
 
 The upgrade request has already passed steps 1-5 of the pipeline when it
 reaches this module (`Admission`), so a refused client gets a plain HTTP
@@ -28,6 +31,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, cast
 
 from simple_websocket import ConnectionClosed, Server
@@ -49,6 +53,7 @@ from .mcp.jsonrpc import (
     dumps,
     parse_message,
 )
+from .mcp.ladder import modern_request, says_modern
 from .mcp.outcome import Outcome, PrincipalRevoked, Revoked, ScopeRefused
 from .mcp.subscriptions import LISTEN_METHOD
 from .refusals import BadRequest
@@ -160,10 +165,13 @@ class WebSocketTransport:
         listens: Listens,
         max_calls: int = DEFAULT_MAX_STREAMS,
         clock: Callable[[], float] = time.monotonic,
+        same_view_for_all: bool = False,
     ) -> None:
         self.server = server
         # subscriptions/listen on sockets (2026-07-28): the HTTP transport's, so one budget counts both.
         self.listens = listens
+        # No token can have a scope: stateless lists may be cached as "public" (mcp.handlers_modern).
+        self.same_view_for_all = same_view_for_all
         # The one registry of live sessions: each socket's session is in it while the socket is open.
         self.sessions = sessions
         # Monotonic seconds for the idle timeout (and the sockets' sessions); injectable for tests.
@@ -229,7 +237,14 @@ class WebSocketTransport:
     def _serve(self, ws: Server, channel: _SocketChannel, admission: Admission) -> None:
         # In the registry until it closes (below), so notifications reach this socket.
         session = self.sessions.register(Session(admission.principal, channel, clock=self._clock))
-        call = Call(session, admission.principal, channel, str(admission.client_address), self.principal_is_current)
+        call = Call(
+            session,
+            admission.principal,
+            channel,
+            str(admission.client_address),
+            self.principal_is_current,
+            same_view_for_all=self.same_view_for_all,
+        )
         # One key for the whole socket: the bound is per socket, not per token.
         in_flight = Capacity(
             "requests in flight", MAX_CONCURRENT_REQUESTS, MAX_CONCURRENT_REQUESTS, scope="on this socket"
@@ -285,9 +300,16 @@ class WebSocketTransport:
             if not self.listens.cancel(call.session, message):  # ending a listen, or for the dispatcher
                 self.server.handle_notification(message, call)
         elif isinstance(message, Request):
-            if message.method == LISTEN_METHOD and call.modern is not None:
-                return self._listen(message, call, channel)
-            if message.method == "initialize":
+            if says_modern(message.params):
+                # Stateless (2026-07-28): the envelope is this message's own; no header rungs on a socket.
+                try:
+                    call = replace(call, modern=modern_request(message, None))
+                except JsonRpcError as exc:
+                    channel.send(exc.to_message().to_dict())
+                    return True
+                if message.method == LISTEN_METHOD:
+                    return self._listen(message, call, channel)
+            elif message.method == "initialize":
                 return self._run_request(message, call, channel)  # in order: later requests depend on it
             try:
                 slot = self._take_call(in_flight, call)

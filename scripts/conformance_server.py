@@ -225,6 +225,30 @@ def test_elicitation_sep1330_enums(ctx: Context) -> str:
     return f"Elicitation completed: action={answer.get('action')}, content={json.dumps(answer.get('content'))}"
 
 
+# --- tools the 2026-07-28 scenarios call (server-stateless) ---------------------------------------
+
+
+@server.tool()
+def test_logging_tool(ctx: Context) -> str:
+    """Logs at info, then answers: a 2026-07-28 request that did not ask for a logLevel gets no log message"""
+    ctx.info("test_logging_tool ran")
+    return "Logged (only to a request that asked for a logLevel)"
+
+
+@server.tool()
+def test_trigger_tool_change() -> str:
+    """Announces that the tool list changed (to sessions and subscriptions/listen streams that opted in)"""
+    server.notify_list_changed("tools")
+    return "tools/list_changed sent"
+
+
+@server.tool()
+def test_trigger_prompt_change() -> str:
+    """Announces that the prompt list changed (to sessions and subscriptions/listen streams that opted in)"""
+    server.notify_list_changed("prompts")
+    return "prompts/list_changed sent"
+
+
 # A schema written by hand is published exactly as given (SEP-1613: JSON Schema 2020-12).
 JSON_SCHEMA_2020_12 = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",

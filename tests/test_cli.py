@@ -9,6 +9,7 @@ directory (conftest.py); subprocesses inherit that environment.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -25,7 +26,10 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
+from mcp.client.client import Client
+from mcp.client.streamable_http import streamable_http_client
 from support import TOKEN, RawResponse, initialize_body, open_session, request, rpc
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -1310,3 +1314,21 @@ def test_token_add_and_rotate_print_configurations_with_the_token_alone_last(tmp
     rotated = run_cli("token", "rotate", "ci", "--tokens-file", str(path), "--config", "literal", "--url", url)
     assert rotated.returncode == 0, rotated.stderr
     assert_literal_configs(rotated.stdout, url, rotated.stdout.splitlines()[-1])
+
+
+def test_the_mcp_client_default_mode_speaks_2026_07_28_with_python_m_mcp_auth(start: Start) -> None:
+    """`mcp` 2.3.0 in its default mode asks server/discover first and, answered, stays on the
+    stateless revision: no initialize, no session. Asserted on the version the client used."""
+    cli = start("--port", "0", env=cli_env(MCP_AUTH_TOKEN=TOKEN))
+
+    async def drive() -> tuple[str | None, list[str], Any]:
+        async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as http:
+            async with Client(streamable_http_client(f"http://127.0.0.1:{cli.port}/mcp", http_client=http)) as client:
+                tools = await client.list_tools()
+                echoed = await client.call_tool("echo", {"text": "stateless"})
+                return client.protocol_version, sorted(t.name for t in tools.tools), echoed
+
+    version, names, echoed = asyncio.run(drive())
+    assert version == "2026-07-28"
+    assert names == ["echo", "whoami"]
+    assert echoed.is_error is False and echoed.content[0].text == "stateless"

@@ -125,20 +125,15 @@ def test_asking_about_an_unknown_revision_is_a_bug() -> None:
 
 def test_unsupported_protocol_version_carries_the_supported_list(live: Live) -> None:
     session_id = open_session(live.port)
-    response = rpc(live.port, session_id, "tools/list", headers={"MCP-Protocol-Version": "2026-07-28"})
+    response = rpc(live.port, session_id, "tools/list", headers={"MCP-Protocol-Version": "2099-01-01"})
     assert response.status == 400
+    assert response.json()["id"] == 7  # the body is read first: the error answers this request
     error = response.json()["error"]
     assert error["code"] == UNSUPPORTED_PROTOCOL_VERSION
-    assert error["data"]["supported"] == ["2025-11-25", "2025-06-18", "2025-03-26"]
-
-
-def test_server_discover_gets_the_error_that_makes_auto_clients_fall_back(live: Live) -> None:
-    body = {"jsonrpc": "2.0", "id": 0, "method": "server/discover", "params": {}}
-    response = request(
-        live.port, body=body, headers={"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "server/discover"}
-    )
-    assert response.status == 400
-    assert response.json()["error"]["code"] == UNSUPPORTED_PROTOCOL_VERSION
+    assert error["data"] == {
+        "supported": ["2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26"],
+        "requested": "2099-01-01",
+    }
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ PRINCIPAL = "mcp_auth.auth.tokens.principal"
 PRINCIPAL_MAY_IMPORT = frozenset({"mcp_auth.errors"})
 # Transports and the app sit below the McpServer facade: they hold its Dispatcher.
 BELOW_THE_FACADE = ("mcp_auth.http", "mcp_auth.websocket", "mcp_auth.sessions", "mcp_auth.streams", "mcp_auth.capacity")
+BELOW_THE_FACADE += ("mcp_auth.modern_http",)
 BELOW_THE_FACADE += ("mcp_auth.app",)
 ABOVE_THEM = frozenset({"mcp_auth.server", "mcp_auth.cli", "mcp_auth"})
 

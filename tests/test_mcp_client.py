@@ -130,7 +130,7 @@ def test_progress_logging_resources_prompts_and_completion(mode: str) -> None:
 
     with live_server(_rich_server()) as live:
         result, failed, picture, resources, templates, note, prompt, completion = run_client(
-            live.url, TOKEN, mode, body, logging_callback=on_log
+            live.url, TOKEN, mode, body, logging_callback=on_log, log_level="info"
         )
     assert result.content[0].text == "liftoff"
     assert [p[0] for p in progress] == [1, 2, 3]
@@ -212,23 +212,29 @@ def test_a_bare_resource_decorator_is_refused_at_decoration_time() -> None:
             return "{}"
 
 
-def test_the_clients_version_probe_is_not_audited_as_a_denial(caplog: pytest.LogCaptureFixture) -> None:
-    """`mcp` 2.x first probes with a protocol version this server does not speak and, refused with
-    -32022, falls back to initialize: negotiation, not a denial (a debug line, no audit event)."""
+def test_auto_mode_negotiates_the_stateless_revision_and_is_never_refused(caplog: pytest.LogCaptureFixture) -> None:
+    """`mcp` 2.x in its default mode probes with server/discover at 2026-07-28: this server speaks it,
+    so the client stays on the stateless revision (no fallback to initialize) and nothing is denied."""
 
     async def body(client: Client) -> Any:
-        return await client.list_tools()
+        tools = await client.list_tools()
+        echoed = await client.call_tool("echo", {"text": "stateless"})
+        return client.protocol_version, tools, echoed
 
     with caplog.at_level(logging.DEBUG, logger="mcp_auth"), live_server() as live:
-        run_client(live.url, TOKEN, "auto", body)
+        version, tools, echoed = run_client(live.url, TOKEN, "auto", body)
+    assert version == "2026-07-28"
+    assert sorted(tool.name for tool in tools.tools) == ["echo", "whoami"]
+    assert echoed.content[0].text == "stateless"
     audited = [r.audit for r in caplog.records if getattr(r, "audit", None)]
     assert [a for a in audited if a["event"] == "denied"] == []
-    negotiation = [r for r in caplog.records if "protocol version negotiation" in r.getMessage()]
-    assert negotiation and all(r.levelno == logging.DEBUG for r in negotiation)
 
 
-def test_an_unsupported_protocol_version_is_still_answered_400_with_the_supported_list() -> None:
-    with live_server() as live:
+def test_an_unsupported_protocol_version_is_still_answered_400_with_the_supported_list(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A version nobody here speaks is negotiation, not a denial: a debug line, no audit event."""
+    with caplog.at_level(logging.DEBUG, logger="mcp_auth"), live_server() as live:
         response = httpx2.post(
             live.url,
             json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
@@ -241,3 +247,8 @@ def test_an_unsupported_protocol_version_is_still_answered_400_with_the_supporte
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["code"] == -32022 and error["data"]["supported"]
+    assert error["data"]["requested"] == "1999-01-01" and response.json()["id"] == 1
+    audited = [r.audit for r in caplog.records if getattr(r, "audit", None)]
+    assert [a for a in audited if a["event"] == "denied"] == []
+    negotiation = [r for r in caplog.records if "protocol version negotiation" in r.getMessage()]
+    assert negotiation and all(r.levelno == logging.DEBUG for r in negotiation)

@@ -47,6 +47,7 @@ from mcp_auth.mcp.jsonrpc import (
     INVALID_REQUEST,
     MAX_JSON_DEPTH,
     PARSE_ERROR,
+    UNSUPPORTED_PROTOCOL_VERSION,
     BatchNotSupported,
     ErrorResponse,
     JsonRpcError,
@@ -57,7 +58,8 @@ from mcp_auth.mcp.jsonrpc import (
     loads,
     parse_message,
 )
-from mcp_auth.mcp.protocol import SUPPORTED_PROTOCOL_VERSIONS
+from mcp_auth.mcp.ladder import is_modern_http, modern_request
+from mcp_auth.mcp.protocol import HANDSHAKE_PROTOCOL_VERSIONS, SUPPORTED_PROTOCOL_VERSIONS
 from mcp_auth.mcp.results import _decode_cursor, _encode_cursor
 from mcp_auth.network import (
     MAX_FORWARDED_FOR_HOPS,
@@ -694,13 +696,22 @@ def test_content_type_yields_one_bare_lowercase_type(header: str | None) -> None
 
 
 @given(near(st.sampled_from(SUPPORTED_PROTOCOL_VERSIONS)))
-def test_protocol_version_is_supported_or_bad_request(version: str) -> None:
-    try:
-        HttpTransport._check_protocol_version({"HTTP_MCP_PROTOCOL_VERSION": version})
-    except BadRequest:
-        assert version.strip() not in SUPPORTED_PROTOCOL_VERSIONS
+def test_protocol_version_picks_the_era_or_is_refused_with_the_supported_list(version: str) -> None:
+    """A handshake revision keeps the handshake era; any other header value is served statelessly,
+    where a request without the envelope is refused: -32602 for the stateless revision itself, else
+    -32022 with the supported list and the value asked for. Never anything else."""
+    request = Request(5, "tools/list", {})
+    if not is_modern_http(version, False, request.params):
+        assert version.strip(" \t") in HANDSHAKE_PROTOCOL_VERSIONS
         return
-    assert version.strip() in SUPPORTED_PROTOCOL_VERSIONS
+    with pytest.raises(JsonRpcError) as info:
+        modern_request(request, {"mcp-protocol-version": version, "mcp-method": "tools/list"})
+    assert info.value.request_id == 5
+    if version.strip(" \t") in SUPPORTED_PROTOCOL_VERSIONS:
+        assert info.value.code == INVALID_PARAMS
+    else:
+        assert info.value.code == UNSUPPORTED_PROTOCOL_VERSION
+        assert info.value.data == {"supported": list(SUPPORTED_PROTOCOL_VERSIONS), "requested": version.strip(" \t")}
 
 
 BODY_LIMIT = 4096

@@ -37,6 +37,7 @@ from mcp_auth.mcp.outcome import (
     ToolCallRecord,
 )
 from mcp_auth.mcp.protocol import (
+    HANDSHAKE_PROTOCOL_VERSIONS,
     LATEST_PROTOCOL_VERSION,
     LOG_LEVELS,
     MAX_COMPLETION_VALUES,
@@ -276,7 +277,10 @@ def dispatch_error(server: McpServer, request: Request, call: Call) -> JsonRpcEr
 
 
 def test_supported_versions_newest_first() -> None:
-    assert SUPPORTED_PROTOCOL_VERSIONS == ("2025-11-25", "2025-06-18", "2025-03-26")
+    assert HANDSHAKE_PROTOCOL_VERSIONS == ("2025-11-25", "2025-06-18", "2025-03-26")
+    # Every revision served, the stateless one first: -32022's list and server/discover's are this one.
+    assert SUPPORTED_PROTOCOL_VERSIONS == ("2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26")
+    # What initialize answers a client asking for a revision it cannot have: a handshake one.
     assert LATEST_PROTOCOL_VERSION == "2025-11-25"
 
 

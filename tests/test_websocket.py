@@ -63,10 +63,12 @@ def test_mcp_client_lists_and_calls_tools_over_websocket(mode: str) -> None:
             tools = await client.list_tools()
             echo = await client.call_tool("echo", {"text": "over a socket"})
             whoami = await client.call_tool("whoami", {})
-            return tools, echo, whoami
+            return tools, echo, whoami, client.protocol_version
 
     with live_server() as live:
-        tools, echo, whoami = run(main(ws_url(live.url)))
+        tools, echo, whoami, version = run(main(ws_url(live.url)))
+    # The default mode stays on the stateless revision over a socket too; legacy initializes.
+    assert version == ("2026-07-28" if mode == "auto" else "2025-11-25")
     assert sorted(t.name for t in tools.tools) == ["echo", "whoami"]
     assert echo.content[0].text == "over a socket"
     assert whoami.structured_content["token_name"] == "default"

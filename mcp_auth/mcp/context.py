@@ -1,23 +1,18 @@
 """What a handler sees of its call: `Context` (plain functions) and `AsyncContext` (`async def`).
 
-`Call` is what a transport hands the dispatcher with each message: the
-session, the principal that passed the bearer check, the channel for
-server-to-client messages and the step-7 check. `McpSession` says what this
-layer needs of a session (its parts are in `session_state`); the transports'
-`sessions.Session` provides it. `LiveSessions` is the registry of live
-sessions as notification fan-out sees it.
+What a transport hands the dispatcher with each message (`Call`, and the
+session protocols it refers to) is in `mcp_auth.mcp.call`, re-exported here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from ..auth.tokens.principal import Principal
 from .asyncrun import _WAIT_SLICE_SECONDS, _CallThread, _LoopWakingEvent
+from .call import Call, Channel, LiveSessions, McpSession, StatelessSession
 from .content import text_content
 from .jsonrpc import (
     METHOD_NOT_FOUND,
@@ -26,52 +21,19 @@ from .jsonrpc import (
     Request,
     Response,
 )
-from .modern import ModernRequest
 from .outcome import RequestCancelled
 from .protocol import _LOG_RANK, LOG_LEVELS, RESUMABLE_SINCE, protocol_at_least
-from .session_state import InFlight, PendingReplies, ProtocolState
 
-
-class McpSession(Protocol):
-    """What the MCP layer needs of a session; `mcp_auth.sessions.Session` provides it.
-
-    The parts the MCP layer owns and changes (`state`: what initialize
-    negotiated, log level, subscriptions; `in_flight`: the calls running;
-    `replies`: server-to-client requests awaiting the client's answer), and of
-    the session's lifecycle only what it reads: its id, whether it is closed,
-    and the way to reach the client outside a request (`push`).
-    """
-
-    @property
-    def session_id(self) -> str | None: ...
-
-    @property
-    def state(self) -> ProtocolState: ...
-
-    @property
-    def in_flight(self) -> InFlight: ...
-
-    @property
-    def replies(self) -> PendingReplies: ...
-
-    @property
-    def closed(self) -> threading.Event: ...
-
-    def push(self, message: dict[str, Any]) -> None: ...
-
-
-class LiveSessions(Protocol):
-    """The one registry of live sessions of every transport, as notification fan-out sees it."""
-
-    def each_negotiated(self) -> list[McpSession]:
-        """Every open session whose initialize was answered, whatever its transport."""
-        ...
-
-
-class Channel(Protocol):
-    """Where a call's server-to-client messages go (an SSE stream, a socket)."""
-
-    def send(self, message: dict[str, Any]) -> None: ...
+__all__ = [
+    "AsyncContext",
+    "Call",
+    "Channel",
+    "ClientError",
+    "Context",
+    "LiveSessions",
+    "McpSession",
+    "StatelessSession",
+]
 
 
 # How long a handler waits for the client to answer a server-to-client request
@@ -87,29 +49,6 @@ class ClientError(Exception):
         self.code = code
         self.message = message
         self.data = data
-
-
-@dataclass
-class Call:
-    """What a transport hands the dispatcher with each message."""
-
-    session: McpSession
-    principal: Principal
-    channel: Channel
-    client_address: str
-    principal_is_current: Callable[[Principal], bool]
-    # The stateless revision's per-request envelope; None for a handshake-era call.
-    modern: ModernRequest | None = None
-
-    def is_current(self) -> bool:
-        """Step 7, the second lock: is the principal that passed the bearer check still valid?
-
-        The one question every path asks before it acts for the principal:
-        dispatch (before any handler), client notifications, the HTTP event
-        stream loop (at every event and keepalive) and the WebSocket loops
-        (per message and between messages). A new path asks it here too.
-        """
-        return self.principal_is_current(self.principal)
 
 
 class _CallContext:
@@ -156,7 +95,12 @@ class _CallContext:
     def _log_message(self, level: str, data: Any, logger_name: str | None) -> dict[str, Any] | None:
         if level not in _LOG_RANK:
             raise ValueError(f"unknown log level {level!r}; use one of {', '.join(LOG_LEVELS)}")
-        threshold = self._call.session.state.log_level
+        modern = self._call.modern
+        # Handshake era: the session's logging/setLevel (none set: everything). Stateless:
+        # only what this request's _meta asked for, and nothing when it asked for nothing.
+        threshold = self._call.session.state.log_level if modern is None else modern.log_level
+        if modern is not None and threshold is None:
+            return None
         if threshold is not None and _LOG_RANK[level] < _LOG_RANK[threshold]:
             return None
         params: dict[str, Any] = {"level": level, "data": data}
@@ -173,10 +117,21 @@ class _CallContext:
             detach()
 
     def _require_capability(self, capability: str, method: str) -> None:
-        if not self._call.session.state.has_capability(capability):
+        modern = self._call.modern
+        state = self._call.session.state
+        if not (state.has_capability(capability) if modern is None else modern.supports(capability)):
             raise ClientError(
                 METHOD_NOT_FOUND,
                 f"the client did not declare the '{capability}' capability, so it cannot answer {method}",
+            )
+
+    def _refuse_stateless(self, method: str) -> None:
+        # The stateless revision has no server-to-client requests on any stream.
+        if self._call.modern is not None:
+            raise ClientError(
+                METHOD_NOT_FOUND,
+                f"{method} cannot be sent to a client of MCP {self._call.modern.protocol_version}: "
+                "that revision has no server-to-client requests",
             )
 
     def _sampling_params(
@@ -232,7 +187,7 @@ class Context(_CallContext):
             self._call.channel.send(notification)
 
     def log(self, level: str, data: Any, logger_name: str | None = None) -> None:
-        """Send notifications/message at `level`, if the session's logging/setLevel allows it."""
+        """Send notifications/message at `level` if logging/setLevel, or a stateless request's logLevel, allows."""
         notification = self._log_message(level, data, logger_name)
         if notification is not None:
             self._call.channel.send(notification)
@@ -258,6 +213,7 @@ class Context(_CallContext):
         RequestCancelled when this call is cancelled while waiting.
         """
         _refuse_on_event_loop("request")
+        self._refuse_stateless(method)
         session = self._call.session
         request_id, pending = session.replies.expect_reply()
         try:
@@ -354,7 +310,7 @@ class AsyncContext(_CallContext):
             await self._send(notification)
 
     async def log(self, level: str, data: Any, logger_name: str | None = None) -> None:
-        """Send notifications/message at `level`, if the session's logging/setLevel allows it."""
+        """Send notifications/message at `level` if logging/setLevel, or a stateless request's logLevel, allows."""
         notification = self._log_message(level, data, logger_name)
         if notification is not None:
             await self._send(notification)
@@ -372,6 +328,7 @@ class AsyncContext(_CallContext):
         when it does not answer in time (the request is then cancelled), and
         asyncio.CancelledError when this call is cancelled while waiting.
         """
+        self._refuse_stateless(method)
         session = self._call.session
         request_id, pending = session.replies.expect_reply()
         loop = asyncio.get_running_loop()

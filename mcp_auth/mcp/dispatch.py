@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from .asyncrun import _AsyncRunner, _CallThread
 from .content import ToolResult, text_content
 from .context import AsyncContext, Call, Context, LiveSessions, McpSession
+from .handlers_modern import ModernResults
 from .handlers_prompts import PromptHandlers
 from .handlers_resources import ResourceHandlers
 from .jsonrpc import (
@@ -34,6 +35,7 @@ from .jsonrpc import (
     Notification,
     Request,
 )
+from .ladder import MODERN_METHODS, MODERN_ONLY_METHODS, method_not_found
 from .outcome import (
     TOOL_CANCELLED,
     TOOL_ERROR,
@@ -54,10 +56,10 @@ from .outcome import (
 )
 from .protocol import (
     _LOG_RANK,
+    HANDSHAKE_PROTOCOL_VERSIONS,
     LATEST_PROTOCOL_VERSION,
     LOG_LEVELS,
     MAX_URI_LENGTH,
-    SUPPORTED_PROTOCOL_VERSIONS,
 )
 from .registry import Registry, _is_coroutine_callable, _Prompt, _Resource, _Tool
 from .results import (
@@ -81,7 +83,7 @@ class AuditSink(Protocol):
     def escape_controls(self, value: str) -> str: ...
 
 
-class Dispatcher(ResourceHandlers, PromptHandlers):
+class Dispatcher(ResourceHandlers, PromptHandlers, ModernResults):
     """Answers the MCP methods for one server's registry; what transports and the app hold.
 
     `outcome` runs a request (step 7 first) and says how it ended (what
@@ -111,6 +113,7 @@ class Dispatcher(ResourceHandlers, PromptHandlers):
         weakref.finalize(self, self._async.stop)
         self._methods: dict[str, Callable[[Request, Call], dict[str, Any]]] = {
             "initialize": self._initialize,
+            "server/discover": self._discover,
             "ping": lambda request, call: {},
             "tools/list": self._tools_list,
             "tools/call": lambda request, call: self._tools_call(request, call)[0],
@@ -259,20 +262,28 @@ class Dispatcher(ResourceHandlers, PromptHandlers):
         if not call.is_current():
             raise PrincipalRevoked("the token of this session was revoked; authenticate again", request.id)
         method = self._methods.get(request.method)
-        if method is None:
+        if call.modern is not None:
+            # Stateless: no handshake to wait for; only the revision's own methods exist.
+            if method is None or request.method not in MODERN_METHODS:
+                raise JsonRpcError(METHOD_NOT_FOUND, method_not_found(request.method), request_id=request.id)
+        elif method is None or request.method in MODERN_ONLY_METHODS:
             raise JsonRpcError(METHOD_NOT_FOUND, f"Method not found: {request.method}", request_id=request.id)
-        if not call.session.state.negotiated and request.method not in ("initialize", "ping"):
+        elif not call.session.state.negotiated and request.method not in ("initialize", "ping"):
             raise JsonRpcError(INVALID_REQUEST, "Send initialize before other requests", request_id=request.id)
         try:
             if request.method == "tools/call":
-                return self._tools_call(request, call)
-            return method(request, call), None
+                result, record = self._tools_call(request, call)
+            else:
+                result, record = method(request, call), None
         except JsonRpcError as exc:
             exc.request_id = request.id
             raise
         except ToolCallFailed as exc:
             exc.error.request_id = request.id
             raise
+        if call.modern is not None:
+            result = self._modern_result(request.method, result, call)
+        return result, record
 
     def handle_notification(self, notification: Notification, call: Call) -> None:
         """Client notifications: initialized, cancelled; others are ignored as the spec allows."""
@@ -326,7 +337,7 @@ class Dispatcher(ResourceHandlers, PromptHandlers):
         requested = request.params.get("protocolVersion")
         if not isinstance(requested, str):
             raise JsonRpcError(INVALID_PARAMS, "initialize needs params.protocolVersion (a string)")
-        version = requested if requested in SUPPORTED_PROTOCOL_VERSIONS else LATEST_PROTOCOL_VERSION
+        version = requested if requested in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_PROTOCOL_VERSION
         capabilities = request.params.get("capabilities")
         # Only which capabilities the client has matters; keep their names, bounded.
         client_capabilities: dict[str, Any] = {
@@ -341,13 +352,7 @@ class Dispatcher(ResourceHandlers, PromptHandlers):
             raise JsonRpcError(INVALID_REQUEST, "This session is already initialized") from None
         result: dict[str, Any] = {
             "protocolVersion": version,
-            "capabilities": {
-                "tools": {"listChanged": True},
-                "resources": {"subscribe": True, "listChanged": True},
-                "prompts": {"listChanged": True},
-                "logging": {},
-                "completions": {},
-            },
+            "capabilities": self._capabilities(),
             "serverInfo": {"name": self.name, "version": self.version},
         }
         if self.instructions:

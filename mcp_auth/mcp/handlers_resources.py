@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .context import Call
+from .handlers_modern import read_cache_hints
 from .jsonrpc import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -61,11 +62,16 @@ class ResourceHandlers:
             raise JsonRpcError(INVALID_PARAMS, "resources/read needs params.uri (a string)")
         target = self._resource_target(uri, request, call)
         if target is None:
-            raise JsonRpcError(RESOURCE_NOT_FOUND, f"Resource not found: {uri}", data={"uri": uri})
+            # The handshake era's -32002; the stateless revision names a missing resource -32602.
+            code = RESOURCE_NOT_FOUND if call.modern is None else INVALID_PARAMS
+            raise JsonRpcError(code, f"Resource not found: {uri}", data={"uri": uri})
         resource = target.resource
         try:
             value = self._run(request, call, resource.fn, resource.signature, target.arguments)
-            return {"contents": _read_contents(uri, value, resource.mime_type)}
+            result: dict[str, Any] = {"contents": _read_contents(uri, value, resource.mime_type)}
+            if call.modern is not None:
+                result.update(read_cache_hints(resource.cache_scope, resource.ttl_ms, call))
+            return result
         except RequestCancelled as exc:
             raise JsonRpcError(REQUEST_CANCELLED, str(exc)) from None
         except Exception as exc:

@@ -3,17 +3,30 @@
 Every number here bounds what one client can make the server hold or return;
 each has its reason beside it. Revisions are compared by their
 place in SUPPORTED_PROTOCOL_VERSIONS (`protocol_at_least`), never as strings.
+
+Two families are served at one endpoint: the handshake revisions (`initialize`,
+sessions) and the stateless ones (`mcp_auth.mcp.modern`: every request carries
+its own version). Which family a request belongs to is decided per request
+(`mcp_auth.mcp.ladder`).
 """
 
 from __future__ import annotations
 
 import re
 
-# Newest first; initialize answers with the client's version when it is here,
-# else with the newest.
-SUPPORTED_PROTOCOL_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26")
+from .modern import MODERN_PROTOCOL_VERSIONS
 
-LATEST_PROTOCOL_VERSION = SUPPORTED_PROTOCOL_VERSIONS[0]
+# The handshake revisions, newest first; initialize answers with the client's
+# version when it is here, else with the newest of them.
+HANDSHAKE_PROTOCOL_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26")
+
+# Every revision served, newest first: the one list a client is told, both in
+# an unsupported-version error (-32022 `data.supported`) and in
+# server/discover's `supportedVersions`, so the two can never disagree.
+SUPPORTED_PROTOCOL_VERSIONS = MODERN_PROTOCOL_VERSIONS + HANDSHAKE_PROTOCOL_VERSIONS
+
+# What initialize answers when the client asks for a revision it cannot have.
+LATEST_PROTOCOL_VERSION = HANDSHAKE_PROTOCOL_VERSIONS[0]
 
 # Streams are resumable (priming events, Last-Event-ID) for sessions of this revision on.
 RESUMABLE_SINCE = "2025-11-25"

@@ -59,6 +59,9 @@ class _Resource:
     definition: dict[str, Any]
     mime_type: str | None
     template: UriTemplate | None = None  # set for URI templates
+    # The caching hints of a stateless read (`mcp.handlers_modern`): private and not reused unless declared.
+    cache_scope: str = "private"
+    ttl_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -132,8 +135,14 @@ class Registry:
         title: str | None = None,
         description: str | None = None,
         mime_type: str | None = None,
+        cache_scope: str = "private",
+        ttl_ms: int = 0,
     ) -> None:
         """File a resource; a URI with `{variables}` is a template whose variables must be `fn`'s parameters."""
+        if cache_scope not in ("public", "private"):
+            raise ValueError(f"resource {uri!r}: cache_scope is 'public' or 'private', not {cache_scope!r}")
+        if not isinstance(ttl_ms, int) or isinstance(ttl_ms, bool) or ttl_ms < 0:
+            raise ValueError(f"resource {uri!r}: ttl_ms is a whole number of milliseconds, 0 or more")
         signature = function_schema(fn, _CallContext)
         parsed = UriTemplate.parse(uri)  # TemplateError (a ValueError) for an ambiguous template
         is_template = bool(parsed.variables)
@@ -161,7 +170,7 @@ class Registry:
                 )
         elif signature.parameters:
             raise TypeError(f"{fn.__qualname__}: a resource without {{variables}} takes no arguments")
-        table[uri] = _Resource(uri, fn, signature, definition, mime_type, template)
+        table[uri] = _Resource(uri, fn, signature, definition, mime_type, template, cache_scope, ttl_ms)
 
     def add_prompt(
         self,
