@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import ResourceUpdated, SubscriptionLost, ToolsListChanged
 from support import TOKEN, Live, live_server
 from test_listen import listen_server
+from test_readme import block
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from ws_client import ws_url
@@ -204,3 +208,35 @@ def test_the_mcp_client_ends_gracefully_on_shutdown_and_loses_a_revoked_listen(t
         assert run(listen_until_end(live, doomed, revoke_and_notify)) == "lost"
     with live_server(server) as live:
         assert run(listen_until_end(live, TOKEN, live.app.close)) == "graceful"
+
+
+def test_the_readme_listen_snippet_runs() -> None:
+    """The README's `client.listen` example, run as written inside a connected client."""
+    server = listen_server()
+
+    @server.resource("config://app")
+    def app_config() -> str:
+        return "{}"
+
+    source = "async def snippet(client):\n" + textwrap.indent(block("python", "client.listen("), "    ")
+    namespace: dict[str, Any] = {}
+    exec(compile(source, "README.md", "exec"), namespace)
+
+    async def main(live: Live) -> str:
+        async with httpx2.AsyncClient(headers=AUTH, timeout=WAIT_SECONDS) as http:
+            async with Client(streamable_http_client(live.url, http_client=http)) as client:
+                output = io.StringIO()
+                with contextlib.redirect_stdout(output):
+                    task = asyncio.create_task(namespace["snippet"](client))
+                    deadline = asyncio.get_running_loop().time() + WAIT_SECONDS
+                    while "honoured:" not in output.getvalue():  # until the acknowledgment arrived
+                        assert not task.done() and asyncio.get_running_loop().time() < deadline
+                        await asyncio.sleep(0.01)
+                    await asyncio.to_thread(server.notify_list_changed, "tools")
+                    await asyncio.wait_for(task, WAIT_SECONDS)
+                return output.getvalue()
+
+    with live_server(server) as live:
+        printed = run(main(live))
+    assert "resource_subscriptions=['config://app']" in printed
+    assert "changed: ToolsListChanged" in printed
