@@ -283,18 +283,23 @@ class Listens:
         return True
 
     def end_socket(self, session: McpSession, reason: str | None = None) -> None:
-        """End every listen of a socket; with a reason, each is told (notifications/cancelled).
+        """End every listen of a socket. With a reason (revocation) each is told so
+        (notifications/cancelled); on shutdown each gets its result (the graceful end).
 
-        The socket's transport calls it when the socket ends, whatever ended it.
+        The socket's transport calls it when the socket ends, whatever ended it,
+        and `close_all` on shutdown: whichever comes first ends them, once.
         """
         with self._lock:
             listens = self._sockets.pop(session, None)
         if listens is None:
             return
+        server_info = self.server.server_info()
         for subscription, slot in listens.open.values():
             self._forget(subscription, slot)
             if reason is not None:
                 listens.channel.send(subscription.cancelled(reason))
+            elif self.shutdown.is_set():
+                listens.channel.send(subscription.final_result(server_info))
 
     def _forget(self, subscription: Subscription, slot: Slot) -> None:
         self.server.subscriptions.remove(subscription)
@@ -310,12 +315,9 @@ class Listens:
         server_info = self.server.server_info()
         with self._lock:
             streams = list(self._streams.items())
-            sockets = list(self._sockets.items())
-            self._sockets.clear()
+            sockets = list(self._sockets)
         for subscription, stream in streams:
             self.server.subscriptions.remove(subscription)
             stream.finish(subscription.final_result(server_info))
-        for _session, listens in sockets:
-            for subscription, slot in listens.open.values():
-                self._forget(subscription, slot)
-                listens.channel.send(subscription.final_result(server_info))
+        for session in sockets:
+            self.end_socket(session)
