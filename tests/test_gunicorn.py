@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from mcp.client.client import Client
+from mcp.client.subscriptions import ToolsListChanged
 from support import TOKEN, initialize_body, request
 from test_mcp_client import run_client
 from websockets.asyncio.client import connect
@@ -37,6 +38,12 @@ TOOLS_MODULE = textwrap.dedent(
         for n in range(count):
             ctx.report_progress(n + 1, count)
         return f"{count} steps"
+
+    @server.tool()
+    def touch_tools() -> str:
+        """Tells every listener that the tool list changed."""
+        server.notify_list_changed("tools")
+        return "touched"
     '''
 )
 
@@ -151,3 +158,17 @@ def test_websocket_under_gunicorn(gunicorn_server: int) -> None:
     assert progress == [1, 2]
     # The worker is still serving plain HTTP after the socket closed.
     assert request(gunicorn_server, body=initialize_body()).status == 200
+
+
+def test_the_mcp_client_listens_under_gunicorn(gunicorn_server: int) -> None:
+    """gthread workers: the listen's answer is flushed per event, and a change made by another
+    request of the same worker reaches it."""
+
+    async def body(client: Client) -> tuple[str | None, Any, str]:
+        async with client.listen(tools_list_changed=True) as subscription:
+            touched = await client.call_tool("touch_tools", {})
+            event = await asyncio.wait_for(anext(subscription), 30)
+        return client.protocol_version, event, touched.content[0].text
+
+    version, event, touched = run_client(f"http://127.0.0.1:{gunicorn_server}/mcp", TOKEN, "auto", body)
+    assert (version, event, touched) == ("2026-07-28", ToolsListChanged(), "touched")
