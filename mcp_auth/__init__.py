@@ -33,13 +33,14 @@ from .mcp.content import (
     resource_link,
     text_content,
 )
-from .server import AsyncContext, Context, McpServer
+from .server import AsyncContext, Context, Header, McpServer
 
 __all__ = [
     "AsyncContext",
     "Config",
     "ConfigError",
     "Context",
+    "Header",
     "McpServer",
     "Principal",
     "ToolResult",

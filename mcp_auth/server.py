@@ -10,7 +10,7 @@ the auth pipeline.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import audit
@@ -19,10 +19,10 @@ from .config import Config
 from .mcp.context import AsyncContext, Context
 from .mcp.dispatch import Dispatcher
 from .mcp.registry import Registry
-from .mcp.schema import JsonSchema
+from .mcp.schema import Header, JsonSchema
 from .startup import build_app
 
-__all__ = ["AsyncContext", "Context", "McpServer"]
+__all__ = ["AsyncContext", "Context", "Header", "McpServer"]
 
 
 class McpServer:
@@ -77,6 +77,7 @@ class McpServer:
         input_schema: JsonSchema | None = None,
         output_schema: JsonSchema | None = None,
         structured_output: bool | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Any:
         """Register a tool. Its input schema comes from the type hints, its description from the docstring.
 
@@ -85,6 +86,10 @@ class McpServer:
         A return annotation that is an object (dict, TypedDict, dataclass) adds
         an `outputSchema` and `structuredContent`; `structured_output=False`
         turns that off, `output_schema=` sets it by hand.
+
+        `headers={"region": "Region"}` has clients mirror the argument
+        `region` into the HTTP header `Mcp-Param-Region` (as
+        `Annotated[str, Header("Region")]` on the parameter does).
         """
 
         def register(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -97,6 +102,7 @@ class McpServer:
                 input_schema=input_schema,
                 output_schema=output_schema,
                 structured_output=structured_output,
+                headers=headers,
             )
             self.notify_list_changed("tools")
             return fn

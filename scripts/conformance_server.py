@@ -4,8 +4,9 @@ It serves the tools, resources and prompts that the official conformance
 suite (npm @modelcontextprotocol/conformance) expects, and doubles as the
 richest example of the API: every kind of content, logging, progress,
 sampling, elicitation (with defaults and enums), a hand-written JSON Schema
-2020-12 input schema, closing an SSE stream mid-call for the client to
-resume, resources with a template, and prompts with embedded content.
+2020-12 input schema, an argument mirrored into an `Mcp-Param-*` header,
+closing an SSE stream mid-call for the client to resume, resources with a
+template, and prompts with embedded content.
 
     python -m mcp_auth serve scripts.conformance_server:server --no-auth --port 0
     npx @modelcontextprotocol/conformance@0.1.13 server --url http://127.0.0.1:PORT/mcp --suite all
@@ -22,6 +23,7 @@ from typing import Annotated, Any
 
 from mcp_auth import (
     Context,
+    Header,
     McpServer,
     audio_content,
     embedded_resource,
@@ -269,6 +271,15 @@ def json_schema_2020_12_tool(name: str | None = None, address: dict[str, Any] | 
     """Tool with JSON Schema 2020-12 features for conformance testing (SEP-1613)"""
     arguments = {k: v for k, v in (("name", name), ("address", address)) if v is not None}
     return f"JSON Schema 2020-12 tool called with: {json.dumps(arguments)}"
+
+
+# MCP 2026-07-28 `x-mcp-header`: clients mirror `region` into the header `Mcp-Param-Region`, and the
+# server refuses a call whose header and argument disagree. Any string is accepted (the suite sends
+# literal look-alikes of the base64 form), and it is the only required argument.
+@server.tool()
+def test_header_param(region: Annotated[str, Header("Region"), "Where to run"]) -> str:
+    """Tool whose argument is mirrored into the Mcp-Param-Region header (SEP-2243)"""
+    return f"region={region}"
 
 
 # --- resources ---------------------------------------------------------------------------------

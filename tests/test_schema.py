@@ -1053,7 +1053,9 @@ def test_checked_formats_do_not_depend_on_installed_packages() -> None:
             {"items": {"$dynamicRef": "https://example.org/x"}}, "#/items/$dynamicRef", id="remote-dynamicRef"
         ),
         pytest.param(
-            {"$schema": "http://json-schema.org/draft-07/schema#"}, "only JSON Schema 2020-12", id="other-draft"
+            {"$schema": "http://json-schema.org/draft-04/schema#"},
+            "is not a JSON Schema dialect mcp_auth supports: 2020-12",
+            id="unsupported-draft",
         ),
         pytest.param({"pattern": "(?<name>a)"}, "#/pattern", id="pattern-python-cannot-compile"),
         pytest.param({"pattern": r"[\D]"}, r"\D inside [...] is not supported", id="pattern-negated-class-escape"),

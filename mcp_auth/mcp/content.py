@@ -61,7 +61,8 @@ class ToolResult:
     """A tool's full answer: content blocks, optional structured content, error flag."""
 
     content: list[dict[str, Any]]
-    structured: dict[str, Any] | None = None
+    # An object; in 2026-07-28 any JSON value (dropped for older clients when not an object).
+    structured: Any = None
     is_error: bool = False
 
     def to_dict(self) -> dict[str, Any]:

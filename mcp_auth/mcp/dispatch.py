@@ -36,6 +36,7 @@ from .jsonrpc import (
     Request,
 )
 from .ladder import MODERN_METHODS, MODERN_ONLY_METHODS, method_not_found
+from .modern import HEADER_MISMATCH
 from .outcome import (
     TOOL_CANCELLED,
     TOOL_ERROR,
@@ -54,6 +55,7 @@ from .outcome import (
     ToolCallFailed,
     ToolCallRecord,
 )
+from .param_headers import check_param_headers
 from .protocol import (
     _LOG_RANK,
     HANDSHAKE_PROTOCOL_VERSIONS,
@@ -362,7 +364,8 @@ class Dispatcher(ResourceHandlers, PromptHandlers, ModernResults):
     # tools
 
     def _tools_list(self, request: Request, call: Call) -> dict[str, Any]:
-        visible = [t.definition for t in self._registry.tools.values() if call.principal.may_use(t.name)]
+        modern = call.modern is not None
+        visible = [t.listed(modern) for t in self._registry.tools.values() if call.principal.may_use(t.name)]
         return _page(visible, request.params, "tools")
 
     def _tools_call(self, request: Request, call: Call) -> tuple[dict[str, Any], ToolCallRecord]:
@@ -382,13 +385,19 @@ class Dispatcher(ResourceHandlers, PromptHandlers, ModernResults):
             arguments = {}
         if not isinstance(arguments, dict):
             raise JsonRpcError(INVALID_PARAMS, "tools/call params.arguments must be an object")
+        if call.modern is not None and call.modern.headers is not None:
+            # After the scope check, so a refused token learns nothing from its headers.
+            mismatch = check_param_headers(tool.param_headers, arguments, call.modern.headers)
+            if mismatch is not None:
+                raise JsonRpcError(HEADER_MISMATCH, mismatch)
         problems = tool.arguments.problems(arguments)
         if problems:
             invalid = ToolResult([text_content("Invalid arguments: " + "; ".join(problems))], is_error=True)
             return invalid.to_dict(), ToolCallRecord(name, TOOL_INVALID_ARGUMENTS)
         try:
             value = self._run(request, call, tool.fn, tool.signature, arguments)
-            result = tool_result(value, tool.output_schema)
+            modern = call.modern is not None
+            result = tool_result(value, tool.output_schema if tool.structured_in(modern) else None, modern=modern)
         except RequestCancelled as exc:
             cancelled = JsonRpcError(REQUEST_CANCELLED, str(exc))
             raise ToolCallFailed(cancelled, ToolCallRecord(name, TOOL_CANCELLED)) from None
@@ -396,7 +405,12 @@ class Dispatcher(ResourceHandlers, PromptHandlers, ModernResults):
             self._handler_failed("tool", name, exc)
             failed = ToolResult([text_content(f"{type(exc).__name__}: {exc}")], is_error=True)
             return failed.to_dict(), ToolCallRecord(name, TOOL_ERROR)
-        if tool.output is not None and "structuredContent" in result and not result.get("isError"):
+        if (
+            tool.output is not None
+            and tool.structured_in(modern)
+            and "structuredContent" in result
+            and not result.get("isError")
+        ):
             wrong = tool.output.problems(result["structuredContent"], "structuredContent")
             if wrong:
                 # The tool broke its own published contract: the client gets an error, not bad data.

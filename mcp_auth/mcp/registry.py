@@ -8,13 +8,15 @@ template variables, and file the handler.
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .context import _CallContext
+from .param_headers import X_MCP_HEADER, ParamHeader, find_param_headers
 from .protocol import _NAME
 from .schema import JsonSchema, SchemaError, Signature, function_schema, return_schema
 from .uritemplate import UriTemplate
@@ -49,6 +51,27 @@ class _Tool:
     output_schema: JsonSchema | None
     arguments: CompiledSchema  # built once, at registration
     output: CompiledSchema | None
+    param_headers: tuple[ParamHeader, ...] = ()  # the arguments a modern client mirrors into Mcp-Param-*
+
+    def structured_in(self, modern: bool) -> bool:
+        """Whether this era's clients get `outputSchema` and `structuredContent`.
+
+        2026-07-28 allows any output schema and any JSON as structured
+        content; 2025-11-25 and earlier only objects. A tool whose output
+        schema is not an object is still listed and callable in the handshake
+        era, without `outputSchema`, its result as JSON text in `content`
+        (what those revisions tell a tool without a schema to do), rather
+        than hidden from older clients or shown a schema they cannot hold.
+        """
+        if self.output_schema is None:
+            return False
+        return modern or self.output_schema.get("type") == "object"
+
+    def listed(self, modern: bool) -> dict[str, Any]:
+        """The tool as `tools/list` shows it to a request of this era."""
+        if "outputSchema" in self.definition and not self.structured_in(modern):
+            return {key: value for key, value in self.definition.items() if key != "outputSchema"}
+        return self.definition
 
 
 @dataclass
@@ -103,16 +126,28 @@ class Registry:
         input_schema: JsonSchema | None = None,
         output_schema: JsonSchema | None = None,
         structured_output: bool | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
-        """File a tool: its schemas inferred (or given), checked and compiled; SchemaError names the tool."""
+        """File a tool: its schemas inferred (or given), checked and compiled; SchemaError names the tool.
+
+        `headers` maps top-level argument names to `Mcp-Param-*` header names
+        (`x-mcp-header`), for a schema the author did not write by hand.
+        """
         tool_name = self._check_name(name or _default_name(fn), "tool", self.tools)
         signature = function_schema(fn, _CallContext)
         schema = input_schema if input_schema is not None else signature.input_schema
+        if headers:
+            schema = _with_headers(schema, headers, f"tool {tool_name!r}")
         out_schema = output_schema
         if out_schema is None and structured_output is not False:
             out_schema = return_schema(fn)
         arguments = _compile_object_schema(schema, f"tool {tool_name!r}: inputSchema")
-        output = None if out_schema is None else _compile_object_schema(out_schema, f"tool {tool_name!r}: outputSchema")
+        param_headers = find_param_headers(schema, f"tool {tool_name!r}: inputSchema")
+        output = None
+        if out_schema is not None:
+            if not isinstance(out_schema, dict):
+                raise SchemaError(f"tool {tool_name!r}: outputSchema: must be a JSON Schema object")
+            output = compile_schema(out_schema, f"tool {tool_name!r}: outputSchema")
         definition: dict[str, Any] = {"name": tool_name, "inputSchema": schema}
         if title:
             definition["title"] = title
@@ -123,7 +158,14 @@ class Registry:
         if annotations:
             definition["annotations"] = annotations
         self.tools[tool_name] = _Tool(
-            tool_name, fn, replace(signature, input_schema=schema), definition, out_schema, arguments, output
+            tool_name,
+            fn,
+            replace(signature, input_schema=schema),
+            definition,
+            out_schema,
+            arguments,
+            output,
+            param_headers,
         )
 
     def add_resource(
@@ -218,8 +260,19 @@ class Registry:
         return name
 
 
+def _with_headers(schema: JsonSchema, headers: Mapping[str, str], owner: str) -> JsonSchema:
+    """A copy of `schema` whose top-level properties named in `headers` carry `x-mcp-header`."""
+    schema = copy.deepcopy(schema)
+    properties = schema.get("properties") if isinstance(schema, dict) else None
+    for argument, header in headers.items():
+        if not isinstance(properties, dict) or not isinstance(properties.get(argument), dict):
+            raise SchemaError(f"{owner}: headers= names {argument!r}, which is not one of the tool's arguments")
+        properties[argument][X_MCP_HEADER] = header
+    return schema
+
+
 def _compile_object_schema(schema: Any, owner: str) -> CompiledSchema:
-    # MCP says a tool's input and output schemas describe objects.
+    # MCP says a tool's arguments are an object (its output may be any JSON in 2026-07-28).
     if not isinstance(schema, dict) or schema.get("type") != "object":
         raise SchemaError(f'{owner}: must be a JSON Schema with "type": "object"')
     return compile_schema(schema, owner)

@@ -67,24 +67,40 @@ def _to_json_text(value: Any) -> str:
         raise TypeError(f"the tool returned a value that is not JSON: {exc}") from None
 
 
-def tool_result(value: Any, output_schema: JsonSchema | None) -> dict[str, Any]:
-    """Turn what a tool returned into a CallToolResult."""
+def tool_result(value: Any, output_schema: JsonSchema | None, *, modern: bool = False) -> dict[str, Any]:
+    """Turn what a tool returned into a CallToolResult.
+
+    `structuredContent` is any JSON value for a `modern` (2026-07-28)
+    request, an object only in the handshake era, whose `CallToolResult`
+    cannot hold anything else.
+    """
     if isinstance(value, ToolResult):
-        return value.to_dict()
+        result = value.to_dict()
+        if not modern and not isinstance(result.get("structuredContent", {}), dict):
+            del result["structuredContent"]
+        return result
     if is_dataclass(value) and not isinstance(value, type):
         value = asdict(value)
     if value is None:
         return {"content": []}
+    any_json = modern and output_schema is not None and output_schema.get("type") != "object"
+    if any_json and not is_content(value) and not _is_content_list(value):
+        text = value if isinstance(value, str) else _to_json_text(value)
+        return {"content": [text_content(text)], "structuredContent": value}
     if isinstance(value, str):
         return {"content": [text_content(value)]}
     if is_content(value):
         return {"content": [value]}
-    if isinstance(value, list) and value and all(is_content(item) for item in value):
+    if _is_content_list(value):
         return {"content": value}
-    result: dict[str, Any] = {"content": [text_content(_to_json_text(value))]}
+    result = {"content": [text_content(_to_json_text(value))]}
     if output_schema is not None and isinstance(value, dict):
         result["structuredContent"] = value
     return result
+
+
+def _is_content_list(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(is_content(item) for item in value)
 
 
 def _prompt_messages(value: Any) -> list[dict[str, Any]]:

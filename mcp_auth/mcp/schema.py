@@ -22,6 +22,21 @@ from typing import Any
 JsonSchema = dict[str, Any]
 
 
+@dataclasses.dataclass(frozen=True)
+class Header:
+    """Mirror this tool argument into the HTTP header `Mcp-Param-<name>` (MCP 2026-07-28 `x-mcp-header`).
+
+        @server.tool()
+        def query(region: Annotated[str, Header("Region")], sql: str) -> str: ...
+
+    A client then sends `Mcp-Param-Region: <region>` with each call, so a
+    proxy can route on it; the server refuses a call whose header and
+    argument disagree. For str, int and bool parameters.
+    """
+
+    name: str
+
+
 _PRIMITIVES: dict[Any, JsonSchema] = {
     str: {"type": "string"},
     int: {"type": "integer"},
@@ -61,6 +76,8 @@ def type_schema(tp: Any) -> JsonSchema:
         for extra in args[1:]:
             if isinstance(extra, str):
                 schema["description"] = extra
+            elif isinstance(extra, Header):
+                schema["x-mcp-header"] = extra.name
         return schema
     if origin is typing.Literal:
         schema = {"enum": list(args)}

@@ -17,20 +17,18 @@ messages quote a bounded part of it.
 from __future__ import annotations
 
 import dataclasses
-import fractions
 import itertools
 import json
 import logging
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import jsonschema
-import jsonschema.validators
 import referencing
 import referencing.exceptions
-import referencing.jsonschema
 
+from .dialects import NO_RETRIEVAL, Dialect, dialect_of, hidden_beside_ref, is_applicator, subschemas
 from .formats import _FORMAT_CHECKER, FORMAT_CHECKS, ecma_pattern
 from .schema import JsonSchema, SchemaError
 
@@ -40,13 +38,13 @@ logger = logging.getLogger("mcp_auth.schema")  # the name operators filter on
 # --- validation --------------------------------------------------------------------------
 #
 # Arguments (and a tool's structured output) are checked by the `jsonschema`
-# package's Draft 2020-12 validator, compiled once per tool when it is
-# registered. Registration is where a schema that cannot be enforced as written
-# is refused: one the meta-schema rejects, a `$ref` that does not resolve inside
-# the schema (nothing is ever fetched), a `format` we cannot check, a keyword
-# that 2020-12 does not define (a typo such as "minimun" would otherwise be
-# ignored), a `$schema` naming another draft.
-DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
+# package's validator for the schema's dialect (`mcp_auth.mcp.dialects`),
+# compiled once per tool when it is registered. Registration is where a schema
+# that cannot be enforced as written is refused: one the meta-schema rejects,
+# a `$ref` that does not resolve inside the schema (nothing is ever fetched), a
+# `format` we cannot check, a keyword its dialect does not define (a typo such
+# as "minimun" would otherwise be ignored), a `$schema` we do not serve, and a
+# schema too deep or too composed to validate in bounded time.
 
 
 # Validation stops after this many problems: enough to fix a call, bounded work.
@@ -59,43 +57,31 @@ MAX_QUOTED_CHARS = 60
 # A message that is not built from the parts above (a rare keyword) is cut here.
 MAX_MESSAGE_CHARS = 200
 
+# Composition bounds (the spec's "Composition-Keyword Resource Use"): nested
+# anyOf/oneOf over shared $defs cost exponential time on every call, and deep
+# nesting exhausts the stack. Only the server's own schemas are compiled, so
+# they are measured once, here. Subschema levels, counting each $ref followed:
+# deeper than any hand-written or inferred schema goes.
+MAX_SUBSCHEMA_DEPTH = 64
 
-# Keywords whose value is a schema, a list of schemas, or a map of name to schema:
-# the walk below descends into them.
-_SUBSCHEMA = frozenset(
-    {"additionalProperties", "contains", "else", "if", "items", "not", "propertyNames", "then"}
-    | {"unevaluatedItems", "unevaluatedProperties"}
-)
+# The subschemas one value may be checked against once every $ref is followed
+# (a recursive $ref counts once: it descends into the value, which is bounded).
+MAX_EXPANDED_SUBSCHEMAS = 10_000
 
-_SUBSCHEMA_LIST = frozenset({"allOf", "anyOf", "oneOf", "prefixItems"})
-
-# `definitions` is not a 2020-12 keyword, but a JSON Pointer `$ref` reaches into it
-# all the same; schemas written for older drafts keep their definitions there.
-_SUBSCHEMA_MAP = frozenset({"$defs", "definitions", "dependentSchemas", "patternProperties", "properties"})
-
-# Keywords the validator enforces (minContains/maxContains are enforced by `contains`).
-_ASSERTIONS = frozenset(
-    {"const", "enum", "type", "required", "dependentRequired", "format", "pattern", "multipleOf"}
-    | {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength"}
-    | {"minItems", "maxItems", "uniqueItems", "minContains", "maxContains", "minProperties", "maxProperties"}
-    | {"$ref", "$dynamicRef"}
-)
-
-# Keywords that only describe: nobody expects them to refuse a value.
-_ANNOTATIONS = frozenset(
-    {"$schema", "$id", "$anchor", "$dynamicAnchor", "$comment", "title", "description", "default", "examples"}
-    | {"deprecated", "readOnly", "writeOnly"}
-)
-
-# An extension keyword (MCP's `x-mcp-header`, a vendor's `x-...`) is an annotation by name.
-_EXTENSION_PREFIX = "x-"
+# JSON nesting of the schema document itself, checked before anything recurses over it.
+MAX_SCHEMA_NESTING = 2 * MAX_SUBSCHEMA_DEPTH
 
 
 # Where jsonschema says something better of `false` itself ("unexpected property").
 _FALSE_KEPT = frozenset({"additionalProperties", "unevaluatedProperties", "unevaluatedItems", "items"})
 
+_REFS = ("$ref", "$dynamicRef", "$recursiveRef")
 
-def _prepare(schema: Any, patterns: dict[str, str]) -> Any:
+# An extension keyword (MCP's `x-mcp-header`, a vendor's `x-...`) is an annotation by name.
+_EXTENSION_PREFIX = "x-"
+
+
+def _prepare(schema: Any, patterns: dict[str, str], dialect: Dialect) -> Any:
     """A copy of `schema` for the validator: patterns in Python's syntax (`patterns` maps them back to
     what the author wrote), and `false` subschemas as `{"not": {}}`, whose refusals keep their path."""
     if schema is False:
@@ -108,92 +94,16 @@ def _prepare(schema: Any, patterns: dict[str, str]) -> Any:
             copy[key] = ecma_pattern(value)
             patterns[copy[key]] = value
         elif key == "patternProperties" and isinstance(value, dict):
-            copy[key] = {ecma_pattern(name): _prepare(sub, patterns) for name, sub in value.items()}
-        elif key in _SUBSCHEMA and key not in _FALSE_KEPT:
-            copy[key] = _prepare(value, patterns)
-        elif key in _SUBSCHEMA_LIST and isinstance(value, list):
-            copy[key] = [_prepare(item, patterns) for item in value]
-        elif key in _SUBSCHEMA_MAP and isinstance(value, dict):
-            copy[key] = {name: _prepare(item, patterns) for name, item in value.items()}
-        else:
+            copy[key] = {ecma_pattern(name): _prepare(sub, patterns, dialect) for name, sub in value.items()}
+        elif not subschemas(dialect, key, value) or (key in _FALSE_KEPT and value is False):
             copy[key] = value  # a value (enum, const, default, ...), not a schema
+        elif isinstance(value, list):
+            copy[key] = [_prepare(item, patterns, dialect) for item in value]
+        elif key in dialect.subschema:
+            copy[key] = _prepare(value, patterns, dialect)
+        else:  # a map of schemas (draft-07 `dependencies` may map to lists of names: kept)
+            copy[key] = {name: _prepare(item, patterns, dialect) for name, item in value.items()}
     return copy
-
-
-def _is_integer(checker: Any, value: Any) -> bool:
-    # 2020-12 counts 1.0 as an integer; a Python `int` parameter must not receive a float.
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _json_key(value: Any) -> Any:
-    """A hashable stand-in for a JSON value, equal exactly when JSON Schema calls the values equal:
-    1 and 1.0 are equal, true and 1 are not, an object's key order does not matter."""
-    if isinstance(value, bool):
-        return ("boolean", value)
-    if isinstance(value, (int, float)):
-        return ("number", value)
-    if isinstance(value, list):
-        return ("array", tuple(_json_key(item) for item in value))
-    if isinstance(value, dict):
-        return ("object", frozenset((key, _json_key(item)) for key, item in value.items()))
-    return (type(value).__name__, value)
-
-
-def _unique_items(validator: Any, unique: Any, instance: Any, schema: Any) -> Iterator[jsonschema.ValidationError]:
-    # jsonschema compares items pairwise when they cannot be sorted (objects, or
-    # mixed types): a few thousand items from a client would hold a thread for
-    # minutes. Hashing keeps it linear.
-    if not unique or not validator.is_type(instance, "array"):
-        return
-    seen: set[Any] = set()
-    for item in instance:
-        key = _json_key(item)
-        if key in seen:
-            yield jsonschema.ValidationError("has repeated items")
-            return
-        seen.add(key)
-
-
-def _multiple_of(validator: Any, divisor: Any, instance: Any, schema: Any) -> Iterator[jsonschema.ValidationError]:
-    # jsonschema divides an integer by a float divisor before its own overflow
-    # guard, so 10**400 against "multipleOf": 0.5 raised OverflowError.
-    if not validator.is_type(instance, "number"):
-        return
-    if isinstance(divisor, float) or isinstance(instance, float):
-        try:
-            quotient = instance / divisor
-            failed = int(quotient) != quotient
-        except OverflowError:
-            failed = (fractions.Fraction(instance) / fractions.Fraction(divisor)).denominator != 1
-    else:
-        failed = instance % divisor != 0
-    if failed:
-        yield jsonschema.ValidationError("is not a multiple")
-
-
-def _required(validator: Any, required: Any, instance: Any, schema: Any) -> Iterator[jsonschema.ValidationError]:
-    # As jsonschema's, but the message is the bare name, so ours can quote it.
-    if not validator.is_type(instance, "object"):
-        return
-    for name in required:
-        if name not in instance:
-            yield jsonschema.ValidationError(name)
-
-
-_Validator = jsonschema.validators.extend(
-    jsonschema.Draft202012Validator,
-    validators={"uniqueItems": _unique_items, "multipleOf": _multiple_of, "required": _required},
-    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
-)
-
-
-def _refuse_retrieval(uri: str) -> referencing.Resource[Any]:
-    # jsonschema's default registry fetches a remote $ref over the network (with a
-    # warning): a request to wherever a schema points. Ours never fetches.
-    raise referencing.exceptions.NoSuchResource(ref=uri)  # type: ignore[call-arg]
-
-
-_NO_RETRIEVAL: referencing.Registry[Any] = referencing.Registry(retrieve=_refuse_retrieval)  # type: ignore[call-arg]
 
 
 def _pointer(where: str, key: str | int) -> str:
@@ -212,26 +122,27 @@ def _pattern_problems(patterns: list[Any], at: str, problems: list[str]) -> None
             problems.append(f"{at}: pattern {_quote(pattern)} is not a regular expression we can run: {exc}")
 
 
-def _schema_problems(schema: Any, where: str, resolver: Any, problems: list[str]) -> None:
+def _schema_problems(schema: Any, where: str, resolver: Any, problems: list[str], dialect: Dialect) -> None:
     """What keeps `schema` from being enforced as written, as messages naming the place (a JSON Pointer)."""
     if not isinstance(schema, dict):
         return  # true/false, or a shape the meta-schema check has already reported
-    resolver = resolver.in_subresource(referencing.jsonschema.DRAFT202012.create_resource(schema))
+    resolver = resolver.in_subresource(dialect.specification.create_resource(schema))
+    hidden = hidden_beside_ref(dialect, schema)
+    if hidden:
+        problems.append(
+            f"{where}: {dialect.name} ignores the keywords beside $ref ({', '.join(_quote(k) for k in hidden)}); "
+            'write {"allOf": [{"$ref": ...}, {...}]} instead'
+        )
     for key, value in schema.items():
         at = _pointer(where, key)
-        if key in _SUBSCHEMA:
-            _schema_problems(value, at, resolver, problems)
-        elif key in _SUBSCHEMA_LIST and isinstance(value, list):
-            for index, item in enumerate(value):
-                _schema_problems(item, _pointer(at, index), resolver, problems)
-        elif key in _SUBSCHEMA_MAP and isinstance(value, dict):
-            if key == "patternProperties":
-                _pattern_problems(list(value), at, problems)
-            for name, item in value.items():
-                _schema_problems(item, _pointer(at, name), resolver, problems)
+        if key == "patternProperties" and isinstance(value, dict):
+            _pattern_problems(list(value), at, problems)
+        if is_applicator(dialect, key):
+            for step, item in subschemas(dialect, key, value):
+                _schema_problems(item, at if step is None else _pointer(at, step), resolver, problems, dialect)
         elif key == "pattern":
             _pattern_problems([value], at, problems)
-        elif key in ("$ref", "$dynamicRef"):
+        elif key in _REFS and key in dialect.assertions:
             try:
                 resolver.lookup(value)
             except referencing.exceptions.Unresolvable:
@@ -243,13 +154,59 @@ def _schema_problems(schema: Any, where: str, resolver: Any, problems: list[str]
             problems.append(
                 f"{at}: format {_quote(value)} cannot be checked; checked formats: {', '.join(FORMAT_CHECKS)}"
             )
-        elif key == "$schema" and value not in (DRAFT_2020_12, DRAFT_2020_12 + "#"):
-            problems.append(f"{at}: only JSON Schema 2020-12 ({DRAFT_2020_12}) is supported")
-        elif key not in _ASSERTIONS and key not in _ANNOTATIONS and not key.startswith(_EXTENSION_PREFIX):
+        elif key == "$schema" and value not in (dialect.uri, dialect.uri + "#"):
+            problems.append(f"{at}: the whole schema must be one dialect ({dialect.name}, as its root says)")
+        elif key not in dialect.assertions and key not in dialect.annotations and not key.startswith(_EXTENSION_PREFIX):
             problems.append(
-                f"{at}: {_quote(key)} is not a JSON Schema 2020-12 keyword mcp_auth enforces "
+                f"{at}: {_quote(key)} is not a JSON Schema {dialect.name} keyword mcp_auth enforces "
                 f"(a typo? an annotation of your own must start with {_EXTENSION_PREFIX!r})"
             )
+
+
+class _TooComplex(Exception):
+    pass
+
+
+def _nesting_problem(schema: Any) -> str | None:
+    """Whether the document nests deeper than MAX_SCHEMA_NESTING, found without recursion."""
+    stack = [(schema, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_SCHEMA_NESTING:
+            return f"the schema nests deeper than {MAX_SCHEMA_NESTING} levels; flatten it with $defs"
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return None
+
+
+def _expanded(schema: Any, dialect: Dialect, resolver: Any, depth: int, active: set[int], memo: dict[int, int]) -> int:
+    """How many subschemas one value meets under `schema`, each $ref followed; _TooComplex past the bounds."""
+    if not isinstance(schema, dict) or id(schema) in active:
+        return 1  # a boolean schema, or a recursive $ref (it descends into the value)
+    if id(schema) in memo:
+        return memo[id(schema)]
+    if depth > MAX_SUBSCHEMA_DEPTH:
+        raise _TooComplex(f"subschemas nest deeper than {MAX_SUBSCHEMA_DEPTH} levels, counting each $ref followed")
+    active.add(id(schema))
+    resolver = resolver.in_subresource(dialect.specification.create_resource(schema))
+    total = 1
+    for key, value in schema.items():
+        for _, item in subschemas(dialect, key, value):
+            total += _expanded(item, dialect, resolver, depth + 1, active, memo)
+        if key in _REFS and isinstance(value, str):
+            try:
+                resolved = resolver.lookup(value)
+            except referencing.exceptions.Unresolvable:
+                continue  # reported by _schema_problems
+            total += _expanded(resolved.contents, dialect, resolved.resolver, depth + 1, active, memo)
+        if total > MAX_EXPANDED_SUBSCHEMAS:
+            raise _TooComplex(
+                f"following its $refs, one value would be checked against more than {MAX_EXPANDED_SUBSCHEMAS} "
+                "subschemas (anyOf/oneOf over shared $defs multiply); simplify it"
+            )
+    active.discard(id(schema))
+    memo[id(schema)] = total
+    return total
 
 
 @dataclasses.dataclass(frozen=True)
@@ -420,21 +377,29 @@ def compile_schema(schema: Any, owner: str) -> CompiledSchema:
     """Check `schema` and build its validator once; SchemaError naming `owner` when it cannot be enforced."""
     if not isinstance(schema, dict):
         raise SchemaError(f"{owner}: the schema must be a JSON object, not {type(schema).__name__}")
+    dialect = dialect_of(schema, owner)
+    nesting = _nesting_problem(schema)
+    if nesting:
+        raise SchemaError(f"{owner}: {nesting}")
     try:
-        _Validator.check_schema(schema)
+        dialect.validator.check_schema(schema)
     except jsonschema.SchemaError as exc:
         where = "#" + "".join(f"/{part}" for part in exc.absolute_path)
         raise SchemaError(
-            f"{owner}: not a valid JSON Schema 2020-12 at {where}: {_truncate(exc.message, MAX_MESSAGE_CHARS)}"
+            f"{owner}: not a valid JSON Schema {dialect.name} at {where}: {_truncate(exc.message, MAX_MESSAGE_CHARS)}"
         ) from None
     problems: list[str] = []
-    resource = referencing.jsonschema.DRAFT202012.create_resource(schema)
-    _schema_problems(schema, "#", _NO_RETRIEVAL.resolver_with_root(resource), problems)
+    root = NO_RETRIEVAL.resolver_with_root(dialect.specification.create_resource(schema))
+    _schema_problems(schema, "#", root, problems, dialect)
     if problems:
         raise SchemaError(f"{owner}: the schema cannot be enforced as written: " + "; ".join(problems))
+    try:
+        _expanded(schema, dialect, root, 0, set(), {})
+    except _TooComplex as exc:
+        raise SchemaError(f"{owner}: the schema is too complex to check every call in bounded time: {exc}") from None
     patterns: dict[str, str] = {}
-    prepared = _prepare(schema, patterns)
-    validator = _Validator(prepared, registry=_NO_RETRIEVAL, format_checker=_FORMAT_CHECKER)
+    prepared = _prepare(schema, patterns, dialect)
+    validator = dialect.validator(prepared, registry=NO_RETRIEVAL, format_checker=_FORMAT_CHECKER)
     return CompiledSchema(schema, validator, patterns)
 
 
