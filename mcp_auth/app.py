@@ -92,6 +92,8 @@ class McpAuthApp:
             clock=clock,
             same_view_for_all=auth.same_view_for_all,
         )
+        # subscriptions/listen on both transports, in the HTTP transport's event-stream budget.
+        self.listens = self.http.listens
         self.websocket = WebSocketTransport(
             server,
             self.guard.principal_is_current,
@@ -104,13 +106,13 @@ class McpAuthApp:
             max_calls=config.max_streams,
             clock=clock,
             same_view_for_all=auth.same_view_for_all,
-            listens=self.http.listens,
+            listens=self.listens,
         )
 
     def close(self) -> None:
         """End open streams, sockets and sessions (called on server shutdown)."""
         self.shutdown_event.set()
-        self.http.listens.close_all()  # each listen ends with its result, before its socket closes
+        self.listens.close_all()  # each listen ends with its result, before its socket closes
         self.sessions.close_all()
         self.server.detach_sessions(self.sessions)
         self.websocket.close_all()

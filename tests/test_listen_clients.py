@@ -51,6 +51,15 @@ async def open_socket(live: Live, token: str = TOKEN) -> ClientConnection:
     )  # type: ignore[list-item]
 
 
+def list_tools(request_id: int) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/list", "params": {"_meta": envelope()}}
+
+
+async def exchange(ws: ClientConnection, message: dict[str, Any]) -> dict[str, Any]:
+    await ws.send(json.dumps(message))
+    return await receive(ws)
+
+
 async def receive(ws: ClientConnection) -> dict[str, Any]:
     return json.loads(await asyncio.wait_for(ws.recv(), WAIT_SECONDS))  # type: ignore[no-any-return]
 
@@ -72,10 +81,12 @@ def test_a_listen_on_a_socket_is_acknowledged_tagged_and_cancelled() -> None:
         await asyncio.to_thread(server.notify_list_changed, "tools")
         changed = await receive(ws)
         await ws.send(cancel_message("w1"))
-        # A request after the cancel: its answer is the next frame, and no notification came first.
-        await ws.send(json.dumps({"jsonrpc": "2.0", "id": 5, "method": "tools/list", "params": {"_meta": envelope()}}))
-        await asyncio.to_thread(server.notify_list_changed, "tools")  # may race the answer: it must not show
-        listed = await receive(ws)
+        # The socket reads in order: once a later request's answer is back, the cancel was handled.
+        first = await exchange(ws, list_tools(5))
+        await asyncio.to_thread(server.notify_list_changed, "tools")
+        # Any notification would be on the socket before this answer.
+        listed = await exchange(ws, list_tools(6))
+        assert first["id"] == 5
         open_after = len(server.dispatcher.subscriptions)
         await ws.close()
         return ack, changed, listed, open_after
@@ -87,7 +98,7 @@ def test_a_listen_on_a_socket_is_acknowledged_tagged_and_cancelled() -> None:
     assert ack["params"] == {"_meta": {META_SUBSCRIPTION_ID: "w1"}, "notifications": {"toolsListChanged": True}}
     assert changed["method"] == "notifications/tools/list_changed"
     assert changed["params"]["_meta"][META_SUBSCRIPTION_ID] == "w1"
-    assert listed["id"] == 5 and "result" in listed
+    assert listed["id"] == 6 and "result" in listed
     assert open_after == 0
 
 
