@@ -33,6 +33,7 @@ from .mcp.content import (
     resource_link,
     text_content,
 )
+from .mcp.mrtr import Elicitation, Roots, Sampling
 from .server import AsyncContext, Context, Header, McpServer
 
 __all__ = [
@@ -40,9 +41,12 @@ __all__ = [
     "Config",
     "ConfigError",
     "Context",
+    "Elicitation",
     "Header",
     "McpServer",
     "Principal",
+    "Roots",
+    "Sampling",
     "ToolResult",
     "__version__",
     "audio_content",

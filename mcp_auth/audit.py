@@ -99,6 +99,9 @@ def dispatch_outcome(outcome: Outcome, client_address: str, token_name: str) -> 
         denial(client_address, "dispatch", "revoked", token_name)
     elif isinstance(outcome, (Answered, Failed)) and outcome.tool_call is not None:
         tool_call(client_address, token_name, outcome.tool_call.tool, outcome.tool_call.outcome)
+    if isinstance(outcome, Failed) and outcome.state_refusal is not None:
+        # The client is told only "Invalid or expired requestState"; the cause is here, never the state.
+        denial(client_address, "request_state", outcome.state_refusal, token_name)
 
 
 class JsonFormatter(logging.Formatter):

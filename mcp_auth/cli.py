@@ -56,6 +56,7 @@ _VALUE_OPTIONS = frozenset(
         "--allowed-host",
         "--allowed-origin",
         "--trusted-proxy",
+        "--state-key-file",
         "--url",
     }
 )
@@ -115,6 +116,18 @@ def _serve_parser() -> argparse.ArgumentParser:
         default=None,
         help="accept the token as a 'mcp.auth.<token>' WebSocket subprotocol, for browsers; see SECURITY.md "
         "[MCP_AUTH_WEBSOCKET_TOKEN_SUBPROTOCOL=1]",
+    )
+    parser.add_argument(
+        "--state-key-file",
+        metavar="PATH",
+        help="key ring sealing multi round-trip requestState; the same file on every host "
+        "(default: generated next to the default token file) [MCP_AUTH_STATE_KEY_FILE]",
+    )
+    parser.add_argument(
+        "--request-state-ttl",
+        type=float,
+        metavar="SECONDS",
+        help="how long a requestState stays valid (default 600) [MCP_AUTH_REQUEST_STATE_TTL]",
     )
     parser.add_argument("--config", help="TOML config file [MCP_AUTH_CONFIG]")
     parser.add_argument(
@@ -344,6 +357,8 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
         "log_level",
         "max_websockets",
         "websocket_token_subprotocol",
+        "state_key_file",
+        "request_state_ttl",
     )
     return {name: getattr(args, name) for name in names}
 

@@ -66,6 +66,11 @@ DEFAULT_WEBSOCKET_IDLE_SECONDS = 300.0
 # Ping this often; a peer that has not answered the previous ping by the next is closed.
 DEFAULT_WEBSOCKET_PING_SECONDS = 25.0
 
+# How long a multi round-trip request's requestState stays valid: the SDK's default,
+# time for a person to answer an elicitation; a day at most, so a leaked state dies.
+DEFAULT_REQUEST_STATE_TTL_SECONDS = 600.0
+MAX_REQUEST_STATE_TTL_SECONDS = 86400.0
+
 DEFAULT_LOG_LEVEL = "info"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -92,6 +97,8 @@ _SETTINGS: dict[str, tuple[str, str]] = {
     "websocket_idle_timeout": ("MCP_AUTH_WEBSOCKET_IDLE_TIMEOUT", "float"),
     "websocket_ping_interval": ("MCP_AUTH_WEBSOCKET_PING_INTERVAL", "float"),
     "websocket_token_subprotocol": ("MCP_AUTH_WEBSOCKET_TOKEN_SUBPROTOCOL", "bool"),
+    "state_key_file": ("MCP_AUTH_STATE_KEY_FILE", "str"),
+    "request_state_ttl": ("MCP_AUTH_REQUEST_STATE_TTL", "float"),
 }
 _FLAG_NAMES = {
     "allowed_ips": "--allowed-ip",
@@ -132,6 +139,10 @@ class Config:
     websocket_ping_interval: float = DEFAULT_WEBSOCKET_PING_SECONDS
     # Off by default: a token in Sec-WebSocket-Protocol can end up in proxy logs (SECURITY.md).
     websocket_token_subprotocol: bool = False
+    # The key ring that seals requestState (mcp_auth.auth.statekey); None: the default
+    # key file next to the default token file, created on the first run.
+    state_key_file: str | None = None
+    request_state_ttl: float = DEFAULT_REQUEST_STATE_TTL_SECONDS
     # Where each setting came from ("--port", "MCP_AUTH_PORT", "config.toml"), for messages.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     # Derived in __post_init__.
@@ -162,7 +173,7 @@ class Config:
             raise ConfigError(
                 f"max_body_bytes {self.max_body_bytes} is below 1024 (from {self.source_of('max_body_bytes')})"
             )
-        for name in ("rate_limit_window", "websocket_idle_timeout", "websocket_ping_interval"):
+        for name in ("rate_limit_window", "websocket_idle_timeout", "websocket_ping_interval", "request_state_ttl"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ConfigError(
@@ -177,6 +188,11 @@ class Config:
                 raise ConfigError(f"{name} must be at least 1 (from {self.source_of(name)})")
         if self.websocket_idle_timeout <= 0 or self.websocket_ping_interval < 0:
             raise ConfigError("websocket_idle_timeout must be > 0 and websocket_ping_interval >= 0 (0 disables pings)")
+        if not 1 <= self.request_state_ttl <= MAX_REQUEST_STATE_TTL_SECONDS:
+            raise ConfigError(
+                f"request_state_ttl {self.request_state_ttl:g} is outside 1-{MAX_REQUEST_STATE_TTL_SECONDS:g} "
+                f"seconds (from {self.source_of('request_state_ttl')})"
+            )
         if self.rate_limit_failures < 1 or self.rate_limit_window <= 0:
             raise ConfigError("rate_limit_failures must be >= 1 and rate_limit_window > 0")
         if self.log_format not in ("text", "json"):

@@ -1,7 +1,8 @@
 """Building the app: the one construction path, for the command line, `create_app()` and `wsgi_app()`.
 
-Building an app opens its token source, and that is the only I/O it does:
-reading a token file, or on a first run creating the default one. Whoever
+Building an app opens its token source and its request-state key, and that
+is the only I/O it does: reading a token file and the key file, or on a first
+run creating the default ones (the key silently: it is never shown). Whoever
 creates a token prints it, once: when the default token file is created here,
 the first-run guidance (the token and client configurations) goes to stdout,
 whichever entry point asked for the app, so a token never exists that nobody
@@ -27,8 +28,10 @@ from typing import Any, Protocol, TextIO
 
 from ._version import __version__
 from .app import MCP_PATH, McpAuthApp
+from .auth.statekey import StateKeyFile, open_state_key
 from .config import AuthSetup, Config, open_token_source
 from .mcp.dispatch import Dispatcher
+from .mcp.request_state import RequestStateCodec
 from .network import format_url_host
 
 logger = logging.getLogger("mcp_auth.startup")
@@ -77,9 +80,13 @@ def build_app(
     this call created the default token, whatever `summary` says. `clock` is
     the app's (see `McpAuthApp`).
     """
-    auth, warnings = open_token_source(config, os.environ if environ is None else environ)
+    environ = os.environ if environ is None else environ
+    auth, warnings = open_token_source(config, environ)
     for warning in warnings:
         logger.warning(warning)
+    # After the token: a first run that cannot create its token leaves no key behind either.
+    state_key, _ = open_state_key(config.state_key_file, config.source_of("state_key_file"), environ)
+    server.dispatcher.use_request_state(RequestStateCodec(state_key.keys, config.request_state_ttl))
     if config.no_auth:
         logger.warning(
             "authentication is OFF (--no-auth): any local process and any allowed browser page can call every tool"
@@ -89,7 +96,7 @@ def build_app(
         url or f"http://{format_url_host(config.host)}:{config.port}{MCP_PATH} (or wherever the WSGI server binds)"
     )
     if summary:
-        print_summary(config, auth, server, shown_url, sys.stderr if err is None else err)
+        print_summary(config, auth, server, shown_url, sys.stderr if err is None else err, state_key)
     if auth.generated_token is not None:
         print_first_run(
             auth.generated_token,
@@ -107,8 +114,15 @@ def _offers(counts: dict[str, int]) -> str:
     return ", ".join(parts)
 
 
-def print_summary(config: Config, auth: AuthSetup, server: ServedServer, url: str, out: TextIO) -> None:
-    """The one startup summary: everything but the token."""
+def print_summary(
+    config: Config,
+    auth: AuthSetup,
+    server: ServedServer,
+    url: str,
+    out: TextIO,
+    state_key: StateKeyFile | None = None,
+) -> None:
+    """The one startup summary: everything but the token (and the request-state key)."""
     networks = "any (*)" if config.address_allowlist.allow_all else ", ".join(config.allowed_ips)
     hosts = ", ".join(("localhost", "127.0.0.1", "[::1]", *config.allowed_hosts))
     origins = ", ".join(("http(s)://localhost, 127.0.0.1, [::1] on any port", *config.allowed_origins))
@@ -125,6 +139,11 @@ def print_summary(config: Config, auth: AuthSetup, server: ServedServer, url: st
         f"(subprotocol mcp; at most {config.max_websockets} open; "
         f"token as subprotocol: {'ON' if config.websocket_token_subprotocol else 'off'})",
     ]
+    if state_key is not None:
+        lines.append(
+            f"  request state:    key from {state_key.description}; valid {config.request_state_ttl:g} s "
+            "(every worker and host must use the same key file)"
+        )
     print("\n".join(lines), file=out, flush=True)
 
 

@@ -23,8 +23,11 @@ from typing import Annotated, Any
 
 from mcp_auth import (
     Context,
+    Elicitation,
     Header,
     McpServer,
+    Roots,
+    Sampling,
     audio_content,
     embedded_resource,
     image_content,
@@ -353,3 +356,114 @@ def complete_prompt_arguments(argument: str, value: str, context: dict[str, str]
     """Suggestions for the prompt's arguments: values that start with what was typed."""
     suggestions = {"arg1": ["test", "testValue1"], "arg2": ["test", "testValue2"]}
     return [s for s in suggestions.get(argument, []) if s.startswith(value)]
+
+
+# --- multi round-trip requests (2026-07-28: input_required, requestState) ------------------------
+#
+# One handler serves both eras: in the handshake era each ask is a server-to-client request the
+# tool waits for; in the stateless era the tool is replayed each round and an unanswered ask ends
+# the round with input_required. The keys are the inputRequests keys the suite looks for.
+
+NAME_SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+CONFIRM_SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+
+
+def _sampled_text(result: dict[str, Any]) -> str:
+    content = result.get("content")
+    if isinstance(content, list):
+        content = content[0] if content else {}
+    return str(content.get("text", "")) if isinstance(content, dict) else ""
+
+
+@server.tool()
+def test_input_required_result_elicitation(ctx: Context) -> str:
+    """Asks the user's name (key user_name), then greets them"""
+    answer = ctx.elicit("What is your name?", NAME_SCHEMA, key="user_name")
+    return f"Hello, {(answer.get('content') or {}).get('name', 'stranger')}!"
+
+
+@server.tool()
+def test_input_required_result_sampling(ctx: Context) -> str:
+    """Asks the client's model a question (key capital_question)"""
+    result = ctx.sample("What is the capital of France?", max_tokens=100, key="capital_question")
+    return f"The model answered: {_sampled_text(result)}"
+
+
+@server.tool()
+def test_input_required_result_list_roots(ctx: Context) -> str:
+    """Lists the client's roots (key client_roots)"""
+    return f"Found {len(ctx.list_roots(key='client_roots'))} root(s)"
+
+
+@server.tool()
+def test_input_required_result_request_state(ctx: Context) -> str:
+    """Asks for a confirmation carried across rounds in requestState (key confirm)"""
+    answer = ctx.elicit("Please confirm", CONFIRM_SCHEMA, key="confirm")
+    return f"state-ok: confirmed={(answer.get('content') or {}).get('ok')}"
+
+
+@server.tool()
+def test_input_required_result_multiple_inputs(ctx: Context) -> str:
+    """Asks for an elicitation, a sampling and the roots in one round"""
+    got = ctx.ask(
+        {
+            "user_name": Elicitation("What is your name?", NAME_SCHEMA),
+            "greeting": Sampling("Generate a greeting", 50),
+            "client_roots": Roots(),
+        }
+    )
+    name = (got["user_name"].get("content") or {}).get("name")
+    return f"{_sampled_text(got['greeting'])}, {name}; {len(got['client_roots'])} root(s)"
+
+
+@server.tool()
+def test_input_required_result_multi_round(ctx: Context) -> str:
+    """Asks a name (step1), then a favourite colour (step2): two rounds"""
+    name = (ctx.elicit("Step 1: What is your name?", NAME_SCHEMA, key="step1").get("content") or {}).get("name")
+    color_schema = {"type": "object", "properties": {"color": {"type": "string"}}, "required": ["color"]}
+    color = (ctx.elicit("Step 2: What is your favorite color?", color_schema, key="step2").get("content") or {}).get(
+        "color"
+    )
+    return f"Multi-round complete for {name} who likes {color}"
+
+
+@server.tool()
+def test_input_required_result_tampered_state(ctx: Context) -> str:
+    """Asks for a confirmation; a retry with a changed requestState is refused"""
+    ctx.elicit("Please confirm", CONFIRM_SCHEMA, key="confirm")
+    return "state-ok"
+
+
+@server.tool()
+def test_input_required_result_capabilities(ctx: Context) -> str:
+    """Asks only for what the request's client capabilities declare"""
+    asks: dict[str, Elicitation | Sampling] = {}
+    if ctx.supports("elicitation"):
+        asks["elicit_input"] = Elicitation("What is your name?", NAME_SCHEMA)
+    if ctx.supports("sampling"):
+        asks["sample_input"] = Sampling("Say hello", 20)
+    if not asks:
+        return "No supported capabilities declared"
+    return f"Answered: {', '.join(sorted(ctx.ask(asks)))}"
+
+
+@server.tool()
+def test_missing_capability(ctx: Context) -> str:
+    """Needs sampling: a request that does not declare it gets -32021"""
+    ctx.sample("Say hello", max_tokens=20)
+    return "Success"
+
+
+@server.tool()
+def test_streaming_elicitation(ctx: Context) -> str:
+    """Elicits once (in the stateless era: an input_required round, never a request on the stream)"""
+    answer = ctx.elicit("What is your name?", NAME_SCHEMA, key="user_name")
+    return f"Streaming elicitation: {answer.get('action')}"
+
+
+@server.prompt(title="Prompt With Input Required")
+def test_input_required_result_prompt(ctx: Context) -> str:
+    """A prompt that asks the user for context before it is built (key user_context)"""
+    schema = {"type": "object", "properties": {"context": {"type": "string"}}, "required": ["context"]}
+    answer = ctx.elicit("What context should the prompt use?", schema, key="user_context")
+    return f"Prompt with context: {(answer.get('content') or {}).get('context')}"

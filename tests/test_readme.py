@@ -244,13 +244,15 @@ def test_first_start_export_line_and_curl_session(tmp_path: Path, env: dict[str,
 
 
 def test_the_sample_summary_has_every_line_the_real_one_prints(tmp_path: Path) -> None:
+    from mcp_auth.auth.statekey import open_state_key
     from mcp_auth.config import Config, open_token_source
     from mcp_auth.diagnostics import build_diagnostics
 
     config = Config()
     auth, _ = open_token_source(config, os.environ)
+    state_key, _ = open_state_key(None, "default", os.environ)
     out = io.StringIO()
-    print_summary(config, auth, build_diagnostics(), "http://127.0.0.1:8765/mcp", out)
+    print_summary(config, auth, build_diagnostics(), "http://127.0.0.1:8765/mcp", out, state_key)
     labels = [line.split(":", 1)[0].strip() for line in out.getvalue().splitlines()[1:]]
     sample = README.split("every start prints one summary (never the token):", 1)[1].split("mcp_auth: listening", 1)[0]
     readme_labels = [line.split(":", 1)[0].strip() for line in sample.strip().splitlines()[1:]]

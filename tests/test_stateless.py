@@ -24,7 +24,10 @@ from websockets.asyncio.client import connect
 from ws_client import ws_url
 
 from mcp_auth import Context, McpServer
-from mcp_auth.auth.tokens import add_token, revoke_token
+from mcp_auth.auth.tokens import ANONYMOUS, Principal, add_token, revoke_token
+from mcp_auth.mcp.context import Call, StatelessSession
+from mcp_auth.mcp.jsonrpc import Request
+from mcp_auth.mcp.modern import ModernRequest
 
 VERSION = "2026-07-28"
 HANDSHAKE_AND_MODERN = ["2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26"]
@@ -89,7 +92,7 @@ def _server() -> McpServer:
 
     @server.tool()
     def elicits(ctx: Context) -> str:
-        """Asks the user (not possible statelessly until multi round-trip requests)."""
+        """Asks the user: statelessly, an input_required round (multi round-trip requests)."""
         return str(ctx.elicit("name?", {"type": "object", "properties": {"n": {"type": "string"}}}))
 
     @server.resource("notes://first")
@@ -401,11 +404,12 @@ def test_a_read_is_private_and_a_missing_resource_is_invalid_params(live: Live) 
 
 
 def test_call_prompt_and_completion_results_carry_result_type_but_no_caching_hints(live: Live) -> None:
-    for method, params in [
+    calls: list[tuple[str, dict[str, Any]]] = [
         ("tools/call", {"name": "echo", "arguments": {"text": "x"}}),
         ("prompts/get", {"name": "greet", "arguments": {"name": "Ada"}}),
         ("completion/complete", {"ref": {"type": "ref/prompt", "name": "greet"}, "argument": {"name": "n"}}),
-    ]:
+    ]
+    for method, params in calls:
         result = stateless(live, method, params).json()["result"]
         assert result["resultType"] == "complete" and SERVER_INFO in result["_meta"], method
         assert "ttlMs" not in result and "cacheScope" not in result, method
@@ -447,10 +451,14 @@ def test_progress_alone_sends_no_log_message(live: Live) -> None:
     assert methods == ["notifications/progress", None]
 
 
-def test_a_server_to_client_request_is_a_tool_error_not_a_hang(live: Live) -> None:
+def test_an_ask_is_an_input_required_round_never_a_request_on_the_stream(live: Live) -> None:
     meta = {**ENVELOPE, "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}}}
-    result = stateless(live, "tools/call", {"name": "elicits", "arguments": {}}, meta=meta).json()["result"]
-    assert result["isError"] is True and "2026-07-28" in result["content"][0]["text"]
+    response = stateless(live, "tools/call", {"name": "elicits", "arguments": {}}, meta=meta)
+    messages = [response.json()] if response.header("Content-Type") == "application/json" else response.sse_messages()
+    assert [m.get("method") for m in messages] == [None]  # the answer only: no server-to-client request
+    result = messages[0]["result"]
+    assert result["resultType"] == "input_required" and isinstance(result["requestState"], str)
+    assert result["inputRequests"]["elicitation-1"]["method"] == "elicitation/create"
 
 
 # --- step 7 per request, and caching with scoped tokens ---------------------------------------
@@ -625,3 +633,38 @@ def _wait_until(condition: Callable[[], bool], what: str, seconds: float = 30.0)
         if time.monotonic() > deadline:
             pytest.fail(f"not within {seconds:g} s: {what}")
         time.sleep(0.02)
+
+
+def test_a_scoped_principal_never_gets_a_public_list_whatever_the_transport_says() -> None:
+    """Belt and braces: even a transport that claims every principal sees the same lists cannot
+    make a scoped principal's filtered list publicly cacheable."""
+    server = _server()
+    scoped = Principal("scoped", ("echo",), "credential")
+    modern = ModernRequest("2026-07-28", {})
+    for principal, expected in [(scoped, "private"), (ANONYMOUS, "public")]:
+        session = StatelessSession()
+        call = Call(session, principal, session, "127.0.0.1", lambda p: True, modern, same_view_for_all=True)
+        result = server.dispatcher.dispatch(Request(1, "tools/list", {}), call)
+        assert result["cacheScope"] == expected, principal.name
+
+
+def test_over_websocket_log_messages_reach_only_a_request_that_asked(live: Live) -> None:
+    async def frames_until_answer(ws: Any, message: dict[str, Any]) -> list[dict[str, Any]]:
+        await ws.send(json.dumps(message))
+        frames: list[dict[str, Any]] = []
+        while not frames or "id" not in frames[-1]:
+            frames.append(json.loads(await asyncio.wait_for(ws.recv(), 30)))
+        return frames
+
+    async def main() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with connect(ws_url(live.url), subprotocols=["mcp"], additional_headers=headers) as ws:  # type: ignore[list-item]
+            arguments = {"name": "countdown", "arguments": {"start": 1}}
+            silent = await frames_until_answer(ws, body("tools/call", arguments, request_id=1))
+            asked = {**ENVELOPE, "io.modelcontextprotocol/logLevel": "debug"}
+            chatty = await frames_until_answer(ws, body("tools/call", arguments, request_id=2, meta=asked))
+            return silent, chatty
+
+    silent, chatty = asyncio.run(main())
+    assert [f.get("method") for f in silent] == [None] and silent[0]["result"]["resultType"] == "complete"
+    assert [f.get("method") for f in chatty] == ["notifications/message", "notifications/message", None]

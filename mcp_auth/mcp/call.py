@@ -65,6 +65,21 @@ class Channel(Protocol):
     def send(self, message: dict[str, Any]) -> None: ...
 
 
+# How long a handler waits for the client to answer a server-to-client request
+# (sampling, elicitation, roots) by default: elicitation waits for a person.
+CLIENT_REQUEST_TIMEOUT_SECONDS = 300.0
+
+
+class ClientError(Exception):
+    """The client answered a server-to-client request with an error, or cannot be asked."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+
 @dataclass
 class Call:
     """What a transport hands the dispatcher with each message."""

@@ -1,30 +1,36 @@
 """What a handler sees of its call: `Context` (plain functions) and `AsyncContext` (`async def`).
 
-What a transport hands the dispatcher with each message (`Call`, and the
-session protocols it refers to) is in `mcp_auth.mcp.call`, re-exported here.
+Both eras behind one API: in the handshake era a handler's asks (sampling,
+elicitation, roots) are server-to-client requests that it waits for; in the
+stateless era they are answered by replay (`mcp_auth.mcp.mrtr`). `Call` and
+the session protocols live in `mcp_auth.mcp.call` and are re-exported here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 from ..auth.tokens.principal import Principal
 from .asyncrun import _WAIT_SLICE_SECONDS, _CallThread, _LoopWakingEvent
-from .call import Call, Channel, LiveSessions, McpSession, StatelessSession
-from .content import text_content
-from .jsonrpc import (
-    METHOD_NOT_FOUND,
-    ErrorResponse,
-    Notification,
-    Request,
-    Response,
+from .call import (
+    CLIENT_REQUEST_TIMEOUT_SECONDS,
+    Call,
+    Channel,
+    ClientError,
+    LiveSessions,
+    McpSession,
+    StatelessSession,
 )
+from .jsonrpc import METHOD_NOT_FOUND, ErrorResponse, Notification, Request, Response
+from .mrtr import Ask, Elicitation, RawAsk, Replay, Roots, Sampling
 from .outcome import RequestCancelled
 from .protocol import _LOG_RANK, LOG_LEVELS, RESUMABLE_SINCE, protocol_at_least
 
 __all__ = [
+    "CLIENT_REQUEST_TIMEOUT_SECONDS",
     "AsyncContext",
     "Call",
     "Channel",
@@ -36,28 +42,15 @@ __all__ = [
 ]
 
 
-# How long a handler waits for the client to answer a server-to-client request
-# (sampling, elicitation, roots) by default: elicitation waits for a person.
-CLIENT_REQUEST_TIMEOUT_SECONDS = 300.0
-
-
-class ClientError(Exception):
-    """The client answered a server-to-client request with an error, or cannot be asked."""
-
-    def __init__(self, code: int, message: str, data: Any = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.data = data
-
-
 class _CallContext:
     """What both kinds of context share: who is asking, about which call, and the messages to send."""
 
-    def __init__(self, call: Call, request: Request, cancelled: threading.Event) -> None:
+    def __init__(self, call: Call, request: Request, cancelled: threading.Event, replay: Replay | None = None) -> None:
         self._call = call
         self._request = request
         self._cancelled = cancelled
+        self._replay = replay
+        self._asks = 0  # single asks so far in this run: default keys follow call order, stable across replays
         meta = request.params.get("_meta")
         self.progress_token = meta.get("progressToken") if isinstance(meta, dict) else None
 
@@ -81,6 +74,40 @@ class _CallContext:
     def cancelled(self) -> bool:
         """True once the client sent notifications/cancelled for this request."""
         return self._cancelled.is_set()
+
+    @property
+    def round(self) -> int:
+        """1 for the first run of this request; n for the n-th round of a multi round-trip request."""
+        return self._replay.round if self._replay is not None else 1
+
+    @property
+    def client_capabilities(self) -> dict[str, Any]:
+        """What the client declared: this request's (stateless era) or the session's (handshake era)."""
+        if self._call.modern is not None:
+            return dict(self._call.modern.client_capabilities)
+        return self._call.session.state.client_capabilities
+
+    def supports(self, capability: str) -> bool:
+        """Whether the client can answer asks that need `capability` ("elicitation", "sampling", "roots")."""
+        if self._call.modern is not None:
+            return self._call.modern.supports(capability)
+        return self._call.session.state.has_capability(capability)
+
+    def _key(self, key: str | None, kind: str) -> str:
+        self._asks += 1
+        return key if key is not None else f"{kind}-{self._asks}"
+
+    def _modern_replay(self) -> Replay | None:
+        """The replay answering this call's asks in the stateless era; None in the handshake era."""
+        if self._call.modern is None:
+            return None
+        if self._replay is None:
+            raise RuntimeError("in the stateless revision only tools, prompts and resources can ask the client")
+        return self._replay
+
+    def _check_capabilities(self, asks: Mapping[str, Ask]) -> None:
+        for ask in asks.values():
+            self._require_capability(ask.capability, ask.method)
 
     def _progress_message(self, progress: float, total: float | None, message: str | None) -> dict[str, Any] | None:
         if self.progress_token is None:
@@ -117,35 +144,12 @@ class _CallContext:
             detach()
 
     def _require_capability(self, capability: str, method: str) -> None:
-        modern = self._call.modern
-        state = self._call.session.state
-        if not (state.has_capability(capability) if modern is None else modern.supports(capability)):
+        # Handshake era only: a stateless-era ask is judged by its Replay (-32021).
+        if not self._call.session.state.has_capability(capability):
             raise ClientError(
                 METHOD_NOT_FOUND,
                 f"the client did not declare the '{capability}' capability, so it cannot answer {method}",
             )
-
-    def _refuse_stateless(self, method: str) -> None:
-        # The stateless revision has no server-to-client requests on any stream.
-        if self._call.modern is not None:
-            raise ClientError(
-                METHOD_NOT_FOUND,
-                f"{method} cannot be sent to a client of MCP {self._call.modern.protocol_version}: "
-                "that revision has no server-to-client requests",
-            )
-
-    def _sampling_params(
-        self,
-        messages: str | list[dict[str, Any]],
-        max_tokens: int,
-        optional: dict[str, Any],
-    ) -> dict[str, Any]:
-        self._require_capability("sampling", "sampling/createMessage")
-        if isinstance(messages, str):
-            messages = [{"role": "user", "content": text_content(messages)}]
-        params: dict[str, Any] = {"messages": messages, "maxTokens": max_tokens}
-        params.update({k: v for k, v in optional.items() if v is not None})
-        return params
 
     @staticmethod
     def _result_of(reply: Response | ErrorResponse | None) -> dict[str, Any]:
@@ -210,10 +214,16 @@ class Context(_CallContext):
 
         Raises ClientError when the client answers with an error, TimeoutError
         when it does not answer in time (the request is then cancelled), and
-        RequestCancelled when this call is cancelled while waiting.
+        RequestCancelled when this call is cancelled while waiting. In the
+        stateless era only the three asks exist, answered by replay (`ask`).
         """
+        if self._modern_replay() is not None:
+            key = self._key(None, method.split("/")[0])
+            return cast(dict[str, Any], self.ask({key: RawAsk(method, params)})[key])
+        return self._blocking_request(method, params, timeout)
+
+    def _blocking_request(self, method: str, params: dict[str, Any], timeout: float) -> dict[str, Any]:
         _refuse_on_event_loop("request")
-        self._refuse_stateless(method)
         session = self._call.session
         request_id, pending = session.replies.expect_reply()
         try:
@@ -230,6 +240,20 @@ class Context(_CallContext):
             session.replies.forget_reply(request_id)
         return self._result_of(pending.reply)
 
+    def ask(self, asks: Mapping[str, Ask], *, timeout: float = CLIENT_REQUEST_TIMEOUT_SECONDS) -> dict[str, Any]:
+        """Ask the client several things at once: {key: Elicitation(...) | Sampling(...) | Roots()} -> {key: answer}.
+
+        Each answer has the shape `elicit`, `sample` and `list_roots` return. In
+        the stateless era the keys are the `inputRequests` keys and every
+        unanswered one goes to the client in one round; in the handshake era
+        the requests are sent one after another on the call's stream.
+        """
+        replay = self._modern_replay()
+        if replay is not None:
+            return replay.ask(asks)
+        self._check_capabilities(asks)
+        return {k: a.result(self._blocking_request(a.method, a.params(), timeout)) for k, a in asks.items()}
+
     def sample(
         self,
         messages: str | list[dict[str, Any]],
@@ -240,31 +264,37 @@ class Context(_CallContext):
         stop_sequences: list[str] | None = None,
         model_preferences: dict[str, Any] | None = None,
         timeout: float = CLIENT_REQUEST_TIMEOUT_SECONDS,
+        key: str | None = None,
     ) -> dict[str, Any]:
-        """Ask the client's model (sampling/createMessage); a str is one user text message."""
-        optional = {
-            "systemPrompt": system_prompt,
-            "temperature": temperature,
-            "stopSequences": stop_sequences,
-            "modelPreferences": model_preferences,
-        }
-        params = self._sampling_params(messages, max_tokens, optional)
-        return self.request("sampling/createMessage", params, timeout=timeout)
+        """Ask the client's model (sampling/createMessage); a str is one user text message.
+
+        `key` names the question in the stateless era's inputRequests (default: "sampling-<n>").
+        """
+        ask = Sampling(messages, max_tokens, system_prompt, temperature, stop_sequences, model_preferences)
+        key = self._key(key, "sampling")
+        return cast(dict[str, Any], self.ask({key: ask}, timeout=timeout)[key])
 
     def elicit(
-        self, message: str, requested_schema: dict[str, Any], *, timeout: float = CLIENT_REQUEST_TIMEOUT_SECONDS
+        self,
+        message: str,
+        requested_schema: dict[str, Any],
+        *,
+        timeout: float = CLIENT_REQUEST_TIMEOUT_SECONDS,
+        key: str | None = None,
     ) -> dict[str, Any]:
-        """Ask the user for input (elicitation/create); returns {"action": ..., "content": ...}."""
-        self._require_capability("elicitation", "elicitation/create")
-        return self.request(
-            "elicitation/create", {"message": message, "requestedSchema": requested_schema}, timeout=timeout
-        )
+        """Ask the user for input (elicitation/create); returns {"action": ..., "content": ...}.
 
-    def list_roots(self, *, timeout: float = CLIENT_REQUEST_TIMEOUT_SECONDS) -> list[dict[str, Any]]:
-        """The client's roots (roots/list)."""
-        self._require_capability("roots", "roots/list")
-        roots = self.request("roots/list", {}, timeout=timeout).get("roots", [])
-        return roots if isinstance(roots, list) else []
+        `key` names the question in the stateless era's inputRequests (default: "elicitation-<n>").
+        """
+        key = self._key(key, "elicitation")
+        return cast(dict[str, Any], self.ask({key: Elicitation(message, requested_schema)}, timeout=timeout)[key])
+
+    def list_roots(
+        self, *, timeout: float = CLIENT_REQUEST_TIMEOUT_SECONDS, key: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The client's roots (roots/list); `key` as for `elicit` (default: "roots-<n>")."""
+        key = self._key(key, "roots")
+        return cast(list[dict[str, Any]], self.ask({key: Roots()}, timeout=timeout)[key])
 
     def debug(self, data: Any) -> None:
         self.log("debug", data)
@@ -296,8 +326,15 @@ class AsyncContext(_CallContext):
     cancelled, what the handler awaits raises asyncio.CancelledError.
     """
 
-    def __init__(self, call: Call, request: Request, cancelled: threading.Event, helper: _CallThread) -> None:
-        super().__init__(call, request, cancelled)
+    def __init__(
+        self,
+        call: Call,
+        request: Request,
+        cancelled: threading.Event,
+        helper: _CallThread,
+        replay: Replay | None = None,
+    ) -> None:
+        super().__init__(call, request, cancelled, replay)
         self._helper = helper
 
     async def _send(self, message: dict[str, Any]) -> None:
@@ -326,9 +363,15 @@ class AsyncContext(_CallContext):
 
         Raises ClientError when the client answers with an error, TimeoutError
         when it does not answer in time (the request is then cancelled), and
-        asyncio.CancelledError when this call is cancelled while waiting.
+        asyncio.CancelledError when this call is cancelled while waiting. In
+        the stateless era only the three asks exist, answered by replay (`ask`).
         """
-        self._refuse_stateless(method)
+        if self._modern_replay() is not None:
+            key = self._key(None, method.split("/")[0])
+            return cast(dict[str, Any], (await self.ask({key: RawAsk(method, params)}))[key])
+        return await self._awaited_request(method, params, timeout)
+
+    async def _awaited_request(self, method: str, params: dict[str, Any], timeout: float) -> dict[str, Any]:
         session = self._call.session
         request_id, pending = session.replies.expect_reply()
         loop = asyncio.get_running_loop()
@@ -347,6 +390,14 @@ class AsyncContext(_CallContext):
             session.replies.forget_reply(request_id)
         return self._result_of(pending.reply)
 
+    async def ask(self, asks: Mapping[str, Ask], *, timeout: float = CLIENT_REQUEST_TIMEOUT_SECONDS) -> dict[str, Any]:
+        """Ask the client several things at once; see Context.ask."""
+        replay = self._modern_replay()
+        if replay is not None:
+            return replay.ask(asks)
+        self._check_capabilities(asks)
+        return {k: a.result(await self._awaited_request(a.method, a.params(), timeout)) for k, a in asks.items()}
+
     async def sample(
         self,
         messages: str | list[dict[str, Any]],
@@ -357,31 +408,33 @@ class AsyncContext(_CallContext):
         stop_sequences: list[str] | None = None,
         model_preferences: dict[str, Any] | None = None,
         timeout: float = CLIENT_REQUEST_TIMEOUT_SECONDS,
+        key: str | None = None,
     ) -> dict[str, Any]:
-        """Ask the client's model (sampling/createMessage); a str is one user text message."""
-        optional = {
-            "systemPrompt": system_prompt,
-            "temperature": temperature,
-            "stopSequences": stop_sequences,
-            "modelPreferences": model_preferences,
-        }
-        params = self._sampling_params(messages, max_tokens, optional)
-        return await self.request("sampling/createMessage", params, timeout=timeout)
+        """Ask the client's model (sampling/createMessage); see Context.sample."""
+        ask = Sampling(messages, max_tokens, system_prompt, temperature, stop_sequences, model_preferences)
+        key = self._key(key, "sampling")
+        return cast(dict[str, Any], (await self.ask({key: ask}, timeout=timeout))[key])
 
     async def elicit(
-        self, message: str, requested_schema: dict[str, Any], *, timeout: float = CLIENT_REQUEST_TIMEOUT_SECONDS
+        self,
+        message: str,
+        requested_schema: dict[str, Any],
+        *,
+        timeout: float = CLIENT_REQUEST_TIMEOUT_SECONDS,
+        key: str | None = None,
     ) -> dict[str, Any]:
-        """Ask the user for input (elicitation/create); returns {"action": ..., "content": ...}."""
-        self._require_capability("elicitation", "elicitation/create")
-        return await self.request(
-            "elicitation/create", {"message": message, "requestedSchema": requested_schema}, timeout=timeout
+        """Ask the user for input (elicitation/create); see Context.elicit."""
+        key = self._key(key, "elicitation")
+        return cast(
+            dict[str, Any], (await self.ask({key: Elicitation(message, requested_schema)}, timeout=timeout))[key]
         )
 
-    async def list_roots(self, *, timeout: float = CLIENT_REQUEST_TIMEOUT_SECONDS) -> list[dict[str, Any]]:
-        """The client's roots (roots/list)."""
-        self._require_capability("roots", "roots/list")
-        roots = (await self.request("roots/list", {}, timeout=timeout)).get("roots", [])
-        return roots if isinstance(roots, list) else []
+    async def list_roots(
+        self, *, timeout: float = CLIENT_REQUEST_TIMEOUT_SECONDS, key: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The client's roots (roots/list); see Context.list_roots."""
+        key = self._key(key, "roots")
+        return cast(list[dict[str, Any]], (await self.ask({key: Roots()}, timeout=timeout))[key])
 
     async def debug(self, data: Any) -> None:
         await self.log("debug", data)

@@ -37,9 +37,11 @@ from .jsonrpc import (
 )
 from .ladder import MODERN_METHODS, MODERN_ONLY_METHODS, method_not_found
 from .modern import HEADER_MISMATCH
+from .mrtr import MRTR_METHODS, InputRequired, Replay, ReplayRefused
 from .outcome import (
     TOOL_CANCELLED,
     TOOL_ERROR,
+    TOOL_INPUT_REQUIRED,
     TOOL_INVALID_ARGUMENTS,
     TOOL_INVALID_OUTPUT,
     TOOL_OK,
@@ -49,6 +51,7 @@ from .outcome import (
     Outcome,
     PrincipalRevoked,
     RequestCancelled,
+    RequestStateRefused,
     Revoked,
     ScopeDenied,
     ScopeRefused,
@@ -64,6 +67,7 @@ from .protocol import (
     MAX_URI_LENGTH,
 )
 from .registry import Registry, _is_coroutine_callable, _Prompt, _Resource, _Tool
+from .request_state import RequestStateCodec, StateBinding
 from .results import (
     MAX_CLIENT_FIELDS,
     MAX_CLIENT_STRING,
@@ -113,6 +117,9 @@ class Dispatcher(ResourceHandlers, PromptHandlers, ModernResults):
         # Where async handlers run; a dispatcher dropped without close() still stops its loop.
         self._async = _AsyncRunner()
         weakref.finalize(self, self._async.stop)
+        # Seals the stateless era's requestState. An app replaces this one-process key with
+        # the deployment's key ring (`use_request_state`), so a retry may land on any worker.
+        self.request_state = RequestStateCodec.ephemeral()
         self._methods: dict[str, Callable[[Request, Call], dict[str, Any]]] = {
             "initialize": self._initialize,
             "server/discover": self._discover,
@@ -136,6 +143,10 @@ class Dispatcher(ResourceHandlers, PromptHandlers, ModernResults):
         # (a client's doing as often as the tool's; never a token: handlers get none).
         # `name` may be a client's URI: escaped here too, for handlers with their own formatter.
         logger.warning("%s %s raised %s", kind, self._audit.escape_controls(name), type(exc).__name__, exc_info=exc)
+
+    def use_request_state(self, codec: RequestStateCodec) -> None:
+        """Seal and open requestState with `codec` (the app hands over the deployment's key ring)."""
+        self.request_state = codec
 
     # --- notifications outside a request -----------------------------------
 
@@ -277,6 +288,14 @@ class Dispatcher(ResourceHandlers, PromptHandlers, ModernResults):
                 result, record = self._tools_call(request, call)
             else:
                 result, record = method(request, call), None
+        except InputRequired as paused:  # a stateless-era round ended asking the client (mcp_auth.mcp.mrtr)
+            name = request.params.get("name")
+            is_tool = request.method == "tools/call" and isinstance(name, str)
+            result, record = paused.result, ToolCallRecord(str(name), TOOL_INPUT_REQUIRED) if is_tool else None
+        except ReplayRefused as exc:
+            if exc.audit_reason is not None:
+                raise RequestStateRefused(exc.code, exc.message, exc.data, exc.audit_reason, request.id) from None
+            raise JsonRpcError(exc.code, exc.message, exc.data, request.id) from None
         except JsonRpcError as exc:
             exc.request_id = request.id
             raise
@@ -314,15 +333,20 @@ class Dispatcher(ResourceHandlers, PromptHandlers, ModernResults):
         signature: Signature | None = None,
     ) -> Any:
         """Call a handler on this thread; what it returns, awaited on the loop when it is awaitable."""
+        replay: Replay | None = None
+        if call.modern is not None and request.method in MRTR_METHODS:
+            # Verifies the retry's requestState and inputResponses before the handler runs.
+            binding = StateBinding.of(request.method, request.params, call.principal)
+            replay = Replay(request, call.modern, binding, self.request_state)
         cancelled = call.session.in_flight.begin(request.id)
         try:
             helper: _CallThread | None = None
             if signature is not None and signature.context_parameter:
                 if signature.context_type is AsyncContext or _is_coroutine_callable(fn):
                     helper = _CallThread()
-                    kwargs[signature.context_parameter] = AsyncContext(call, request, cancelled, helper)
+                    kwargs[signature.context_parameter] = AsyncContext(call, request, cancelled, helper, replay)
                 else:
-                    kwargs[signature.context_parameter] = Context(call, request, cancelled)
+                    kwargs[signature.context_parameter] = Context(call, request, cancelled, replay)
             value = fn(*args, **kwargs)
             if not inspect.isawaitable(value):
                 return value

@@ -3,8 +3,9 @@
 `Dispatcher.outcome` runs a request and returns exactly one of these, having
 caught every exception once (an unexpected one is logged once, there):
 
-- `Answered`: a result (a tool's own failure is a result too, `isError`);
-- `Failed`: a JSON-RPC error (unknown method, bad params, cancelled, ...);
+- `Answered`: a result (a tool's own failure is a result too, `isError`; so is a
+  stateless-era `input_required`, the pause of a multi round-trip request);
+- `Failed`: a JSON-RPC error (unknown method, bad params, cancelled, a refused requestState, ...);
 - `ScopeRefused`: step 7 refused the call, the principal's scope does not reach it;
 - `Revoked`: step 7 refused the call, the principal's token is no longer current;
 - `Crashed`: something unexpected; the client learns only "Internal error".
@@ -38,6 +39,15 @@ class DispatchDenied(Exception):
         self.request_id = request_id
 
 
+class RequestStateRefused(JsonRpcError):
+    """A retry's requestState failed verification. The client gets one frozen message for every
+    cause; `reason` (expired, signature, principal, ...) is for the audit log only."""
+
+    def __init__(self, code: int, message: str, data: Any, reason: str, request_id: RequestId | None = None) -> None:
+        super().__init__(code, message, data, request_id)
+        self.reason = reason
+
+
 class RequestCancelled(Exception):
     """The call was cancelled (notifications/cancelled) or its session ended."""
 
@@ -56,6 +66,8 @@ TOOL_ERROR = "error"
 TOOL_INVALID_ARGUMENTS = "invalid_arguments"
 TOOL_INVALID_OUTPUT = "invalid_output"
 TOOL_CANCELLED = "cancelled"
+# Stateless era: the round ended asking the client for input (input_required); a retry follows.
+TOOL_INPUT_REQUIRED = "input_required"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,10 +108,13 @@ class Failed:
     error_message: str
     data: Any = None
     tool_call: ToolCallRecord | None = None
+    # Why a requestState was refused, for the audit log (never sent to the client).
+    state_refusal: str | None = None
 
     @classmethod
     def of(cls, error: JsonRpcError, request_id: RequestId | None, tool_call: ToolCallRecord | None = None) -> Failed:
-        return cls(request_id, error.code, error.message, error.data, tool_call)
+        refusal = error.reason if isinstance(error, RequestStateRefused) else None
+        return cls(request_id, error.code, error.message, error.data, tool_call, refusal)
 
     def message(self) -> dict[str, Any]:
         return ErrorResponse(self.request_id, self.code, self.error_message, self.data).to_dict()

@@ -65,6 +65,11 @@ class _FileRules:
     warn_if_readable: bool = False
     # What others can read, and why it is accepted, for that warning.
     readable_exposes: str = "the token; accepted (a Docker secret is 0444)"
+    # What the file holds, for messages ("the token", "the request-state key").
+    secret: str = "the token"
+    # What the server does while the file is unusable after startup, and once it is usable again.
+    failing: str = "refusing every token until this is fixed"
+    recovered: str = "usable again; accepting its tokens"
 
 
 def _check_file_stat(st: os.stat_result, where: str, path: Path, rules: _FileRules, expected_uid: int | None) -> None:
@@ -78,18 +83,18 @@ def _check_file_stat(st: os.stat_result, where: str, path: Path, rules: _FileRul
     if uid is not None and st.st_uid not in (uid, 0):
         raise ConfigError(
             f"{where}: owned by uid {st.st_uid}, not by uid {uid} that this "
-            f"process runs as, so someone else controls its token; run as its owner "
+            f"process runs as, so someone else controls {rules.secret}; run as its owner "
             f"or chown it to uid {uid}"
         )
     if rules.owner_only and st.st_mode & 0o077:
         raise ConfigError(
             f"{where}: has mode {stat.S_IMODE(st.st_mode):04o}, so other users "
-            f"can read or change the token; run: chmod 600 {path}"
+            f"can read or change {rules.secret}; run: chmod 600 {path}"
         )
     if st.st_mode & 0o022:
         raise ConfigError(
             f"{where}: has mode {stat.S_IMODE(st.st_mode):04o}, so other users "
-            f"can change the token; run: chmod go-w {path} (or chmod 600 {path})"
+            f"can change {rules.secret}; run: chmod go-w {path} (or chmod 600 {path})"
         )
 
 
@@ -187,7 +192,7 @@ class _WatchedFile(Generic[_State]):
             self._state = state
             self._note_mode(st)
             if self._problem is not None:
-                logger.warning("%s: usable again; accepting its tokens", self._where)
+                logger.warning("%s: %s", self._where, self._rules.recovered)
                 self._problem = None
             return state
 
@@ -208,7 +213,7 @@ class _WatchedFile(Generic[_State]):
         self._state = None
         if problem != self._problem:
             # The problem text names the file and the fix, never file content.
-            logger.warning("refusing every token until this is fixed: %s", problem)
+            logger.warning("%s: %s", self._rules.failing, problem)
             self._problem = problem
 
 

@@ -80,6 +80,42 @@ def _wait_for_winner(path: Path) -> None:
         time.sleep(_FIRST_RUN_POLL_SECONDS)
 
 
+def create_private_file(path: Path, content: str, what: str, *, expected_uid: int | None = None) -> bool:
+    """Create `path` holding `content` (one line), mode 0600 in a 0700 directory; True if this call did.
+
+    O_CREAT|O_EXCL decides the race between processes starting together (gunicorn
+    workers, a first run): exactly one creates and writes the file, fsynced; the
+    others return False once the winner's line is there, and read it as theirs.
+    `what` names the file in messages ("default token file").
+    """
+    path = Path(path)
+    _make_private_dir(path.parent)
+    _check_private_dir(path.parent, expected_uid)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        _wait_for_winner(path)
+        return False
+    except OSError as exc:
+        raise ConfigError(f"cannot create {what} {path} ({exc.strerror})") from None
+    try:
+        try:
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, 0o600)  # the umask may have removed owner bits
+            os.write(fd, (content + "\n").encode("ascii"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        # Leave no empty file behind: it would need a person to delete it.
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise ConfigError(f"cannot write {what} {path} ({exc.strerror})") from None
+    _fsync_dir(path.parent)
+    return True
+
+
 def ensure_default_token(path: Path, *, expected_uid: int | None = None) -> tuple[TokenFile, str | None]:
     """The default token file as a source, creating it on first run.
 
@@ -87,33 +123,7 @@ def ensure_default_token(path: Path, *, expected_uid: int | None = None) -> tupl
     (it prints the first-run guidance); every other caller gets None, also one
     that lost a concurrent create race, which reads the winner's token.
     """
-    path = Path(path)
-    _make_private_dir(path.parent)
-    _check_private_dir(path.parent, expected_uid)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    new_token: str | None = None
-    try:
-        fd = os.open(path, flags, 0o600)
-    except FileExistsError:
-        _wait_for_winner(path)
-    except OSError as exc:
-        raise ConfigError(f"cannot create default token file {path} ({exc.strerror})") from None
-    else:
-        token = generate_token()
-        try:
-            try:
-                if hasattr(os, "fchmod"):
-                    os.fchmod(fd, 0o600)  # the umask may have removed owner bits
-                os.write(fd, (token + "\n").encode("ascii"))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            # Leave no empty file behind: it would need a person to delete it.
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-            raise ConfigError(f"cannot write default token file {path} ({exc.strerror})") from None
-        _fsync_dir(path.parent)
-        new_token = token
+    token = generate_token()
+    created = create_private_file(path, token, "default token file", expected_uid=expected_uid)
     source = TokenFile(path, f"default token file {path}", default_file=True, expected_uid=expected_uid)
-    return source, new_token
+    return source, token if created else None
