@@ -117,6 +117,34 @@ def encode_listen_event(message: dict[str, Any]) -> bytes:
     return b"event: message\ndata: " + dumps(message) + b"\n\n"
 
 
+class _AckFirst:
+    """Sends to a socket, holding back changes until the acknowledgment is out.
+
+    A socket listen is registered before it is acknowledged, so no change made
+    after the client saw the acknowledgment can be missed; a change that comes
+    in between waits here, so the acknowledgment is still the first message.
+    """
+
+    def __init__(self, channel: _Sender) -> None:
+        self._channel = channel
+        self._lock = threading.Lock()
+        self._held: list[dict[str, Any]] | None = []
+
+    def send(self, message: dict[str, Any]) -> None:
+        with self._lock:
+            if self._held is not None:
+                if len(self._held) < MAX_QUEUED_LISTEN_EVENTS:
+                    self._held.append(message)
+                return
+        self._channel.send(message)
+
+    def acknowledge(self, acknowledgment: dict[str, Any]) -> None:
+        with self._lock:
+            held, self._held = self._held or [], None
+            for message in [acknowledgment, *held]:
+                self._channel.send(message)
+
+
 class _SocketListens:
     """The listens open on one socket, by id; guarded by `Listens._lock`."""
 
@@ -235,12 +263,13 @@ class Listens:
         honoured = self.server.honoured_filter(request, call)
         session = call.session
         slot = self._take_place(call)
+        outbox = _AckFirst(channel)
 
         def deliver(message: dict[str, Any]) -> None:
             if not call.is_current():
                 on_revoked()
                 return
-            channel.send(message)
+            outbox.send(message)
 
         subscription = Subscription(request.id, honoured, deliver)
         try:
@@ -258,8 +287,8 @@ class Listens:
         except BaseException:
             slot.release()
             raise
-        channel.send(subscription.acknowledgment())  # before it can hear of any change
         self.server.subscriptions.add(subscription)
+        outbox.acknowledge(subscription.acknowledgment())  # first, then what came meanwhile
 
     def has_open(self, session: McpSession) -> bool:
         """Whether the socket of `session` has a listen open (a socket waiting for changes is not idle)."""
@@ -293,13 +322,12 @@ class Listens:
             listens = self._sockets.pop(session, None)
         if listens is None:
             return
-        server_info = self.server.server_info()
         for subscription, slot in listens.open.values():
             self._forget(subscription, slot)
             if reason is not None:
                 listens.channel.send(subscription.cancelled(reason))
             elif self.shutdown.is_set():
-                listens.channel.send(subscription.final_result(server_info))
+                listens.channel.send(self.server.listen_final_result(subscription))
 
     def _forget(self, subscription: Subscription, slot: Slot) -> None:
         self.server.subscriptions.remove(subscription)
@@ -312,12 +340,11 @@ class Listens:
 
         The app sets its shutdown event first, so no listen opens after this.
         """
-        server_info = self.server.server_info()
         with self._lock:
             streams = list(self._streams.items())
             sockets = list(self._sockets)
         for subscription, stream in streams:
             self.server.subscriptions.remove(subscription)
-            stream.finish(subscription.final_result(server_info))
+            stream.finish(self.server.listen_final_result(subscription))
         for session in sockets:
             self.end_socket(session)

@@ -45,10 +45,9 @@ def cancel_message(request_id: Any) -> str:
     return json.dumps({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": request_id}})
 
 
-async def open_socket(live: Live, token: str = TOKEN) -> ClientConnection:
-    return await connect(
-        ws_url(live.url), subprotocols=["mcp"], additional_headers={"Authorization": f"Bearer {token}"}
-    )  # type: ignore[list-item]
+def open_socket(live: Live, token: str = TOKEN) -> connect:
+    """A socket to use as `async with`: closed however the test ends."""
+    return connect(ws_url(live.url), subprotocols=["mcp"], additional_headers={"Authorization": f"Bearer {token}"})  # type: ignore[list-item]
 
 
 def list_tools(request_id: int) -> dict[str, Any]:
@@ -75,21 +74,22 @@ def test_a_listen_on_a_socket_is_acknowledged_tagged_and_cancelled() -> None:
     server = listen_server()
 
     async def main(live: Live) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], int]:
-        ws = await open_socket(live)
-        await ws.send(listen_message("w1", {"toolsListChanged": True, "resourceSubscriptions": ["file:///nowhere"]}))
-        ack = await receive(ws)
-        await asyncio.to_thread(server.notify_list_changed, "tools")
-        changed = await receive(ws)
-        await ws.send(cancel_message("w1"))
-        # The socket reads in order: once a later request's answer is back, the cancel was handled.
-        first = await exchange(ws, list_tools(5))
-        await asyncio.to_thread(server.notify_list_changed, "tools")
-        # Any notification would be on the socket before this answer.
-        listed = await exchange(ws, list_tools(6))
-        assert first["id"] == 5
-        open_after = len(server.dispatcher.subscriptions)
-        await ws.close()
-        return ack, changed, listed, open_after
+        async with open_socket(live) as ws:
+            await ws.send(
+                listen_message("w1", {"toolsListChanged": True, "resourceSubscriptions": ["file:///nowhere"]})
+            )
+            ack = await receive(ws)
+            await asyncio.to_thread(server.notify_list_changed, "tools")
+            changed = await receive(ws)
+            await ws.send(cancel_message("w1"))
+            # The socket reads in order: once a later request's answer is back, the cancel was handled.
+            first = await exchange(ws, list_tools(5))
+            await asyncio.to_thread(server.notify_list_changed, "tools")
+            # Any notification would be on the socket before this answer.
+            listed = await exchange(ws, list_tools(6))
+            assert first["id"] == 5
+            open_after = len(server.dispatcher.subscriptions)
+            return ack, changed, listed, open_after
 
     with live_server(server) as live:
         ack, changed, listed, open_after = run(main(live))
@@ -108,15 +108,15 @@ def test_a_revoked_tokens_socket_listens_are_cancelled_then_closed_4401(tmp_path
     server = listen_server()
 
     async def main(live: Live) -> tuple[dict[str, Any], dict[str, Any], int | None]:
-        ws = await open_socket(live, doomed)
-        await ws.send(listen_message(11, {"toolsListChanged": True}))
-        ack = await receive(ws)
-        revoke_token(path, "doomed")
-        await asyncio.to_thread(server.notify_list_changed, "tools")  # step 7 before it is sent
-        cancelled = await receive(ws)
-        with pytest.raises(ConnectionClosed):
-            await receive(ws)
-        return ack, cancelled, ws.close_code
+        async with open_socket(live, doomed) as ws:
+            await ws.send(listen_message(11, {"toolsListChanged": True}))
+            ack = await receive(ws)
+            revoke_token(path, "doomed")
+            await asyncio.to_thread(server.notify_list_changed, "tools")  # step 7 before it is sent
+            cancelled = await receive(ws)
+            with pytest.raises(ConnectionClosed):
+                await receive(ws)
+            return ack, cancelled, ws.close_code
 
     with live_server(server, tokens_file=str(path)) as live:
         ack, cancelled, code = run(main(live))
@@ -132,13 +132,12 @@ def test_a_revoked_tokens_socket_listens_are_cancelled_then_closed_4401(tmp_path
 
 def test_socket_listens_share_the_stream_budget() -> None:
     async def main(live: Live) -> tuple[dict[str, Any], dict[str, Any]]:
-        ws = await open_socket(live)
-        await ws.send(listen_message("a", {"toolsListChanged": True}))
-        first = await receive(ws)
-        await ws.send(listen_message("b", {"toolsListChanged": True}))
-        refused = await receive(ws)
-        await ws.close()
-        return first, refused
+        async with open_socket(live) as ws:
+            await ws.send(listen_message("a", {"toolsListChanged": True}))
+            first = await receive(ws)
+            await ws.send(listen_message("b", {"toolsListChanged": True}))
+            refused = await receive(ws)
+            return first, refused
 
     # max_streams 2: one place per token.
     with live_server(listen_server(), max_streams=2) as live:
@@ -151,14 +150,14 @@ def test_socket_listens_share_the_stream_budget() -> None:
 
 def test_shutdown_ends_a_socket_listen_with_its_result() -> None:
     async def main(live: Live) -> tuple[dict[str, Any], int | None]:
-        ws = await open_socket(live)
-        await ws.send(listen_message("s", {"toolsListChanged": True}))
-        await receive(ws)
-        await asyncio.to_thread(live.app.close)
-        final = await receive(ws)
-        with pytest.raises(ConnectionClosed):
+        async with open_socket(live) as ws:
+            await ws.send(listen_message("s", {"toolsListChanged": True}))
             await receive(ws)
-        return final, ws.close_code
+            await asyncio.to_thread(live.app.close)
+            final = await receive(ws)
+            with pytest.raises(ConnectionClosed):
+                await receive(ws)
+            return final, ws.close_code
 
     with live_server(listen_server()) as live:
         final, code = run(main(live))

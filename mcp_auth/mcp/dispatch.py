@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from .asyncrun import _AsyncRunner, _CallThread
 from .content import ToolResult, text_content
 from .context import AsyncContext, Call, Context, LiveSessions, McpSession
+from .handlers_listen import ListenHandlers
 from .handlers_modern import ModernResults
 from .handlers_prompts import PromptHandlers
 from .handlers_resources import ResourceHandlers
@@ -77,7 +78,7 @@ from .results import (
 )
 from .schema import Signature
 from .session_state import AlreadyNegotiated
-from .subscriptions import LIST_CHANGED_MEMBERS, SubscriptionFilter, Subscriptions
+from .subscriptions import Subscriptions
 
 logger = logging.getLogger("mcp_auth.server")  # the name operators and tests filter on
 
@@ -89,7 +90,7 @@ class AuditSink(Protocol):
     def escape_controls(self, value: str) -> str: ...
 
 
-class Dispatcher(ResourceHandlers, PromptHandlers, ModernResults):
+class Dispatcher(ResourceHandlers, PromptHandlers, ModernResults, ListenHandlers):
     """Answers the MCP methods for one server's registry; what transports and the app hold.
 
     `outcome` runs a request (step 7 first) and says how it ended (what
@@ -180,30 +181,6 @@ class Dispatcher(ResourceHandlers, PromptHandlers, ModernResults):
         for session in self._sessions():
             session.push(message)
         self.subscriptions.list_changed(kind)
-
-    def honoured_filter(self, request: Request, call: Call) -> SubscriptionFilter:
-        """What of a subscriptions/listen filter this principal will hear; the transport opens the stream.
-
-        Step 7 first, as for any request. Then scope, decided once: a kind is
-        honoured when the token's scope has patterns for it, a resource URI when
-        it names a resource the token may read (the same judgment as
-        resources/read); anything else is left out of the acknowledgment and is
-        never delivered. Raises JsonRpcError for a malformed filter, PrincipalRevoked.
-        """
-        if not call.is_current():
-            raise PrincipalRevoked("the token of this request was revoked; authenticate again", request.id)
-        wanted = SubscriptionFilter.parse(request.params, request.id)
-        kinds = frozenset(
-            kind
-            for kind, scope_kind in LIST_CHANGED_MEMBERS.values()
-            if kind in wanted.list_changed and call.principal.may_use_some(scope_kind)
-        )
-        uris = tuple(uri for uri in wanted.resources if self._may_read(uri, request, call))
-        return SubscriptionFilter(kinds, uris)
-
-    def server_info(self) -> dict[str, Any]:
-        """Who answers, as the stateless revision's results name it in `_meta`."""
-        return {"name": self.name, "version": self.version}
 
     # --- the loop of async handlers ------------------------------------------
 
