@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from mcp.client.client import Client
+from mcp.client.subscriptions import ToolsListChanged
 from support import TOKEN, initialize_body, request
 from test_mcp_client import run_client
 from websockets.asyncio.client import connect
@@ -37,6 +38,12 @@ TOOLS_MODULE = textwrap.dedent(
         for n in range(count):
             ctx.report_progress(n + 1, count)
         return f"{count} steps"
+
+    @server.tool()
+    def touch_tools() -> str:
+        """Tells every listener that the tool list changed."""
+        server.notify_list_changed("tools")
+        return "touched"
     '''
 )
 
@@ -208,3 +215,17 @@ def test_the_summary_and_first_run_name_the_real_bind(tmp_path: Path, hooks: boo
     # The first run's guidance: once, with the real address.
     assert stdout.count("First run: generated a bearer token") == 1
     assert f'"url": "{url}"' in stdout
+
+
+def test_the_mcp_client_listens_under_gunicorn(gunicorn_server: int) -> None:
+    """gthread workers: the listen's answer is flushed per event, and a change made by another
+    request of the same worker reaches it."""
+
+    async def body(client: Client) -> tuple[str | None, Any, str]:
+        async with client.listen(tools_list_changed=True) as subscription:
+            touched = await client.call_tool("touch_tools", {})
+            event = await asyncio.wait_for(anext(subscription), 30)
+        return client.protocol_version, event, touched.content[0].text
+
+    version, event, touched = run_client(f"http://127.0.0.1:{gunicorn_server}/mcp", TOKEN, "auto", body)
+    assert (version, event, touched) == ("2026-07-28", ToolsListChanged(), "touched")

@@ -119,6 +119,13 @@ class ResourceHandlers:
             return None
         raise self._resource_denied(uri, request, call)
 
+    def _may_read(self, uri: str, request: Request, call: Call) -> bool:
+        """Whether `uri` names a resource (static, or matching a template) that the principal may read."""
+        try:
+            return self._resource_target(uri, request, call) is not None
+        except (JsonRpcError, ScopeDenied):
+            return False
+
     @staticmethod
     def _resource_denied(uri: str, request: Request, call: Call) -> ScopeDenied:
         return ScopeDenied(f"the token '{call.principal.name}' is not allowed to read the resource '{uri}'", request.id)
