@@ -55,9 +55,13 @@ def list_cache_scope(call: Call) -> str:
     return PUBLIC if call.same_view_for_all and call.principal.tool_patterns is None else PRIVATE
 
 
-def read_cache_hints(declared_scope: str, ttl_ms: int, call: Call) -> dict[str, Any]:
+def read_cache_hints(declared_scope: str, ttl_ms: int, request: Request, call: Call) -> dict[str, Any]:
     """A read's hints: what its resource declared, but never "public" where a list would not be
-    (a shared cache must not hand the content to a token whose scope does not reach it)."""
+    (a shared cache must not hand the content to a token whose scope does not reach it), and not
+    cached at all when the read was answered through a multi round-trip: its content may hold this
+    client's answers, and a cache keys on the method and URI alone (the revision's Cache Key rule)."""
+    if "inputResponses" in request.params or "requestState" in request.params:
+        return {"ttlMs": READ_TTL_MS, "cacheScope": PRIVATE}
     public = declared_scope == PUBLIC and list_cache_scope(call) == PUBLIC
     return {"ttlMs": ttl_ms, "cacheScope": PUBLIC if public else PRIVATE}
 
