@@ -17,6 +17,7 @@ The public API is what this module exports; everything else may change.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from ._version import __version__
@@ -35,6 +36,17 @@ from .mcp.content import (
 )
 from .mcp.mrtr import Elicitation, Roots, Sampling
 from .server import AsyncContext, Context, Header, McpServer
+
+
+def stdio_app(argv: Sequence[str], config: Config | None = None, **options: Any) -> Any:
+    """A WSGI app serving an existing stdio MCP server (argv, run without a shell) behind the pipeline.
+
+    See `mcp_auth.bridge.stdio_app` for the options (env, cwd, max_children, ...).
+    """
+    from .bridge import stdio_app as build
+
+    return build(argv, config, **options)
+
 
 __all__ = [
     "AsyncContext",
@@ -56,17 +68,21 @@ __all__ = [
     "image_content",
     "resource_contents",
     "resource_link",
+    "stdio_app",
     "text_content",
 ]
 
 
-def create_app(target: str | None = None) -> Any:
+def create_app(target: str | None = None, *, stdio: Sequence[str] | None = None, stdio_env: Sequence[str] = ()) -> Any:
     """A WSGI app configured from MCP_AUTH_* variables (and MCP_AUTH_CONFIG), for gunicorn.
 
     `target` (or MCP_AUTH_TARGET) is `module:attribute` of an McpServer; without
-    one the built-in diagnostics toolset is served.
+    one the built-in diagnostics toolset is served. `stdio` (an argv list) serves
+    an existing stdio MCP server instead, `stdio_env` adds to its environment
+    (see `stdio_app`); it needs one gunicorn worker (`-w 1`).
 
         gunicorn -k gthread --threads 16 'mcp_auth:create_app()'
+        gunicorn -w 1 -k gthread --threads 16 'mcp_auth:create_app(stdio=["python", "server.py"])'
     """
     from .audit import configure_logging, logging_configured
     from .diagnostics import build_diagnostics
@@ -76,6 +92,10 @@ def create_app(target: str | None = None) -> Any:
     config = Config.from_sources({}, os.environ)
     if not logging_configured():  # the host has not set up logging: audit (and tools' logs) to stderr
         configure_logging(config.log_format, config.log_level)
+    if stdio is not None:
+        if target:
+            raise ConfigError("create_app: give a target or stdio=[...], not both")
+        return stdio_app(stdio, config, env=stdio_env, summary=True)
     target = target or os.environ.get("MCP_AUTH_TARGET")
     server = load_target(target) if target else build_diagnostics()
     # The WSGI server owns the bind; say what we know, and refuse non-loopback

@@ -31,6 +31,7 @@ from ._version import __version__
 from .app import MCP_PATH
 from .audit import configure_logging
 from .auth.tokens import add_token, default_token_path, list_tokens, read_token_file, revoke_token, rotate_token
+from .bridge.options import add_stdio_options, split_stdio, stdio_server
 from .config import LOG_LEVELS, Config
 from .errors import ConfigError
 from .network import format_url_host
@@ -42,6 +43,7 @@ logger = logging.getLogger("mcp_auth.cli")
 EXIT_CONFIG = 2
 DEFAULT_URL = "http://127.0.0.1:8765/mcp"
 USAGE = """python -m mcp_auth [serve] [TARGET] [options]
+       python -m mcp_auth [serve] [options] --stdio -- CMD ARGS...
        python -m mcp_auth token {show,add,rotate,list,revoke} ...   (python -m mcp_auth token --help)"""
 # Options that take a value: a value that starts with '-' (a token, say) is
 # joined to its option so argparse does not read it as another option.
@@ -58,6 +60,7 @@ _VALUE_OPTIONS = frozenset(
         "--trusted-proxy",
         "--state-key-file",
         "--url",
+        "--stdio-env",
     }
 )
 
@@ -147,6 +150,7 @@ def _serve_parser() -> argparse.ArgumentParser:
         help=f"how the first run prints client configurations: 'env' (default) reads the token from "
         f"${CLIENT_TOKEN_VARIABLE}, 'literal' writes the token into them",
     )
+    add_stdio_options(parser)
     parser.add_argument("--version", action="version", version=f"mcp_auth {__version__}")
     return parser
 
@@ -258,15 +262,19 @@ def _token_add_options_after_dashes(args: list[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _join_dash_values(list(sys.argv[1:] if argv is None else argv))
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
         if args[:1] == ["token"]:
+            args = _join_dash_values(args)
             if args[1:2] == ["add"]:
                 args = _token_add_options_after_dashes(args)
             return _token_command(_token_parser().parse_args(args[1:]))
         if args[:1] == ["serve"]:
             args = args[1:]
-        return serve(_serve_parser().parse_args(args))
+        options, command = split_stdio(args)
+        parsed = _serve_parser().parse_args(_join_dash_values(options))
+        parsed.stdio_command = command
+        return serve(parsed)
     except ConfigError as exc:
         print(f"mcp_auth: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -374,7 +382,10 @@ def serve(args: argparse.Namespace) -> int:
             "prefer MCP_AUTH_TOKEN or --token-file"
         )
     target = args.target or os.environ.get("MCP_AUTH_TARGET")  # flag > environment, as create_app() reads it
-    if target:
+    server: Any
+    if args.stdio_command is not None:
+        server = stdio_server(args)
+    elif target:
         server = load_target(target)
     else:
         from .diagnostics import build_diagnostics
@@ -402,7 +413,7 @@ def serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     print(f"mcp_auth: listening on {url}", file=sys.stderr, flush=True)
     embedded.serve_forever()
-    app.close()
+    app.close()  # ends sessions, sockets and (behind --stdio) every child
     embedded.close()
     print("mcp_auth: stopped", file=sys.stderr, flush=True)
     return 0

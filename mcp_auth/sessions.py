@@ -297,7 +297,8 @@ class SessionStore:
             session = self._sessions.get(session_id)
             if session is None:
                 return None
-            if self._idle(session, self._clock()):
+            # A session closed by what serves it (a stdio bridge whose child ended) is gone too.
+            if self._idle(session, self._clock()) or session.closed.is_set():
                 self._drop_locked(session_id)
                 return None
         if not same_principal(session.principal, principal):

@@ -64,12 +64,14 @@ SUBPROTOCOL = "mcp"
 # token may ride as the subprotocol entry "mcp.auth.<token>" (SEP-1288's
 # spelling). It is never echoed back: the server selects only "mcp".
 TOKEN_SUBPROTOCOL_PREFIX = "mcp.auth."
-# Close codes: 1000 normal, 1001 going away, 1003 unsupported data, 1009 too big
+# Close codes: 1000 normal, 1001 going away, 1003 unsupported data, 1009 too big, 1011 session ended
 # (simple-websocket sends it); 4401 is ours (4000-4999 are private): the token was revoked.
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_REVOKED = 4401
+# 1011: the server ended the socket's session (a stdio bridge's child exited or broke).
+CLOSE_SESSION_ENDED = 1011
 # How often the socket's thread wakes to notice a dead peer, shutdown or idleness:
 # simple-websocket can mark a socket closed without waking a waiting reader.
 RECEIVE_POLL_SECONDS = 1.0
@@ -253,6 +255,10 @@ class WebSocketTransport:
                     return
                 if data is None:
                     if not ws.connected:
+                        return
+                    if session.closed.is_set():
+                        # Ended by what serves it (a stdio bridge whose child ended): the client starts over.
+                        channel.close(CLOSE_SESSION_ENDED, "the session ended; connect again")
                         return
                     # The second lock also between messages: a revoked token's socket
                     # stops receiving notifications within a poll interval.

@@ -30,7 +30,8 @@ class McpSession(Protocol):
     negotiated, log level, subscriptions; `in_flight`: the calls running;
     `replies`: server-to-client requests awaiting the client's answer), and of
     the session's lifecycle only what it reads: its id, whether it is closed,
-    and the way to reach the client outside a request (`push`).
+    and the way to reach the client outside a request (`push`); and `close`, for
+    a dispatcher whose backend ended (the stdio bridge's child).
     """
 
     @property
@@ -49,6 +50,10 @@ class McpSession(Protocol):
     def closed(self) -> threading.Event: ...
 
     def push(self, message: dict[str, Any]) -> None: ...
+
+    def close(self) -> None:
+        """End the session (what serves its calls may end it: a stdio bridge whose child ended)."""
+        ...
 
 
 class LiveSessions(Protocol):
