@@ -10,12 +10,20 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from bridge_support import RAW_CHILD_ARGV
 from support import Live, live_server
 from test_stateless import ENVELOPE, stateless
 
 from mcp_auth import Context, McpServer
+from mcp_auth.auth.tokens.principal import Principal
+from mcp_auth.bridge import StdioCommand, StdioServer
+from mcp_auth.mcp.context import Call, StatelessSession
+from mcp_auth.mcp.jsonrpc import Request
+from mcp_auth.mcp.modern import META_CLIENT_CAPABILITIES, META_PROTOCOL_VERSION, ModernRequest
+from mcp_auth.mcp.outcome import Answered
 
 ELICITING = {**ENVELOPE, "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}}}
+SCOPED = Principal("scoped", ("pid",), "s" * 64)
 ASK_SCHEMA = {"type": "object", "properties": {"team": {"type": "string"}}}
 
 
@@ -58,3 +66,20 @@ def test_a_read_answered_through_input_responses_is_never_cached(live: Live, wit
     read = stateless(live, "resources/read", params, meta=ELICITING).json()["result"]
     assert read["contents"][0]["text"] == "board of red"
     assert (read["resultType"], read["cacheScope"], read["ttlMs"]) == ("complete", "private", 0)
+
+
+def test_a_bridged_childs_own_caching_hints_never_make_a_scoped_list_public() -> None:
+    """The front filters a child's list by the token's scope, so the front alone decides how it may be
+    cached: a child that calls its (unfiltered) list "public" must not make a scoped view shareable."""
+    server = StdioServer(StdioCommand.of([*RAW_CHILD_ARGV, "--cache-hints"]))
+    try:
+        envelope = ModernRequest("2026-07-28", {})
+        meta = {META_PROTOCOL_VERSION: "2026-07-28", META_CLIENT_CAPABILITIES: {}}
+        session = StatelessSession()
+        call = Call(session, SCOPED, session, "127.0.0.1", lambda principal: True, envelope)
+        listed = server.dispatcher.outcome(Request(3, "tools/list", {"_meta": meta}), call)
+        assert isinstance(listed, Answered)
+        assert [tool["name"] for tool in listed.result["tools"]] == ["pid"]
+        assert (listed.result["cacheScope"], listed.result["ttlMs"]) == ("private", 60_000)
+    finally:
+        server.close()
