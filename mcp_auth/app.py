@@ -33,6 +33,9 @@ from .refusals import (
     is_version_negotiation,
 )
 from .sessions import SessionStore
+from .store.connection import close_store
+from .store.ratelimit import SharedFailureRateLimiter
+from .store.sessions import SharedSessionStore
 from .websocket import WebSocketDone, WebSocketTransport, is_upgrade, subprotocol_token
 
 logger = logging.getLogger("mcp_auth.app")
@@ -68,19 +71,30 @@ class McpAuthApp:
         auth: AuthSetup,
         *,
         clock: Callable[[], float] = time.monotonic,
+        store: Any = None,
     ) -> None:
         """`auth` is the token source, already open: building the app does no I/O
-        (`mcp_auth.startup.build_app` opens it and says what it did).
+        (`mcp_auth.startup.build_app` opens it and says what it did). So is `store`, the
+        Redis client of the configured session store (`mcp_auth.store.connection.open_store`),
+        or None: sessions in this process's memory. With a store, the guessing limit reads (or, the
+        first time, makes) the deployment's digest key there: two commands, the only I/O here.
 
         `clock` (monotonic seconds) times session idleness, stream retention, socket
         idleness and body deadlines; tests pass one they advance by hand."""
         self.server = server
         self.config = config
         self.auth = auth
-        self.guard = Guard(config, auth)
+        # With a store, every process counts guesses together: N workers must not mean N budgets.
+        limiter = None
+        if store is not None and auth.source is not None:
+            limiter = SharedFailureRateLimiter(store, config.rate_limit_failures, config.rate_limit_window)
+        self.guard = Guard(config, auth, limiter)
         # The one registry of live sessions, of both transports; the dispatcher's notifications reach them through it.
-        self.sessions = SessionStore(clock=clock)
+        self.store = store
+        self.sessions = SessionStore(clock=clock) if store is None else SharedSessionStore(store, clock=clock)
         server.attach_sessions(self.sessions)
+        if isinstance(self.sessions, SharedSessionStore):
+            self.sessions.on_notification = server.notify_from_elsewhere
         self.shutdown_event = threading.Event()
         self.http = HttpTransport(
             server,
@@ -113,6 +127,8 @@ class McpAuthApp:
         self.server.detach_sessions(self.sessions)
         self.websocket.close_all()
         self.server.close()  # async handlers still running are cancelled; the loop's thread ends
+        if self.store is not None:
+            close_store(self.store)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         start_response = self._with_cors(environ, start_response)

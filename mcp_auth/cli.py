@@ -58,6 +58,7 @@ _VALUE_OPTIONS = frozenset(
         "--allowed-host",
         "--allowed-origin",
         "--trusted-proxy",
+        "--session-store",
         "--state-key-file",
         "--url",
         "--stdio-env",
@@ -133,6 +134,12 @@ def _serve_parser() -> argparse.ArgumentParser:
         help="how long a requestState stays valid (default 600) [MCP_AUTH_REQUEST_STATE_TTL]",
     )
     parser.add_argument("--config", help="TOML config file [MCP_AUTH_CONFIG]")
+    parser.add_argument(
+        "--session-store",
+        metavar="redis://HOST:PORT/DB",
+        help="share sessions, revocation and the guessing limit between processes and hosts through Redis "
+        "(needs mcp-auth[redis]) [MCP_AUTH_SESSION_STORE]",
+    )
     parser.add_argument(
         "--log-format", choices=("text", "json"), help="log format (default text) [MCP_AUTH_LOG_FORMAT]"
     )
@@ -365,6 +372,7 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
         "log_level",
         "max_websockets",
         "websocket_token_subprotocol",
+        "session_store",
         "state_key_file",
         "request_state_ttl",
     )

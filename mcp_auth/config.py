@@ -40,6 +40,7 @@ from .network import (
     parse_trusted_proxies,
 )
 from .refusals import UNAUTHORIZED_HINT
+from .store.url import StoreUrl, parse_store_url
 
 __all__ = ["AuthSetup", "Config", "ConfigError", "open_token_source"]
 
@@ -97,6 +98,7 @@ _SETTINGS: dict[str, tuple[str, str]] = {
     "websocket_idle_timeout": ("MCP_AUTH_WEBSOCKET_IDLE_TIMEOUT", "float"),
     "websocket_ping_interval": ("MCP_AUTH_WEBSOCKET_PING_INTERVAL", "float"),
     "websocket_token_subprotocol": ("MCP_AUTH_WEBSOCKET_TOKEN_SUBPROTOCOL", "bool"),
+    "session_store": ("MCP_AUTH_SESSION_STORE", "str"),
     "state_key_file": ("MCP_AUTH_STATE_KEY_FILE", "str"),
     "request_state_ttl": ("MCP_AUTH_REQUEST_STATE_TTL", "float"),
 }
@@ -139,6 +141,9 @@ class Config:
     websocket_ping_interval: float = DEFAULT_WEBSOCKET_PING_SECONDS
     # Off by default: a token in Sec-WebSocket-Protocol can end up in proxy logs (SECURITY.md).
     websocket_token_subprotocol: bool = False
+    # redis://HOST:PORT/DB shared by every worker and host (DESIGN.md, Many processes); None: this
+    # process keeps its sessions and guessing limit in memory. Holds a password when the URL does.
+    session_store: str | None = field(default=None, repr=False)
     # The key ring that seals requestState (mcp_auth.auth.statekey); None: the default
     # key file next to the default token file, created on the first run.
     state_key_file: str | None = None
@@ -150,6 +155,7 @@ class Config:
     proxy_networks: tuple[Any, ...] = field(init=False, compare=False, repr=False)
     host_policy: HostPolicy = field(init=False, compare=False, repr=False)
     origin_policy: OriginPolicy = field(init=False, compare=False, repr=False)
+    store_url: StoreUrl | None = field(init=False, compare=False, repr=False)
 
     def source_of(self, name: str) -> str:
         return self.sources.get(name, f"Config({name}=...)")
@@ -214,6 +220,10 @@ class Config:
         set_(self, "proxy_networks", parse_trusted_proxies(self.trusted_proxies, self.source_of("trusted_proxies")))
         set_(self, "host_policy", HostPolicy(self.allowed_hosts, self.source_of("allowed_hosts")))
         set_(self, "origin_policy", OriginPolicy(self.allowed_origins, self.source_of("allowed_origins")))
+        if self.session_store is not None and not isinstance(self.session_store, str):
+            raise ConfigError(f"session_store must be a redis:// URL (from {self.source_of('session_store')})")
+        store = self.session_store.strip() if self.session_store else ""
+        set_(self, "store_url", parse_store_url(store, self.source_of("session_store")) if store else None)
         self._check_auth_state()
 
     @property

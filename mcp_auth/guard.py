@@ -14,7 +14,7 @@ Everything else in the environ is attacker-controlled.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from .auth.tokens import ANONYMOUS, Principal, parse_bearer
 from .config import AuthSetup, Config
@@ -40,6 +40,18 @@ _LOOPBACK_ONLY = (
 _NOT_ALLOWED = "This client address is not in the server's allowed networks (--allowed-ip); ask the operator to add it"
 
 
+class GuessLimiter(Protocol):
+    """Step 4's counter (`ratelimit.FailureRateLimiter`, or the store's shared one)."""
+
+    def credential_key(self, presented: bytes) -> bytes: ...
+
+    def check_and_record(self, address: IPAddress, credential: bytes | None) -> int: ...
+
+    def accepted(self, address: IPAddress, credential: bytes) -> None: ...
+
+    def retry_after(self, address: IPAddress) -> int: ...
+
+
 @dataclass(frozen=True)
 class Admission:
     """A request that passed steps 1-5: who it is and where it came from."""
@@ -51,13 +63,17 @@ class Admission:
 class Guard:
     """Steps 1-5 of the pipeline over one frozen Config and one token source."""
 
-    def __init__(self, config: Config, auth: AuthSetup) -> None:
+    def __init__(self, config: Config, auth: AuthSetup, rate_limiter: GuessLimiter | None = None) -> None:
+        """`rate_limiter` counts step 4 (default: in this process's memory; the shared store's
+        `SharedFailureRateLimiter` when several processes must count together)."""
         self.config = config
         self.token_source = auth.source
         self.unauthorized_hint = auth.unauthorized_hint
         if self.token_source is None and not config.no_auth:
             raise ValueError("a token source is required unless no_auth is set")
-        self.rate_limiter = FailureRateLimiter(config.rate_limit_failures, config.rate_limit_window)
+        self.rate_limiter: GuessLimiter = rate_limiter or FailureRateLimiter(
+            config.rate_limit_failures, config.rate_limit_window
+        )
         # Without an explicit token (or with --no-auth) the contract allows loopback only. The
         # bind address is not always ours to see (gunicorn, embedding), the peer always is.
         self.loopback_peers_only = config.no_auth or not config.explicit_token_source

@@ -254,10 +254,14 @@ class HttpTransport:
         session = self._session(environ, admission)
         if isinstance(message, Notification):
             self.server.handle_notification(message, self._call(session, admission, _SessionChannel(session)))
+            if message.method == "notifications/cancelled":
+                self.sessions.relay_cancel(session, message.params.get("requestId"))
             return self._accepted(start_response)
         if isinstance(message, (Response, ErrorResponse)):
-            # The client's answer to a sampling/elicitation/roots request: wake the waiting handler.
-            session.replies.deliver(message)
+            # The client's answer to a sampling/elicitation/roots request: wake the waiting handler,
+            # here or (a shared store) in the process where it runs.
+            if not session.replies.deliver(message):
+                self.sessions.relay_reply(session, message.to_dict())
             return self._accepted(start_response)
         return self._request(message, session, start_response, admission)
 
@@ -409,7 +413,7 @@ class HttpTransport:
 
         def stop() -> bool:
             nonlocal revoked
-            if session.closed.is_set() or self.shutdown.is_set():
+            if self.shutdown.is_set() or not self.sessions.is_live(session):
                 return True
             revoked = not call.is_current()
             return revoked

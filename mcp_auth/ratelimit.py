@@ -62,7 +62,8 @@ CREDENTIAL_KEY_BYTES = 64
 ROUNDING_SLACK = 1e-9
 
 
-def _key(address: IPAddress) -> str:
+def address_key(address: IPAddress) -> str:
+    """What one bucket counts: the address, or an IPv6 client's /64."""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         # An IPv4 client on a dual-stack socket: keyed by its /64 it would share
         # the bucket ::/64 with every other such client, so one could lock out all.
@@ -114,7 +115,7 @@ class FailureRateLimiter:
         spends a guess now, in the same locked step as the check, so parallel
         requests cannot all pass the check before any is counted.
         """
-        key = _key(address)
+        key = address_key(address)
         with self._lock:
             now = self._clock()
             entry = self._addresses.get(key)
@@ -146,7 +147,7 @@ class FailureRateLimiter:
         forgotten, so clients that only ever present the right token leave
         nothing behind.
         """
-        key = _key(address)
+        key = address_key(address)
         with self._lock:
             entry = self._addresses.get(key)
             if entry is None or credential not in entry.credentials:

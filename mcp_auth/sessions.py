@@ -261,17 +261,43 @@ class SessionStore:
         A principal at its quota loses its own least recently used session
         instead: one token in a loop cannot crowd out the others.
         """
+        return self._add(principal, secrets.token_urlsafe(SESSION_ID_BYTES))
+
+    def _add(self, principal: Principal, session_id: str) -> HttpSession | None:
+        """Keep a session under `session_id` (new here, or known to a shared store), if it gets a place."""
         with self._lock:
             if self._clock() - self._last_sweep > SWEEP_INTERVAL_SECONDS:
                 self._expire_locked()
             place = self._take_place_locked(principal)
             if place is None:
                 return None
-            session_id = secrets.token_urlsafe(SESSION_ID_BYTES)
-            session = HttpSession(principal, session_id, self._clock)
+            session = self._new_session(principal, session_id)
             self._sessions[session_id] = session
             self._places[session_id] = place
             return session
+
+    def _new_session(self, principal: Principal, session_id: str) -> HttpSession:
+        """The session object kept here (a shared store keeps one that writes through to it)."""
+        return HttpSession(principal, session_id, self._clock)
+
+    # --- what other processes must hear (a shared store's; one process has no one to tell) ---
+
+    def relay_reply(self, session: HttpSession, message: dict[str, Any]) -> None:
+        """A client's answer that no handler here waits for: perhaps one in another process does."""
+
+    def relay_cancel(self, session: HttpSession, request_id: Any) -> None:
+        """notifications/cancelled: the call may run in another process."""
+
+    def relay(self, event: str, value: Any) -> None:
+        """A notification for every session (`Dispatcher.notify_*`): other processes have sessions too."""
+
+    def is_live(self, session: HttpSession) -> bool:
+        """Whether a session a stream is reading still exists (asked at every event and keepalive).
+
+        In memory, a session that ends is closed, which the reader sees anyway; a
+        shared store also asks the store, since another process may have ended it.
+        """
+        return not session.closed.is_set()
 
     def _take_place_locked(self, principal: Principal) -> Slot | None:
         """A place for one more session: past the principal's share its own least

@@ -33,6 +33,8 @@ from .config import AuthSetup, Config, open_token_source
 from .mcp.dispatch import Dispatcher
 from .mcp.request_state import RequestStateCodec
 from .network import format_url_host
+from .store.connection import close_store, open_store
+from .store.deployment import gunicorn_workers, split_sessions_warning
 
 logger = logging.getLogger("mcp_auth.startup")
 
@@ -81,17 +83,25 @@ def build_app(
     the app's (see `McpAuthApp`).
     """
     environ = os.environ if environ is None else environ
-    auth, warnings = open_token_source(config, environ)
-    for warning in warnings:
+    # The store first: a store that cannot be reached must not leave a first-run token behind that nobody saw.
+    store = None if config.store_url is None else open_store(config.store_url, config.source_of("session_store"))
+    try:
+        auth, warnings = open_token_source(config, environ)
+        # After the token: a first run that cannot create its token leaves no key behind either.
+        state_key, _ = open_state_key(config.state_key_file, config.source_of("state_key_file"), environ)
+    except BaseException:
+        if store is not None:
+            close_store(store)
+        raise
+    split = split_sessions_warning(gunicorn_workers(), config.store_url is not None)
+    for warning in [*warnings, *([split] if split else [])]:
         logger.warning(warning)
-    # After the token: a first run that cannot create its token leaves no key behind either.
-    state_key, _ = open_state_key(config.state_key_file, config.source_of("state_key_file"), environ)
     server.dispatcher.use_request_state(RequestStateCodec(state_key.keys, config.request_state_ttl))
     if config.no_auth:
         logger.warning(
             "authentication is OFF (--no-auth): any local process and any allowed browser page can call every tool"
         )
-    app = McpAuthApp(server.dispatcher, config, auth, clock=clock)
+    app = McpAuthApp(server.dispatcher, config, auth, clock=clock, store=store)
     shown_url = (
         url or f"http://{format_url_host(config.host)}:{config.port}{MCP_PATH} (or wherever the WSGI server binds)"
     )
@@ -135,6 +145,7 @@ def print_summary(
         f"  allowed hosts:    {hosts}",
         f"  allowed origins:  {origins}",
         f"  trusted proxies:  {proxies}",
+        f"  sessions:         {_sessions_line(config)}",
         f"  websocket:        {url.replace('http://', 'ws://', 1)} "
         f"(subprotocol mcp; at most {config.max_websockets} open; "
         f"token as subprotocol: {'ON' if config.websocket_token_subprotocol else 'off'})",
@@ -145,6 +156,12 @@ def print_summary(
             "(every worker and host must use the same key file)"
         )
     print("\n".join(lines), file=out, flush=True)
+
+
+def _sessions_line(config: Config) -> str:
+    if config.store_url is None:
+        return "in this process's memory (one process; see --session-store for several)"
+    return f"shared through the store at {config.store_url.display}"
 
 
 def print_first_run(token: str, where: str, url: str, out: TextIO, config_form: str = "env") -> None:

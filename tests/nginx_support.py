@@ -170,9 +170,14 @@ class Gunicorn:
 
 @contextmanager
 def gunicorn_process(
-    workdir: Path, env: Mapping[str, str], *, threads: int = 4, app: str = "mcp_auth:create_app()"
+    workdir: Path,
+    env: Mapping[str, str],
+    *,
+    threads: int = 4,
+    app: str = "mcp_auth:create_app()",
+    workers: int = 1,
 ) -> Iterator[Gunicorn]:
-    """`gunicorn -k gthread --threads N APP` on 127.0.0.1, configured by `env` (MCP_AUTH_*); always stopped."""
+    """`gunicorn -k gthread -w W --threads N APP` on 127.0.0.1, configured by `env` (MCP_AUTH_*); always stopped."""
     process = subprocess.Popen(
         [
             sys.executable,
@@ -182,6 +187,8 @@ def gunicorn_process(
             "gthread",
             "--threads",
             str(threads),
+            "-w",
+            str(workers),
             "-b",
             "127.0.0.1:0",
             "--chdir",
@@ -196,6 +203,7 @@ def gunicorn_process(
     )
     server = Gunicorn(0, process)
     ready = threading.Event()
+    booted: list[str] = []  # every worker has booted: the test reaches all of them
 
     def read() -> None:
         assert process.stderr is not None
@@ -204,7 +212,9 @@ def gunicorn_process(
             match = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", line)
             if match:
                 server.port = int(match.group(1))
-            if "Booting worker" in line and server.port:
+            if "Booting worker" in line:
+                booted.append(line)
+            if server.port and len(booted) >= workers:
                 ready.set()
 
     reader = threading.Thread(target=read, daemon=True)

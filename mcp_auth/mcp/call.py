@@ -63,6 +63,10 @@ class LiveSessions(Protocol):
         """Every open session whose initialize was answered, whatever its transport."""
         ...
 
+    def relay(self, event: str, value: Any) -> None:
+        """Pass a notification for every session on to other processes serving sessions (if any)."""
+        ...
+
 
 class Channel(Protocol):
     """Where a call's server-to-client messages go (an SSE stream, a socket)."""

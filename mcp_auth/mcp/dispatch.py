@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import inspect
 import logging
-import threading
 import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from .asyncrun import _AsyncRunner, _CallThread
 from .content import ToolResult, text_content
-from .context import AsyncContext, Call, Context, LiveSessions, McpSession
+from .context import AsyncContext, Call, Context
 from .handlers_modern import ModernResults
 from .handlers_prompts import PromptHandlers
 from .handlers_resources import ResourceHandlers
@@ -38,6 +37,7 @@ from .jsonrpc import (
 from .ladder import MODERN_METHODS, MODERN_ONLY_METHODS, method_not_found
 from .modern import HEADER_MISMATCH
 from .mrtr import MRTR_METHODS, InputRequired, Replay, ReplayRefused
+from .notifications import SessionNotifications
 from .outcome import (
     TOOL_CANCELLED,
     TOOL_ERROR,
@@ -88,7 +88,7 @@ class AuditSink(Protocol):
     def escape_controls(self, value: str) -> str: ...
 
 
-class Dispatcher(ResourceHandlers, PromptHandlers, ModernResults):
+class Dispatcher(ResourceHandlers, PromptHandlers, ModernResults, SessionNotifications):
     """Answers the MCP methods for one server's registry; what transports and the app hold.
 
     `outcome` runs a request (step 7 first) and says how it ended (what
@@ -106,11 +106,7 @@ class Dispatcher(ResourceHandlers, PromptHandlers, ModernResults):
         self.instructions = instructions
         self._registry = registry
         self._audit = audit
-        # The registries of live sessions (one per app serving this dispatcher, usually
-        # one), for notifications outside a request. Weak: an app dropped without
-        # close() takes its sessions with it.
-        self._registries: weakref.WeakSet[LiveSessions] = weakref.WeakSet()
-        self._registries_lock = threading.Lock()
+        SessionNotifications.__init__(self)
         # Where async handlers run; a dispatcher dropped without close() still stops its loop.
         self._async = _AsyncRunner()
         weakref.finalize(self, self._async.stop)
@@ -144,37 +140,6 @@ class Dispatcher(ResourceHandlers, PromptHandlers, ModernResults):
     def use_request_state(self, codec: RequestStateCodec) -> None:
         """Seal and open requestState with `codec` (the app hands over the deployment's key ring)."""
         self.request_state = codec
-
-    # --- notifications outside a request -----------------------------------
-
-    def attach_sessions(self, live: LiveSessions) -> None:
-        """Reach the sessions of `live` with notifications (the app does this once, at construction)."""
-        with self._registries_lock:
-            self._registries.add(live)
-
-    def detach_sessions(self, live: LiveSessions) -> None:
-        with self._registries_lock:
-            self._registries.discard(live)
-
-    def _sessions(self) -> list[McpSession]:
-        with self._registries_lock:
-            registries = list(self._registries)
-        return [session for live in registries for session in live.each_negotiated()]
-
-    def notify_resource_updated(self, uri: str) -> None:
-        """Tell every session subscribed to `uri` that it changed (notifications/resources/updated)."""
-        message = Notification("notifications/resources/updated", {"uri": uri}).to_dict()
-        for session in self._sessions():
-            if session.state.is_subscribed(uri):
-                session.push(message)
-
-    def notify_list_changed(self, kind: str) -> None:
-        """Tell every session that the tools, resources or prompts changed."""
-        if kind not in ("tools", "resources", "prompts"):
-            raise ValueError("kind is 'tools', 'resources' or 'prompts'")
-        message = Notification(f"notifications/{kind}/list_changed").to_dict()
-        for session in self._sessions():
-            session.push(message)
 
     # --- the loop of async handlers ------------------------------------------
 

@@ -10,6 +10,13 @@ is tested without a server.
 `ProtocolState` keeps the negotiation's lifecycle as data (h11-style): a
 phase, and a table of which event moves it where; anything else is refused
 rather than silently applied.
+
+A session shared between processes (the Redis store) keeps its `ProtocolState`
+in the store: each change is told to an observer (`observe`), which writes it
+there, and a process that serves the session's next request loads the
+store's copy first (`restore`). Changes are told one by one, so two processes
+changing different things at once (a log level here, a subscription there)
+lose neither.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from __future__ import annotations
 import enum
 import itertools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .jsonrpc import ErrorResponse, Response
@@ -59,6 +66,12 @@ class TooManySubscriptions(Exception):
     """resources/subscribe past the session's bound."""
 
 
+# Told each change of a ProtocolState: (what changed, its new value). What changed is one of
+# "negotiated" (value: the snapshot), "initialized" (None), "log_level" (the level),
+# "subscribe" and "unsubscribe" (the URI).
+StateObserver = Callable[[str, Any], None]
+
+
 class ProtocolState:
     """What initialize negotiated and what the client set since: revision, client info and
     capabilities, log level, subscriptions. Changed by the dispatcher only; thread-safe."""
@@ -71,6 +84,39 @@ class ProtocolState:
         self._client_capabilities: dict[str, Any] = {}
         self._log_level: str | None = None
         self._subscriptions: set[str] = set()
+        self._observer: StateObserver | None = None
+
+    # --- sharing between processes ------------------------------------------------
+
+    def observe(self, observer: StateObserver) -> None:
+        """Tell `observer` every change from now on (after it is made, outside the lock)."""
+        self._observer = observer
+
+    def _told(self, change: str, value: Any) -> None:
+        if self._observer is not None:
+            self._observer(change, value)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything as plain JSON values (what `restore` takes)."""
+        with self._lock:
+            return {
+                "phase": self._phase.value,
+                "protocol_version": self._protocol_version,
+                "client_info": dict(self._client_info),
+                "client_capabilities": dict(self._client_capabilities),
+                "log_level": self._log_level,
+                "subscriptions": sorted(self._subscriptions),
+            }
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Take the values of a snapshot (another process's changes); the observer is not told."""
+        with self._lock:
+            self._phase = Phase(snapshot.get("phase", Phase.NEW.value))
+            self._protocol_version = snapshot.get("protocol_version")
+            self._client_info = dict(snapshot.get("client_info") or {})
+            self._client_capabilities = dict(snapshot.get("client_capabilities") or {})
+            self._log_level = snapshot.get("log_level")
+            self._subscriptions = set(snapshot.get("subscriptions") or ())
 
     # --- the lifecycle ----------------------------------------------------------
 
@@ -95,6 +141,7 @@ class ProtocolState:
             self._protocol_version = version
             self._client_info = client_info
             self._client_capabilities = client_capabilities
+        self._told("negotiated", self.snapshot())
 
     def confirm_initialized(self) -> bool:
         """notifications/initialized; False (and no change) when initialize was not answered yet."""
@@ -103,7 +150,8 @@ class ProtocolState:
             if following is None:
                 return False
             self._phase = following
-            return True
+        self._told("initialized", None)
+        return True
 
     def _next(self, event: LifecycleEvent, refusal: type[Exception]) -> Phase:
         following = _TRANSITIONS.get((self._phase, event))
@@ -137,6 +185,7 @@ class ProtocolState:
     def set_log_level(self, level: str) -> None:
         with self._lock:
             self._log_level = level
+        self._told("log_level", level)
 
     # --- resources/subscribe --------------------------------------------------------
 
@@ -146,10 +195,12 @@ class ProtocolState:
             if uri not in self._subscriptions and len(self._subscriptions) >= limit:
                 raise TooManySubscriptions(f"A session may subscribe to at most {limit} resources")
             self._subscriptions.add(uri)
+        self._told("subscribe", uri)
 
     def unsubscribe(self, uri: str) -> None:
         with self._lock:
             self._subscriptions.discard(uri)
+        self._told("unsubscribe", uri)
 
     def is_subscribed(self, uri: str) -> bool:
         with self._lock:

@@ -1,0 +1,118 @@
+"""Test support: a real redis-server on a free loopback port, always stopped.
+
+No persistence (no RDB, no AOF), every file under a temporary directory, in
+the foreground. When redis-server is not installed the tests that need it are
+skipped, or fail when the CI environment variable is set (CI installs it: see
+.ci/run).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+
+STARTUP_DEADLINE_SECONDS = 30.0
+STOP_DEADLINE_SECONDS = 30.0
+# Free-port races (another process takes the port between our probe and the bind) are retried.
+START_ATTEMPTS = 3
+
+
+def redis_binary() -> str | None:
+    return shutil.which("redis-server") or next(
+        (path for path in ("/usr/bin/redis-server", "/usr/local/bin/redis-server") if os.access(path, os.X_OK)), None
+    )
+
+
+def require_redis() -> str:
+    """The redis-server binary; else skip, or fail when CI is set."""
+    binary = redis_binary()
+    if binary is None:
+        message = "redis-server is not installed (Debian: apt-get install redis-server)"
+        if os.environ.get("CI"):
+            pytest.fail(message + "; CI must run the session store tests")
+        pytest.skip(message)
+    return binary
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class RedisServer:
+    port: int
+    workdir: Path
+    process: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, db=0, socket_timeout=10)
+
+    def log(self) -> str:
+        path = self.workdir / "redis.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+def _answers(port: int) -> bool:
+    try:
+        with redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1, socket_timeout=1) as client:
+            return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+@contextmanager
+def redis_server(workdir: Path) -> Iterator[RedisServer]:
+    """A real redis-server on 127.0.0.1, no persistence, files under `workdir`; always stopped."""
+    binary = require_redis()
+    workdir.mkdir(parents=True, exist_ok=True)
+    for attempt in range(START_ATTEMPTS):
+        port = free_port()
+        options = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        files = ["--dir", str(workdir), "--logfile", str(workdir / "redis.log"), "--daemonize", "no"]
+        process = subprocess.Popen(
+            [binary, *options, *files],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        server = RedisServer(port, workdir, process)
+        deadline = time.monotonic() + STARTUP_DEADLINE_SECONDS
+        while time.monotonic() < deadline and process.poll() is None and not _answers(port):
+            time.sleep(0.05)
+        if process.poll() is not None or not _answers(port):
+            _stop(process)
+            if attempt + 1 < START_ATTEMPTS and "Address already in use" in server.log():
+                continue
+            raise RuntimeError(f"redis-server did not start on port {port}:\n{server.log()}")
+        try:
+            yield server
+        finally:
+            _stop(process)
+        return
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_DEADLINE_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
