@@ -70,7 +70,7 @@ class ResourceHandlers:
             value = self._run(request, call, resource.fn, resource.signature, target.arguments)
             result: dict[str, Any] = {"contents": _read_contents(uri, value, resource.mime_type)}
             if call.modern is not None:
-                result.update(read_cache_hints(resource.cache_scope, resource.ttl_ms, call))
+                result.update(read_cache_hints(resource.cache_scope, resource.ttl_ms, request, call))
             return result
         except RequestCancelled as exc:
             raise JsonRpcError(REQUEST_CANCELLED, str(exc)) from None
