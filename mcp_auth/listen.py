@@ -151,6 +151,10 @@ class _SocketListens:
     def __init__(self, channel: _Sender) -> None:
         self.channel = channel
         self.open: dict[RequestId, tuple[Subscription, Slot]] = {}
+        # Held while the listens are ended: a second caller (the socket's own thread, or
+        # shutdown) waits until the first has sent every last message, so the socket
+        # cannot close before them.
+        self.ending = threading.Lock()
 
 
 class Listens:
@@ -319,15 +323,21 @@ class Listens:
         and `close_all` on shutdown: whichever comes first ends them, once.
         """
         with self._lock:
-            listens = self._sockets.pop(session, None)
+            listens = self._sockets.get(session)
         if listens is None:
             return
-        for subscription, slot in listens.open.values():
-            self._forget(subscription, slot)
-            if reason is not None:
-                listens.channel.send(subscription.cancelled(reason))
-            elif self.shutdown.is_set():
-                listens.channel.send(self.server.listen_final_result(subscription))
+        with listens.ending:
+            with self._lock:
+                if self._sockets.get(session) is listens:
+                    del self._sockets[session]
+                entries = list(listens.open.values())
+                listens.open.clear()
+            for subscription, slot in entries:
+                self._forget(subscription, slot)
+                if reason is not None:
+                    listens.channel.send(subscription.cancelled(reason))
+                elif self.shutdown.is_set():
+                    listens.channel.send(self.server.listen_final_result(subscription))
 
     def _forget(self, subscription: Subscription, slot: Slot) -> None:
         self.server.subscriptions.remove(subscription)
