@@ -20,9 +20,7 @@ import argparse
 import logging
 import os
 import shlex
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -395,7 +393,7 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from .embedded import EmbeddedServer
+    from .embedded import EmbeddedServer, serve_until_signalled
 
     config = Config.from_sources(_flags(args), os.environ, args.config)
     configure_logging(config.log_format, config.log_level)
@@ -425,33 +423,4 @@ def serve(args: argparse.Namespace) -> int:
         raise
     embedded.app = app  # before serve_forever: no request can arrive earlier
 
-    stop, hurry = threading.Event(), threading.Event()
-
-    def request_stop(signum: int, frame: Any) -> None:
-        if stop.is_set():
-            hurry.set()  # a second signal: stop waiting for requests in flight
-            return
-        stop.set()
-        threading.Thread(target=embedded.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
-    print(f"mcp_auth: listening on {url}", file=sys.stderr, flush=True)
-    embedded.serve_forever()
-    # Stopping: no new connections; WebSockets close with 1001 and GET streams end; requests
-    # in flight get shutdown_timeout seconds to finish; then whatever is left is cut.
-    print(
-        f"mcp_auth: stopping; requests in flight get up to {config.shutdown_timeout:g} s",
-        file=sys.stderr,
-        flush=True,
-    )
-    app.begin_shutdown()
-    finished = embedded.drain(config.shutdown_timeout, hurry)
-    app.close()  # ends sessions, sockets and (behind --stdio) every child
-    embedded.close()
-    print(
-        "mcp_auth: stopped" if finished else "mcp_auth: stopped; requests still in flight were cut off",
-        file=sys.stderr,
-        flush=True,
-    )
-    return 0
+    return serve_until_signalled(embedded, app, url, config.shutdown_timeout)

@@ -73,7 +73,9 @@ import ipaddress
 import logging
 import queue
 import selectors
+import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -963,3 +965,42 @@ class EmbeddedServer:
 
     def close(self) -> None:
         self._server.server_close()
+
+
+def serve_until_signalled(embedded: EmbeddedServer, app: McpAuthApp, url: str, shutdown_timeout: float) -> int:
+    """Serve until SIGINT or SIGTERM, then stop gracefully; the exit status (0).
+
+    Stopping: no new connections; WebSockets close with 1001 and GET streams
+    end; requests in flight get `shutdown_timeout` seconds to finish; a second
+    signal stops the wait; then whatever is left is cut.
+    """
+    stop, hurry = threading.Event(), threading.Event()
+
+    def request_stop(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            hurry.set()  # a second signal: stop waiting for requests in flight
+            return
+        stop.set()
+        threading.Thread(target=embedded.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    print(f"mcp_auth: listening on {url}", file=sys.stderr, flush=True)
+    embedded.serve_forever()
+    # Stopping: no new connections; WebSockets close with 1001 and GET streams end; requests
+    # in flight get shutdown_timeout seconds to finish; then whatever is left is cut.
+    print(
+        f"mcp_auth: stopping; requests in flight get up to {shutdown_timeout:g} s",
+        file=sys.stderr,
+        flush=True,
+    )
+    app.begin_shutdown()
+    finished = embedded.drain(shutdown_timeout, hurry)
+    app.close()  # ends sessions, sockets and (behind --stdio) every child
+    embedded.close()
+    print(
+        "mcp_auth: stopped" if finished else "mcp_auth: stopped; requests still in flight were cut off",
+        file=sys.stderr,
+        flush=True,
+    )
+    return 0

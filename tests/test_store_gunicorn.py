@@ -84,10 +84,23 @@ def test_200_calls_of_one_session_16_at_a_time_all_succeed_on_2_workers(
 ) -> None:
     with _workers(tmp_path, shared_redis.url) as server:
         session_id = open_session(server.port)
-        with ThreadPoolExecutor(AT_ONCE) as pool:
-            pids = list(pool.map(lambda n: _pid(server.port, session_id, 100 + n), range(CALLS)))
-        assert len(pids) == CALLS
-        assert len(set(pids)) == 2, "both workers served the session"
+        served: set[int] = set()
+        # Which worker accepts a connection is the kernel's choice: on a busy machine one may take a
+        # whole batch. Every call of every batch must succeed; more batches run (at most 10) until
+        # both workers have served the session, so the test proves sharing without relying on timing.
+        for batch in range(10):
+            with ThreadPoolExecutor(AT_ONCE) as pool:
+                pids = list(
+                    pool.map(
+                        lambda n: _pid(server.port, session_id, n),
+                        range(100 + batch * CALLS, 100 + (batch + 1) * CALLS),
+                    )
+                )
+            assert len(pids) == CALLS
+            served.update(pids)
+            if len(served) == 2:
+                break
+        assert len(served) == 2, "both workers served the session"
         assert "no session store is configured" not in server.log
 
 
