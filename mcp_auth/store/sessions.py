@@ -15,7 +15,8 @@ a GET stream on another process notices within `LIVENESS_CHECK_SECONDS`.
 
 Each process also keeps a local copy of the sessions it serves (the in-memory
 `SessionStore` it extends): what cannot be written to a store lives there (the
-calls running here, the event streams this process writes, the replies its
+calls running here, the event streams this process writes (whose events are
+also in the store, `store.events`, for a resumption elsewhere), the replies its
 handlers await). A local copy is dropped when its record is gone, or when it
 sits idle; the record stays for the other processes.
 
