@@ -79,9 +79,10 @@ def two(shared_redis: RedisServer) -> Iterator[tuple[Live, Live, Steps]]:
             yield first, second, steps
 
 
-def _post_until(port: int, session_id: str, name: str, marker: bytes) -> str:
+def post_until(port: int, session_id: str, name: str, marker: bytes, request_id: int = 5) -> str:
     """Call a tool over a raw socket, read until `marker`, drop the connection; the last event id seen."""
-    body = json.dumps({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": name}}).encode()
+    call = {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": {"name": name}}
+    body = json.dumps(call).encode()
     with socket.create_connection(("127.0.0.1", port)) as sock:
         sock.settimeout(PATIENCE_SECONDS)
         sock.sendall(
@@ -110,7 +111,7 @@ def test_a_stream_cut_on_one_process_is_resumed_on_the_other(two: tuple[Live, Li
     # "events" message is what makes the second read on.
     second.app.http.keepalive_seconds = 3600
     session_id = open_session(first.port)
-    last_id = _post_until(first.port, session_id, "in_three_parts", b"one")
+    last_id = post_until(first.port, session_id, "in_three_parts", b"one")
     assert steps.missed_written.wait(PATIENCE_SECONDS)  # "two" was written while no one read the stream
     with socket.create_connection(("127.0.0.1", second.port)) as sock:
         sock.settimeout(PATIENCE_SECONDS)
@@ -137,11 +138,11 @@ def test_a_stream_cut_on_one_process_is_resumed_on_the_other(two: tuple[Live, Li
     ids = [line[4:] for line in received.decode().splitlines() if line.startswith("id: ")]
     assert all(i.startswith(last_id.rpartition("_")[0] + "_") for i in ids)  # the same stream, continued
     # The answer was delivered: the stream is gone everywhere, as it is in one process.
-    assert _resume(first.port, session_id, last_id).status == 400
-    assert _resume(second.port, session_id, last_id).status == 400
+    assert resume(first.port, session_id, last_id).status == 400
+    assert resume(second.port, session_id, last_id).status == 400
 
 
-def _resume(port: int, session_id: str, last_event_id: str) -> Any:
+def resume(port: int, session_id: str, last_event_id: str) -> Any:
     return request(
         port,
         "GET",
@@ -152,16 +153,16 @@ def _resume(port: int, session_id: str, last_event_id: str) -> Any:
 def test_another_sessions_event_ids_name_nothing(two: tuple[Live, Live, Steps]) -> None:
     first, second, steps = two
     owner = open_session(first.port)
-    last_id = _post_until(first.port, owner, "in_three_parts", b"one")
+    last_id = post_until(first.port, owner, "in_three_parts", b"one")
     other = open_session(second.port)  # the same token, another session
     for port in (first.port, second.port):
-        refused = _resume(port, other, last_id)
+        refused = resume(port, other, last_id)
         assert refused.status == 400
         assert "Last-Event-ID" in refused.json()["error"]["message"]
     forged = last_id.rpartition("_")[0][:-4] + "abcd_1"
-    assert _resume(second.port, owner, forged).status == 400
+    assert resume(second.port, owner, forged).status == 400
     steps.release.set()
-    resumed = _resume(second.port, owner, last_id)  # the owner still can
+    resumed = resume(second.port, owner, last_id)  # the owner still can
     assert resumed.sse_messages()[-1]["result"]["content"][0]["text"] == "done"
 
 
