@@ -100,4 +100,12 @@ def create_app(target: str | None = None, *, stdio: Sequence[str] | None = None,
     server = load_target(target) if target else build_diagnostics()
     # The WSGI server owns the bind; say what we know, and refuse non-loopback
     # clients when there is no explicit token (the guard does, per request).
-    return build_app(server, config)
+    from .gunicorn_conf import served_urls, stop_with_the_worker, summary_printed, under_gunicorn
+
+    if not under_gunicorn():
+        return build_app(server, config)
+    # Under gunicorn: the real bind address; the summary once when mcp_auth.gunicorn_conf printed it already.
+    urls = served_urls()
+    app = build_app(server, config, url=" ".join(urls) or None, summary=not summary_printed())
+    stop_with_the_worker(app)  # SIGTERM also closes WebSockets with 1001
+    return app

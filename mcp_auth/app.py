@@ -106,6 +106,8 @@ class McpAuthApp:
             clock=clock,
             same_view_for_all=auth.same_view_for_all,
         )
+        # subscriptions/listen on both transports, in the HTTP transport's event-stream budget.
+        self.listens = self.http.listens
         self.websocket = WebSocketTransport(
             server,
             self.guard.principal_is_current,
@@ -118,14 +120,31 @@ class McpAuthApp:
             max_calls=config.max_streams,
             clock=clock,
             same_view_for_all=auth.same_view_for_all,
+            listens=self.listens,
         )
+
+    def begin_shutdown(self) -> None:
+        """The first step of a graceful stop: what would hold a stopping server open ends now.
+
+        Open WebSockets close with 1001 (going away) and standalone event
+        streams (GET) end, so their clients reconnect elsewhere; requests in
+        flight, and the event streams that carry their answers, go on until
+        they are done or `close` cuts them. Subscription listens end with
+        their final result. Safe to call from any thread, more than once.
+        """
+        self.listens.close_all()  # each listen ends with its result, before its socket closes
+        self.websocket.close_all()
+        for session in self.sessions.each_negotiated():
+            streams = getattr(session, "streams", None)  # an HTTP session's: wake its GET reader, which ends
+            if streams is not None:
+                streams.standalone.detach()
 
     def close(self) -> None:
         """End open streams, sockets and sessions (called on server shutdown)."""
         self.shutdown_event.set()
+        self.begin_shutdown()
         self.sessions.close_all()
         self.server.detach_sessions(self.sessions)
-        self.websocket.close_all()
         self.server.close()  # async handlers still running are cancelled; the loop's thread ends
         if self.store is not None:
             close_store(self.store)

@@ -122,6 +122,19 @@ def _serve_parser() -> argparse.ArgumentParser:
         "[MCP_AUTH_WEBSOCKET_TOKEN_SUBPROTOCOL=1]",
     )
     parser.add_argument(
+        "--keepalive-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="how long an idle connection is kept open for its next request (default 5; 0 closes after "
+        "every answer) [MCP_AUTH_KEEPALIVE_TIMEOUT]",
+    )
+    parser.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="on SIGTERM/SIGINT, how long requests in flight get to finish (default 10) [MCP_AUTH_SHUTDOWN_TIMEOUT]",
+    )
+    parser.add_argument(
         "--state-key-file",
         metavar="PATH",
         help="key ring sealing multi round-trip requestState; the same file on every host "
@@ -373,6 +386,8 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
         "max_websockets",
         "websocket_token_subprotocol",
         "session_store",
+        "keepalive_timeout",
+        "shutdown_timeout",
         "state_key_file",
         "request_state_ttl",
     )
@@ -401,7 +416,7 @@ def serve(args: argparse.Namespace) -> int:
         server = build_diagnostics()
     # Bind before the default token file may be created: a first run that cannot
     # listen must not leave behind a token whose first-run guidance nobody saw.
-    embedded = EmbeddedServer(None, config.host, config.port)
+    embedded = EmbeddedServer(None, config.host, config.port, keepalive=config.keepalive_timeout)
     url = f"http://{format_url_host(config.host)}:{embedded.port}{MCP_PATH}"
     try:
         app = build_app(server, config, url=url, config_form=args.print_config)
@@ -410,18 +425,33 @@ def serve(args: argparse.Namespace) -> int:
         raise
     embedded.app = app  # before serve_forever: no request can arrive earlier
 
-    stop = threading.Event()
+    stop, hurry = threading.Event(), threading.Event()
 
     def request_stop(signum: int, frame: Any) -> None:
-        if not stop.is_set():
-            stop.set()
-            threading.Thread(target=embedded.shutdown, daemon=True).start()
+        if stop.is_set():
+            hurry.set()  # a second signal: stop waiting for requests in flight
+            return
+        stop.set()
+        threading.Thread(target=embedded.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     print(f"mcp_auth: listening on {url}", file=sys.stderr, flush=True)
     embedded.serve_forever()
+    # Stopping: no new connections; WebSockets close with 1001 and GET streams end; requests
+    # in flight get shutdown_timeout seconds to finish; then whatever is left is cut.
+    print(
+        f"mcp_auth: stopping; requests in flight get up to {config.shutdown_timeout:g} s",
+        file=sys.stderr,
+        flush=True,
+    )
+    app.begin_shutdown()
+    finished = embedded.drain(config.shutdown_timeout, hurry)
     app.close()  # ends sessions, sockets and (behind --stdio) every child
     embedded.close()
-    print("mcp_auth: stopped", file=sys.stderr, flush=True)
+    print(
+        "mcp_auth: stopped" if finished else "mcp_auth: stopped; requests still in flight were cut off",
+        file=sys.stderr,
+        flush=True,
+    )
     return 0

@@ -31,6 +31,7 @@ from .auth.tokens import (
     ensure_default_token,
 )
 from .errors import ConfigError
+from .keepalive import KEEPALIVE_SECONDS, MAX_KEEPALIVE_SECONDS
 from .network import (
     AddressAllowlist,
     HostPolicy,
@@ -67,6 +68,8 @@ DEFAULT_WEBSOCKET_IDLE_SECONDS = 300.0
 # Ping this often; a peer that has not answered the previous ping by the next is closed.
 DEFAULT_WEBSOCKET_PING_SECONDS = 25.0
 
+# The built-in server, on SIGTERM/SIGINT: how long requests in flight get to finish.
+DEFAULT_SHUTDOWN_TIMEOUT_SECONDS = 10.0
 # How long a multi round-trip request's requestState stays valid: the SDK's default,
 # time for a person to answer an elicitation; a day at most, so a leaked state dies.
 DEFAULT_REQUEST_STATE_TTL_SECONDS = 600.0
@@ -99,6 +102,8 @@ _SETTINGS: dict[str, tuple[str, str]] = {
     "websocket_ping_interval": ("MCP_AUTH_WEBSOCKET_PING_INTERVAL", "float"),
     "websocket_token_subprotocol": ("MCP_AUTH_WEBSOCKET_TOKEN_SUBPROTOCOL", "bool"),
     "session_store": ("MCP_AUTH_SESSION_STORE", "str"),
+    "keepalive_timeout": ("MCP_AUTH_KEEPALIVE_TIMEOUT", "float"),
+    "shutdown_timeout": ("MCP_AUTH_SHUTDOWN_TIMEOUT", "float"),
     "state_key_file": ("MCP_AUTH_STATE_KEY_FILE", "str"),
     "request_state_ttl": ("MCP_AUTH_REQUEST_STATE_TTL", "float"),
 }
@@ -144,6 +149,10 @@ class Config:
     # redis://HOST:PORT/DB shared by every worker and host (DESIGN.md, Many processes); None: this
     # process keeps its sessions and guessing limit in memory. Holds a password when the URL does.
     session_store: str | None = field(default=None, repr=False)
+    # The built-in server only (gunicorn has --keep-alive and --graceful-timeout): the wait for a
+    # kept-alive connection's next request (0: close after every answer), and the stop's grace.
+    keepalive_timeout: float = KEEPALIVE_SECONDS
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT_SECONDS
     # The key ring that seals requestState (mcp_auth.auth.statekey); None: the default
     # key file next to the default token file, created on the first run.
     state_key_file: str | None = None
@@ -179,7 +188,8 @@ class Config:
             raise ConfigError(
                 f"max_body_bytes {self.max_body_bytes} is below 1024 (from {self.source_of('max_body_bytes')})"
             )
-        for name in ("rate_limit_window", "websocket_idle_timeout", "websocket_ping_interval", "request_state_ttl"):
+        seconds = ("rate_limit_window", "websocket_idle_timeout", "websocket_ping_interval", "request_state_ttl")
+        for name in (*seconds, "keepalive_timeout", "shutdown_timeout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ConfigError(
@@ -194,6 +204,16 @@ class Config:
                 raise ConfigError(f"{name} must be at least 1 (from {self.source_of(name)})")
         if self.websocket_idle_timeout <= 0 or self.websocket_ping_interval < 0:
             raise ConfigError("websocket_idle_timeout must be > 0 and websocket_ping_interval >= 0 (0 disables pings)")
+        if not 0 <= self.keepalive_timeout <= MAX_KEEPALIVE_SECONDS:
+            raise ConfigError(
+                f"keepalive_timeout must be from 0 (no keep-alive) to {MAX_KEEPALIVE_SECONDS:g} seconds, "
+                f"got {self.keepalive_timeout!r} (from {self.source_of('keepalive_timeout')})"
+            )
+        if self.shutdown_timeout < 0:
+            raise ConfigError(
+                f"shutdown_timeout must be 0 or more seconds, got {self.shutdown_timeout!r} "
+                f"(from {self.source_of('shutdown_timeout')})"
+            )
         if not 1 <= self.request_state_ttl <= MAX_REQUEST_STATE_TTL_SECONDS:
             raise ConfigError(
                 f"request_state_ttl {self.request_state_ttl:g} is outside 1-{MAX_REQUEST_STATE_TTL_SECONDS:g} "

@@ -1,10 +1,11 @@
 """The built-in HTTP server: Werkzeug's threaded WSGI server with mcp_auth's limits.
 
 A thread per connection (pooled: reused, not started anew each time), pure
-Python, so it runs the same on Linux, macOS and Windows. Werkzeug closes each
-connection after one response. What this module adds is bounded patience and
-bounded concurrency, all of it before the app has authenticated anyone, so it
-trusts nothing about the peer:
+Python, so it runs the same on Linux, macOS and Windows. Connections are
+kept alive between requests (HTTP/1.1; `mcp_auth.keepalive` decides when and
+writes the responses). What this module adds is bounded patience and bounded
+concurrency, all of it before the app has authenticated anyone, so it trusts
+nothing about the peer:
 
 - the client address is judged at accept time, before a byte is read: when
   the app is an `McpAuthApp` and the peer is not one of its trusted proxies,
@@ -26,9 +27,21 @@ trusts nothing about the peer:
   absolute-form request target (Werkzeug would put the target's host there);
 - a request body must arrive within `BODY_DEADLINE_SECONDS` of the app's
   first read of it, however it trickles (a chunked one too), and after the
-  answer a client gets `DRAIN_DEADLINE_SECONDS` to stop sending;
+  answer on a connection that closes, a client gets
+  `keepalive.DRAIN_DEADLINE_SECONDS` to stop sending;
 - a connection that stops sending or accepting bytes is dropped after
-  `SOCKET_TIMEOUT_SECONDS`.
+  `SOCKET_TIMEOUT_SECONDS`;
+- a kept-alive connection waits at most `keepalive_seconds` (default
+  `KEEPALIVE_SECONDS`) for its next request, then the head deadline applies
+  again. Threads stay bounded: every open connection, idle or not, holds one
+  of the `MAX_CONNECTIONS` slots (and its place in the per-address share), an
+  idle one for at most the keep-alive bound, and keep-alive is only offered
+  while at most 1/`KEEPALIVE_ROOM_DIVISOR` of the slots are taken, so idle
+  connections cannot crowd out new ones;
+- on shutdown (`EmbeddedServer.drain`) the listening socket closes at once,
+  idle kept-alive connections are closed, requests in flight get a bounded
+  time to finish (their answers say `Connection: close`), then everything left
+  is cut.
 
 All of this stays in this module. What the app sees of the server, and all
 it may rely on (`_Bounded` puts it in place around the app):
@@ -46,7 +59,7 @@ are not Werkzeug's public API: setup.cfg pins Werkzeug to the minor series
 tested, and tests/test_werkzeug_contract.py checks each hook's signature and
 behaviour. Per-request access logs are left to the audit log.
 
-Size: longer than the other modules (about 850 lines) on purpose: it is the
+Size: longer than the other modules (about 900 lines) on purpose: it is the
 one owner of the built-in server's hardening (connection caps and shares,
 head/body/drain deadlines, lingering close, early errors), and every piece of
 it leans on the same few Werkzeug hooks, which are easier to audit against the
@@ -63,21 +76,22 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from http import HTTPStatus
 from socketserver import ThreadingMixIn
 from typing import Any
 
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler
+from werkzeug.serving import BaseWSGIServer
 
 from . import audit
 from .app import McpAuthApp
+from .config import DEFAULT_SHUTDOWN_TIMEOUT_SECONDS
 from .errors import ConfigError
 from .guard import Guard
 from .http import BODY_DEADLINE_SECONDS
+from .keepalive import KEEPALIVE_SECONDS, MAX_KEEPALIVE_SECONDS, KeepAliveHandler
 from .network import IPAddress, parse_address
 from .refusals import IpNotAllowed, Refusal
-from .websocket import WebSocketDone
 
 logger = logging.getLogger("mcp_auth.embedded")
 
@@ -134,10 +148,11 @@ OVER_CAPACITY_RETRY_AFTER_SECONDS = 5
 # this the answer is 431 at once: at most 64 KiB per connection, where
 # http.server alone would hold 100 lines of 64 KiB each until the deadline.
 MAX_HEAD_BYTES = 64 * 1024
-# After the answer, Werkzeug reads what the client still sends (so that the
-# client sees the answer rather than a reset) before it closes; 2 s is plenty
-# for bytes already in flight, and a client trickling more cannot hold the thread.
-DRAIN_DEADLINE_SECONDS = 2.0
+# Keep-alive is offered while at most half the connection slots are taken:
+# under pressure every answer closes its connection, so slots turn over.
+KEEPALIVE_ROOM_DIVISOR = 2
+# On shutdown, how long requests in flight get to finish before the rest is cut.
+SHUTDOWN_GRACE_SECONDS = DEFAULT_SHUTDOWN_TIMEOUT_SECONDS
 # A message from http.server may quote the request line: bounded so that a
 # refusal never echoes much of what the client sent.
 MAX_ERROR_MESSAGE_LENGTH = 120
@@ -293,7 +308,7 @@ class _HeadWatch:
                         pass  # the peer already went away: the handler's read returns anyway
 
 
-class _RequestHandler(WSGIRequestHandler):
+class _RequestHandler(KeepAliveHandler):
     server: _Server
     timeout = SOCKET_TIMEOUT_SECONDS
     # As Werkzeug's make_server sets for threaded servers: chunked responses
@@ -314,9 +329,13 @@ class _RequestHandler(WSGIRequestHandler):
         return environ
 
     def handle_one_request(self) -> None:
+        # A kept-alive connection first waits (bounded) for its next request to start.
+        if self.requests_served and not self.wait_for_next_request():
+            self.close_connection = True
+            return
         # Armed before the request line is read, so the deadline also covers a
-        # client that connects and sends nothing, and any later request read
-        # from the same connection.
+        # client that connects and sends nothing, and (from its first byte) any
+        # later request read from the same connection.
         self.server.head_watch.arm(self.connection, time.monotonic() + self.server.head_deadline)
         # The head is read through a reader that counts it (parse_request
         # gives the connection's own reader back, for the body).
@@ -390,10 +409,9 @@ class _RequestHandler(WSGIRequestHandler):
         self.wfile.write(body)
 
     def connection_dropped(self, error: BaseException, environ: Any = None) -> None:
-        # A WebSocket took this connection over and has ended it: do not read
-        # another request from it.
-        if isinstance(error, WebSocketDone):
-            self.close_connection = True
+        # A WebSocket took this connection over and has ended it, or the client
+        # went away: do not read another request from it.
+        self.close_connection = True
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         """Access logs are off: refusals and tool calls are audited by the app."""
@@ -561,13 +579,25 @@ class _Server(ThreadingMixIn, BaseWSGIServer):
     daemon_threads = True  # an open event stream must not keep the process alive at exit
 
     def __init__(
-        self, host: str, port: int, app: Any, max_connections: int, max_per_address: int, head_deadline: float
+        self,
+        host: str,
+        port: int,
+        app: Any,
+        max_connections: int,
+        max_per_address: int,
+        head_deadline: float,
+        keepalive_seconds: float,
     ) -> None:
         # Set before binding: a failed bind calls server_close, which uses them.
         self.max_connections = max_connections
         self.max_per_address = max_per_address
         self.head_deadline = head_deadline
-        self.head_watch = _HeadWatch(min(HEAD_WATCH_TICK_SECONDS, head_deadline / 4))
+        self.keepalive_seconds = keepalive_seconds
+        shortest = min(head_deadline, keepalive_seconds) if keepalive_seconds else head_deadline
+        self.head_watch = _HeadWatch(min(HEAD_WATCH_TICK_SECONDS, shortest / 4))
+        # Kept-alive connections waiting for their next request, and whether the server is stopping.
+        self._parked: set[socket.socket] = set()
+        self.draining = False
         # Step 1 at accept time, when the app is one whose pipeline we know.
         self.guard: Guard | None = None
         # The sockets holding a slot, each with the share it counts against
@@ -586,6 +616,48 @@ class _Server(ThreadingMixIn, BaseWSGIServer):
     def open_connections(self) -> int:
         with self._holding_lock:
             return len(self._holding)
+
+    def offers_keep_alive(self) -> bool:
+        """Whether an answer now may leave its connection open (see KEEPALIVE_ROOM_DIVISOR)."""
+        if not self.keepalive_seconds:
+            return False
+        with self._holding_lock:
+            return not self.draining and len(self._holding) <= self.max_connections // KEEPALIVE_ROOM_DIVISOR
+
+    def park(self, connection: socket.socket) -> bool:
+        """A kept-alive connection starts waiting for its next request; False if the server is stopping."""
+        with self._holding_lock:
+            if self.draining:
+                return False
+            self._parked.add(connection)
+            return True
+
+    def unpark(self, connection: socket.socket) -> bool:
+        """Its next request has started (or not); False if the server closed it meanwhile."""
+        with self._holding_lock:
+            if connection not in self._parked:
+                return False
+            self._parked.discard(connection)
+            return True
+
+    def begin_drain(self) -> None:
+        """Stop taking requests: close the listening socket and every connection waiting for a next request.
+
+        Requests in flight go on; their answers close their connections.
+        """
+        with self._holding_lock:
+            self.draining = True
+            parked = list(self._parked)
+            self._parked.clear()
+        try:
+            self.socket.close()  # a new client is refused by the kernel rather than left in the backlog
+        except OSError:
+            pass
+        for connection in parked:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)  # its waiting read returns; its thread closes it
+            except OSError:
+                pass
 
     def process_request(self, request: Any, client_address: Any) -> None:
         # On the accepting thread, before anything is read from the socket.
@@ -684,6 +756,13 @@ class _BodyWithin:
         self._seconds = seconds
         self._remaining = length  # None: unknown (chunked, or no Content-Length): read to the end
         self._armed = False
+        self._late = length is None  # a chunked body's end is never a place to read the next request from
+
+    @property
+    def complete(self) -> bool:
+        """The body's declared Content-Length was read in full (or there was none), in time: the
+        connection is at the start of the next request. Never for a chunked body."""
+        return self._remaining == 0 and not self._late
 
     def read(self, size: int | None = -1, /) -> bytes:
         return self._read(self._raw.read, size, to_the_end=size is None or size < 0)
@@ -727,39 +806,18 @@ class _BodyWithin:
             return True
         self._armed = False
         self._remaining = 0  # nothing more is read through this reader
-        return self._watch.disarm(self._connection)
-
-
-class _DrainBounded:
-    """A response body after which the connection gets DRAIN_DEADLINE_SECONDS to go quiet.
-
-    Werkzeug reads what a client still sends after the answer before it closes;
-    without a bound, a client trickling bytes (an unauthenticated one with a
-    large Content-Length, say) would hold the thread indefinitely.
-    """
-
-    def __init__(self, body: Iterable[bytes], watch: _HeadWatch, connection: socket.socket) -> None:
-        self._body = body
-        self._watch = watch
-        self._connection = connection
-
-    def __iter__(self) -> Iterator[bytes]:
-        yield from self._body
-        self._watch.arm(self._connection, time.monotonic() + DRAIN_DEADLINE_SECONDS)
-
-    def close(self) -> None:
-        close = getattr(self._body, "close", None)
-        if close is not None:
-            close()
+        on_time = self._watch.disarm(self._connection)
+        self._late = self._late or not on_time
+        return on_time
 
 
 class _Bounded:
     """The built-in server's own bounds around the app it serves: the app never sees them.
 
-    The body reader times out at the body deadline, and the drain after the
-    answer is bounded, both enforced by the server's watchdog on the
-    connection (`werkzeug.socket`). Under another WSGI server (gunicorn) none
-    of this applies: it has its own timeouts.
+    The body reader times out at the body deadline, enforced by the server's
+    watchdog on the connection (`werkzeug.socket`), and tells the response
+    writer whether the body was read to its end (keep-alive needs that).
+    Under another WSGI server (gunicorn) none of this applies: it has its own timeouts.
     """
 
     def __init__(self, app: Any, watch: _HeadWatch, body_deadline: float) -> None:
@@ -771,10 +829,12 @@ class _Bounded:
         connection = environ["werkzeug.socket"]
         raw_length = (environ.get("CONTENT_LENGTH") or "").strip()
         # ASCII digits only (str.isdigit accepts superscripts that int() refuses); the app judges the rest.
-        known = raw_length.isascii() and raw_length.isdigit() and not environ.get("wsgi.input_terminated")
-        length = int(raw_length) if known else None
+        chunked = bool(environ.get("wsgi.input_terminated"))
+        known = raw_length.isascii() and raw_length.isdigit() and not chunked
+        # Neither Content-Length nor chunked: no body (RFC 9112 section 6.3), and the next request follows.
+        length = int(raw_length) if known else (0 if not raw_length and not chunked else None)
         environ["wsgi.input"] = _BodyWithin(environ["wsgi.input"], self._watch, connection, self._body_deadline, length)
-        return _DrainBounded(self.app(environ, start_response), self._watch, connection)
+        return self.app(environ, start_response)
 
 
 def _not_ready(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -795,13 +855,16 @@ class EmbeddedServer:
         max_connections_per_address: int | None = None,
         head_deadline: float = HEAD_DEADLINE_SECONDS,
         body_deadline: float = BODY_DEADLINE_SECONDS,
+        keepalive: float = KEEPALIVE_SECONDS,
     ) -> None:
         """`app` may be None until `.app` is set; requests before then get 503.
 
         `max_connections`, `head_deadline` and `body_deadline` (seconds) default to
         `MAX_CONNECTIONS`, `HEAD_DEADLINE_SECONDS` and `BODY_DEADLINE_SECONDS` (the
         transport's bound between reads); `max_connections_per_address` to
-        1/`CONNECTION_SHARE_DIVISOR` of `max_connections` (at least 1). Tests set them small.
+        1/`CONNECTION_SHARE_DIVISOR` of `max_connections` (at least 1); `keepalive`
+        (the wait for a kept-alive connection's next request; 0: close after every
+        answer) to `KEEPALIVE_SECONDS`. Tests set them small.
         When `app` is an `McpAuthApp`, its step 1 also runs at accept time.
         """
         if isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections < 1:
@@ -822,9 +885,24 @@ class EmbeddedServer:
         if isinstance(body_deadline, bool) or not isinstance(body_deadline, int | float) or not body_deadline > 0:
             raise ConfigError(f"body_deadline must be a positive number of seconds, not {body_deadline!r}")
         self._body_deadline = float(body_deadline)
+        if (
+            isinstance(keepalive, bool)
+            or not isinstance(keepalive, int | float)
+            or not 0 <= keepalive <= MAX_KEEPALIVE_SECONDS
+        ):
+            raise ConfigError(
+                f"keepalive must be a number of seconds from 0 (no keep-alive) to {MAX_KEEPALIVE_SECONDS:g}, "
+                f"not {keepalive!r}"
+            )
         try:
             self._server = _Server(
-                host, port, _not_ready, max_connections, max_connections_per_address, float(head_deadline)
+                host,
+                port,
+                _not_ready,
+                max_connections,
+                max_connections_per_address,
+                float(head_deadline),
+                float(keepalive),
             )
         except SystemExit:  # Werkzeug printed why (port in use, address not available) and gave up
             raise ConfigError(f"cannot listen on {host} port {port}; choose another --port or --host") from None
@@ -863,6 +941,25 @@ class EmbeddedServer:
     def shutdown(self) -> None:
         self._server.shutdown()
         self._server.head_watch.stop()
+
+    def drain(self, grace: float = SHUTDOWN_GRACE_SECONDS, interrupt: threading.Event | None = None) -> bool:
+        """After `shutdown`: refuse new connections, close idle ones, and wait up to `grace` seconds
+        for the requests in flight; True if all of them finished. Whatever is left is cut by `close`.
+
+        The app's own long-lived things (event streams, WebSockets) are the
+        caller's to end first (`McpAuthApp.begin_shutdown`); `interrupt` (a
+        second signal, say) ends the wait early.
+        """
+        self._server.head_watch.start(f"mcp_auth head deadline, port {self.port}")  # drains stay bounded
+        self._server.begin_drain()
+        deadline = time.monotonic() + grace
+        stop = interrupt or threading.Event()
+        while self.open_connections and not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            stop.wait(min(left, 0.05))
+        return self.open_connections == 0
 
     def close(self) -> None:
         self._server.server_close()

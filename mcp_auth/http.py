@@ -36,6 +36,7 @@ from . import audit
 from .capacity import Capacity, Slot, SlotBody, principal_key
 from .config import DEFAULT_MAX_STREAMS
 from .guard import Admission
+from .listen import Listens
 from .mcp.context import Call
 from .mcp.dispatch import Dispatcher as McpServer  # the transport's view of a server: its dispatcher
 from .mcp.jsonrpc import (
@@ -142,9 +143,11 @@ class HttpTransport:
         # response, so this also bounds the handler threads a token can start.
         self.calls = Capacity("streaming tool calls", max_streams, retry_after=STREAM_RETRY_AFTER_SECONDS)
         self.event_streams = Capacity("open event streams", max_streams, retry_after=STREAM_RETRY_AFTER_SECONDS)
+        # subscriptions/listen streams (2026-07-28) take places of the same budget as GET streams.
+        self.listens = Listens(server, self.event_streams, shutdown, keepalive_seconds, clock)
         # Requests of the stateless revision (2026-07-28): no session, their own ladder.
         self.stateless = StatelessHttp(
-            server, self.calls, principal_is_current, shutdown, keepalive_seconds, same_view_for_all
+            server, self.calls, principal_is_current, shutdown, keepalive_seconds, same_view_for_all, self.listens
         )
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse, admission: Admission) -> Any:

@@ -27,6 +27,7 @@ from typing import Any
 from . import audit
 from .capacity import Capacity, Slot, SlotBody, principal_key
 from .guard import Admission
+from .listen import Listens, peer_closed_check
 from .mcp.context import Call, StatelessSession
 from .mcp.dispatch import Dispatcher
 from .mcp.jsonrpc import (
@@ -41,7 +42,8 @@ from .mcp.jsonrpc import (
 )
 from .mcp.ladder import http_status, method_not_found, modern_request
 from .mcp.modern import HEADER_MISMATCH, UNSUPPORTED_PROTOCOL_VERSION, ModernRequest
-from .mcp.outcome import Crashed, Outcome, Revoked, ScopeRefused
+from .mcp.outcome import Crashed, Outcome, PrincipalRevoked, Revoked, ScopeRefused
+from .mcp.subscriptions import LISTEN_METHOD
 from .refusals import InsufficientScope, Refusal, ServiceUnavailable, TokenRevoked, TransportRefusal
 from .streams import EventStream
 
@@ -111,8 +113,11 @@ class StatelessHttp:
         shutdown: threading.Event,
         keepalive_seconds: float,
         same_view_for_all: bool = False,
+        listens: Listens | None = None,
     ) -> None:
         self.server = server
+        # subscriptions/listen: its own long-lived answer (`mcp_auth.listen`); None answers it -32601.
+        self.listens = listens
         # The HTTP transport's capacity of streaming calls: both eras share one budget.
         self.calls = calls
         self.principal_is_current = principal_is_current
@@ -147,12 +152,32 @@ class StatelessHttp:
             modern,
             same_view_for_all=self.same_view_for_all,
         )
+        if message.method == LISTEN_METHOD and self.listens is not None:
+            return self._listen(message, call, start_response, environ)
         if not self._may_stream(message, modern):
             answer = self._answer(self.server.outcome(message, call), call)
             if isinstance(answer, Refusal):
                 raise answer
             return self._json(start_response, answer)
         return self._streamed(message, call, session, start_response)
+
+    def _listen(self, request: Request, call: Call, start_response: StartResponse, environ: dict[str, Any]) -> Any:
+        """The SSE answer of a listen; refused as plain HTTP before it opens: 400 for a malformed
+        filter, 401 for a revoked token, 503 past the stream budget."""
+        assert self.listens is not None
+        try:
+            body, slot = self.listens.open_http(request, call, peer_closed_check(environ))
+        except JsonRpcError as exc:
+            raise StatelessRefusal(exc) from None
+        except PrincipalRevoked:
+            audit.dispatch_outcome(Revoked(request.id), call.client_address, call.principal.name)
+            raise TokenRevoked() from None
+        try:
+            start_response("200 OK", list(SSE_HEADERS))
+        except BaseException:
+            slot.release()  # the subscription is forgotten with its place
+            raise
+        return SlotBody(body, slot)
 
     def _may_stream(self, request: Request, modern: ModernRequest) -> bool:
         """Only progress and log messages can precede a stateless answer, and only when the request

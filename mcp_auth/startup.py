@@ -111,7 +111,7 @@ def build_app(
         print_first_run(
             auth.generated_token,
             auth.description,
-            url or shown_url.split(" ")[0],
+            (url or shown_url).split(" ")[0],
             sys.stdout if out is None else out,
             config_form,
         )
@@ -133,23 +133,38 @@ def print_summary(
     state_key: StateKeyFile | None = None,
 ) -> None:
     """The one startup summary: everything but the token (and the request-state key)."""
+    heading = f"serving '{server.name}' ({_offers(server.offer_counts)}) at {url}"
+    print_summary_lines(config, auth, heading, [url.split(" ")[0]], out, state_key)
+
+
+def print_summary_lines(
+    config: Config, auth: AuthSetup, heading: str, urls: list[str], out: TextIO, state_key: StateKeyFile | None = None
+) -> None:
+    """The summary under `heading` ("serving ... at URL"); `urls` are where clients connect."""
     networks = "any (*)" if config.address_allowlist.allow_all else ", ".join(config.allowed_ips)
     hosts = ", ".join(("localhost", "127.0.0.1", "[::1]", *config.allowed_hosts))
     origins = ", ".join(("http(s)://localhost, 127.0.0.1, [::1] on any port", *config.allowed_origins))
     proxies = ", ".join(config.trusted_proxies) or "none (X-Forwarded-For is ignored)"
     auth_state = "OFF (--no-auth)" if auth.source is None else f"bearer token from {auth.description}"
+    websocket = urls[0].replace("http://", "ws://", 1) if urls else "the same address, ws://"
     lines = [
-        f"mcp_auth {__version__}: serving '{server.name}' ({_offers(server.offer_counts)}) at {url}",
+        f"mcp_auth {__version__}: {heading}",
         f"  auth:             {auth_state}",
         f"  allowed networks: {networks}",
         f"  allowed hosts:    {hosts}",
         f"  allowed origins:  {origins}",
         f"  trusted proxies:  {proxies}",
         f"  sessions:         {_sessions_line(config)}",
-        f"  websocket:        {url.replace('http://', 'ws://', 1)} "
+        f"  websocket:        {websocket} "
         f"(subprotocol mcp; at most {config.max_websockets} open; "
         f"token as subprotocol: {'ON' if config.websocket_token_subprotocol else 'off'})",
     ]
+    if config.no_auth or not config.explicit_token_source:
+        # The guard then refuses every peer that is not loopback (DESIGN.md, Tokens): say so where it matters.
+        lines.append(
+            "  clients:          loopback only (no explicit token); to serve other machines set "
+            "MCP_AUTH_TOKEN, --token-file or --tokens-file"
+        )
     if state_key is not None:
         lines.append(
             f"  request state:    key from {state_key.description}; valid {config.request_state_ttl:g} s "

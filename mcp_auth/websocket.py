@@ -40,6 +40,7 @@ from . import audit
 from .capacity import Capacity, CapacityExhausted, Slot, principal_key
 from .config import DEFAULT_MAX_STREAMS
 from .guard import Admission
+from .listen import REVOKED_REASON, Listens, ShuttingDown
 from .mcp.context import Call
 from .mcp.dispatch import Dispatcher as McpServer  # the transport's view of a server: its dispatcher
 from .mcp.jsonrpc import (
@@ -53,7 +54,8 @@ from .mcp.jsonrpc import (
     parse_message,
 )
 from .mcp.ladder import modern_request, says_modern
-from .mcp.outcome import Outcome, Revoked, ScopeRefused
+from .mcp.outcome import Outcome, PrincipalRevoked, Revoked, ScopeRefused
+from .mcp.subscriptions import LISTEN_METHOD
 from .refusals import BadRequest
 from .sessions import Session, SessionStore
 
@@ -162,11 +164,14 @@ class WebSocketTransport:
         ping_interval: float,
         idle_timeout: float,
         shutdown: threading.Event,
+        listens: Listens,
         max_calls: int = DEFAULT_MAX_STREAMS,
         clock: Callable[[], float] = time.monotonic,
         same_view_for_all: bool = False,
     ) -> None:
         self.server = server
+        # subscriptions/listen on sockets (2026-07-28): the HTTP transport's, so one budget counts both.
+        self.listens = listens
         # No token can have a scope: stateless lists may be cached as "public" (mcp.handlers_modern).
         self.same_view_for_all = same_view_for_all
         # The one registry of live sessions: each socket's session is in it while the socket is open.
@@ -265,8 +270,8 @@ class WebSocketTransport:
                     if not call.is_current():
                         self._answer(Revoked(), call, channel)
                         return
-                    if session.in_flight:
-                        last_activity = self._clock()  # a long call is not idleness
+                    if session.in_flight or self.listens.has_open(session):
+                        last_activity = self._clock()  # a long call, or a client listening, is not idleness
                     elif self._clock() - last_activity >= self.idle_timeout:
                         channel.close(CLOSE_NORMAL, "idle timeout")
                         return
@@ -282,6 +287,7 @@ class WebSocketTransport:
                 if not self._handle_frame(data, call, channel, in_flight):
                     return
         finally:
+            self.listens.end_socket(session)  # its listens end with it, and give their places back
             session.close()  # handlers waiting on the client give up; it leaves the registry
             # The loop may notice shutdown before close_all() reaches this socket: it is still 1001.
             if self.shutdown.is_set():
@@ -297,7 +303,8 @@ class WebSocketTransport:
             channel.send(exc.to_message().to_dict())
             return True
         if isinstance(message, Notification):
-            self.server.handle_notification(message, call)
+            if not self.listens.cancel(call.session, message):  # ending a listen, or for the dispatcher
+                self.server.handle_notification(message, call)
         elif isinstance(message, Request):
             if says_modern(message.params):
                 # Stateless (2026-07-28): the envelope is this message's own; no header rungs on a socket.
@@ -306,6 +313,8 @@ class WebSocketTransport:
                 except JsonRpcError as exc:
                     channel.send(exc.to_message().to_dict())
                     return True
+                if message.method == LISTEN_METHOD:
+                    return self._listen(message, call, channel)
             elif message.method == "initialize":
                 return self._run_request(message, call, channel)  # in order: later requests depend on it
             try:
@@ -328,6 +337,20 @@ class WebSocketTransport:
         else:
             # The client's answer to a sampling/elicitation/roots request: wake the waiting handler.
             call.session.replies.deliver(message)
+        return True
+
+    def _listen(self, request: Request, call: Call, channel: _SocketChannel) -> bool:
+        """Open a listen on this socket (`mcp_auth.listen`); a refusal is a JSON-RPC error on the socket."""
+        try:
+            self.listens.open_socket(request, call, channel, lambda: self._answer(Revoked(), call, channel))
+        except JsonRpcError as exc:
+            channel.send(exc.to_message().to_dict())
+        except PrincipalRevoked:
+            return self._answer(Revoked(request.id), call, channel)
+        except (CapacityExhausted, ShuttingDown) as busy:
+            # The same refusal as a request past this socket's budget.
+            reply = ErrorResponse(request.id, SERVER_BUSY, busy.message, {"retryAfter": busy.retry_after})
+            channel.send(reply.to_dict())
         return True
 
     def _take_call(self, in_flight: Capacity, call: Call) -> Slot:
@@ -354,13 +377,14 @@ class WebSocketTransport:
             slot.release()
         return self._answer(outcome, call, channel)
 
-    @staticmethod
-    def _answer(outcome: Outcome, call: Call, channel: _SocketChannel) -> bool:
+    def _answer(self, outcome: Outcome, call: Call, channel: _SocketChannel) -> bool:
         """The one place an Outcome becomes WebSocket: a frame, or close 4401 on revocation
         (as HTTP ends its session: the socket's session closes, its handlers are cancelled).
         Audited here, once. False when the socket must close."""
         if isinstance(outcome, Revoked):
             if channel.claim_revocation():
+                # Each open listen is told it was torn down, and why, before the socket closes.
+                self.listens.end_socket(call.session, REVOKED_REASON)
                 # Session and audit first: once the client sees 4401, both are done.
                 # A socket's calls always carry the Session `_serve` made for it.
                 cast(Session, call.session).close()  # handlers waiting on the client give up; notifications stop

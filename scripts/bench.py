@@ -1,6 +1,6 @@
 """Benchmark: mcp_auth against the official MCP Python SDK, side by side, as ratios within one run.
 
-What is measured. Three servers, each serving one `echo(text: str) -> str` tool
+What is measured. Six servers, five of them serving one `echo(text: str) -> str` tool
 (the same function body, the same input, the same single text block out):
 
   mcp_auth_serve     `python -m mcp_auth serve <echo module>:server --port 0`: the built-in
@@ -9,6 +9,11 @@ What is measured. Three servers, each serving one `echo(text: str) -> str` tool
   mcp_auth_gunicorn  `gunicorn -k gthread --threads 8 'mcp_auth:create_app()'`, MCP_AUTH_TARGET
                      naming the same module, the same token: one worker process, 8 threads.
                      create_app() configures no logging, so the INFO audit events go nowhere here.
+  mcp_auth_gunicorn_2w  the same with `-w 2`: two worker processes. Handshake sessions live in the
+                     worker that created them; the client's one connection per session keeps a
+                     session on its worker (gunicorn --keep-alive 30 for every gunicorn here).
+  raw_gunicorn(_2w)  the floor: a WSGI app that reads the body and returns a fixed answer,
+                     under the same gunicorn settings (1 and 2 workers); no MCP, no auth.
   sdk                the official SDK (`mcp` 2.x): `MCPServer`, the tool registered with
                      `@server.tool(structured_output=False)` (so the answer is the same text block),
                      `server.streamable_http_app(json_response=True)` under uvicorn: stateful
@@ -34,10 +39,12 @@ For each server:
 
 How. All servers run as subprocesses on 127.0.0.1 on ports they pick themselves
 (port 0), started together and always stopped. One client, shared by all of
-them: a plain socket speaking HTTP/1.1, one request per connection
-(`Connection: close`), closed as soon as the response is complete. Werkzeug's
-server closes every connection after one response anyway, and without
-keep-alive the client's cost is the same for every server. The calls are spread
+them: a plain socket speaking HTTP/1.1, one kept-alive connection per session
+(as real clients do; `--no-keepalive`: one request per connection,
+`Connection: close`). Issue 11's throughput targets are printed as ratios of
+calls per second within the run: 2 workers / 1 worker (>= 1.7), 2 workers /
+the raw app on 2 workers (>= 0.6), 1 worker / raw on 1 (>= 0.6), built-in
+server / SDK (>= 2). The calls are spread
 over rounds that interleave the servers (rotating their order), so drift on the
 machine hits all of them alike. Every answer is checked (HTTP status, JSON-RPC
 result, the echoed text). A failed call, or a server that does not start, makes
@@ -59,7 +66,7 @@ argument object; microseconds per call (median of 5 batches). This is the cost
 the jsonschema Draft 2020-12 validator adds to every tools/call.
 
     python scripts/bench.py [--calls 2000] [--concurrency 8] [--sessions 300] [--rounds 3]
-                            [--warmup 100] [--quick] [--json results.json] [--sdk-stateless]
+                            [--warmup 100] [--quick] [--json results.json] [--sdk-stateless] [--no-keepalive]
                             [--validation-calls 20000] [--validation-only]
 """
 
@@ -98,14 +105,47 @@ SOCKET_TIMEOUT_SECONDS = 30.0
 MAX_FAILURES_PER_PHASE = 10
 GUNICORN_THREADS = 8
 
-SERVERS = ("mcp_auth_serve", "mcp_auth_gunicorn", "sdk")
-MCP_AUTH_SERVERS = ("mcp_auth_serve", "mcp_auth_gunicorn")
+# gunicorn's wait for a kept-alive connection's next request: longer than any pause between the
+# phases, so a session's connection (and with it the worker holding the session) lasts the phase.
+GUNICORN_KEEPALIVE_SECONDS = 30
+
+SERVERS = ("mcp_auth_serve", "mcp_auth_gunicorn", "mcp_auth_gunicorn_2w", "raw_gunicorn", "raw_gunicorn_2w", "sdk")
+MCP_AUTH_SERVERS = ("mcp_auth_serve", "mcp_auth_gunicorn", "mcp_auth_gunicorn_2w")
+RAW_SERVERS = ("raw_gunicorn", "raw_gunicorn_2w")
 METRICS = ("latency", "throughput", "session_setup")
 LABELS = {
     "mcp_auth_serve": "mcp_auth serve",
-    "mcp_auth_gunicorn": f"mcp_auth gunicorn gthread x{GUNICORN_THREADS}",
+    "mcp_auth_gunicorn": f"mcp_auth gunicorn 1w x{GUNICORN_THREADS}",
+    "mcp_auth_gunicorn_2w": f"mcp_auth gunicorn 2w x{GUNICORN_THREADS}",
+    "raw_gunicorn": f"raw WSGI gunicorn 1w x{GUNICORN_THREADS}",
+    "raw_gunicorn_2w": f"raw WSGI gunicorn 2w x{GUNICORN_THREADS}",
     "sdk": "SDK MCPServer + uvicorn",
 }
+# The targets of issue 11, as (name, numerator server, denominator server, at least), on calls per second.
+TARGETS = (
+    ("gunicorn 2 workers / 1 worker", "mcp_auth_gunicorn_2w", "mcp_auth_gunicorn", 1.7),
+    ("gunicorn 2 workers / raw app 2 workers", "mcp_auth_gunicorn_2w", "raw_gunicorn_2w", 0.6),
+    ("gunicorn 1 worker / raw app 1 worker", "mcp_auth_gunicorn", "raw_gunicorn", 0.6),
+    ("built-in server / SDK", "mcp_auth_serve", "sdk", 2.0),
+)
+
+RAW_MODULE = "bench_raw_app"
+# What the raw app answers to every request: a JSON-RPC result of the echo's size.
+RAW_ANSWER = b'{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"call 0"}]}}'
+RAW_APP = textwrap.dedent(
+    f'''
+    """The floor: a WSGI app that reads the request body and returns a fixed answer, nothing else."""
+
+    ANSWER = {RAW_ANSWER!r}
+
+
+    def app(environ, start_response):
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        environ["wsgi.input"].read(length)
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(ANSWER)))])
+        return [ANSWER]
+    '''
+)
 
 ECHO_MODULE = "bench_echo_tools"
 MCP_AUTH_ECHO = textwrap.dedent(
@@ -199,40 +239,89 @@ def _parse_head(method: str, head: bytes) -> tuple[int, dict[str, str]]:
     return int(parts[1]), headers
 
 
-def http_exchange(port: int, method: str, headers: dict[str, str], body: bytes = b"") -> HttpReply:
-    """One request on a fresh connection, closed by us as soon as the whole response is in.
+class Connection:
+    """One client connection kept open between requests (HTTP/1.1 keep-alive), reopened when the server closed it."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.sock: socket.socket | None = None
+
+    def open(self) -> tuple[socket.socket, bool]:
+        """The socket, and whether it was used before (a reused one may have been closed by the server)."""
+        if self.sock is not None:
+            return self.sock, True
+        self.sock = socket.create_connection((HOST, self.port), timeout=SOCKET_TIMEOUT_SECONDS)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return self.sock, False
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+def http_exchange(
+    port: int, method: str, headers: dict[str, str], body: bytes = b"", connection: Connection | None = None
+) -> HttpReply:
+    """One request: on `connection` (kept open, HTTP/1.1 keep-alive), else on a fresh
+    connection closed by us as soon as the whole response is in.
 
     The response ends where its Content-Length (or last chunk) says, as for any
     HTTP/1.1 client; only a response with neither is read until the server closes.
     Not waiting for the close matters: Werkzeug's server lingers up to 10 ms after
-    each response draining the socket, unless the client has closed it.
+    each response draining the socket, unless the client has closed it. On a
+    kept-alive connection the server may have closed meanwhile: the request is
+    sent again once on a new connection when nothing of the answer arrived.
     """
-    lines = [f"{method} /mcp HTTP/1.1", f"Host: {HOST}:{port}", "Connection: close"]
+    lines = [f"{method} /mcp HTTP/1.1", f"Host: {HOST}:{port}"]
+    if connection is None:
+        lines.append("Connection: close")
     lines += [f"{name}: {value}" for name, value in headers.items()]
     if body or method == "POST":
         lines.append(f"Content-Length: {len(body)}")
     data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-    with socket.create_connection((HOST, port), timeout=SOCKET_TIMEOUT_SECONDS) as sock:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.sendall(data)
-        buffer = bytearray()
-        status: int | None = None
-        reply_headers: dict[str, str] = {}
-        body_start = 0
-        while True:
-            if status is None and (end := buffer.find(b"\r\n\r\n")) >= 0:
-                status, reply_headers = _parse_head(method, bytes(buffer[:end]))
-                body_start = end + 4
-            if status is not None:
-                length = reply_headers.get("content-length")
-                if length is not None and len(buffer) - body_start >= int(length):
-                    break
-                if reply_headers.get("transfer-encoding", "").lower() == "chunked" and buffer.endswith(b"0\r\n\r\n"):
-                    break
-            chunk = sock.recv(65536)
-            if not chunk:
+    if connection is None:
+        with socket.create_connection((HOST, port), timeout=SOCKET_TIMEOUT_SECONDS) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.sendall(data)
+            return _read_reply(sock, method)
+    for attempt in (1, 2):
+        sock, reused = connection.open()
+        try:
+            sock.sendall(data)
+            reply = _read_reply(sock, method)
+        except (OSError, BenchError):
+            connection.close()
+            if reused and attempt == 1:
+                continue  # the server closed the idle connection first: a new one, once
+            raise
+        if reply.headers.get("connection", "").lower() == "close":
+            connection.close()
+        return reply
+    raise BenchError(f"{method}: no answer")
+
+
+def _read_reply(sock: socket.socket, method: str) -> HttpReply:
+    buffer = bytearray()
+    status: int | None = None
+    reply_headers: dict[str, str] = {}
+    body_start = 0
+    while True:
+        if status is None and (end := buffer.find(b"\r\n\r\n")) >= 0:
+            status, reply_headers = _parse_head(method, bytes(buffer[:end]))
+            body_start = end + 4
+        if status is not None:
+            if status in (204, 304):
+                break  # never a body (RFC 9110 section 6.4.1)
+            length = reply_headers.get("content-length")
+            if length is not None and len(buffer) - body_start >= int(length):
                 break
-            buffer += chunk
+            if reply_headers.get("transfer-encoding", "").lower() == "chunked" and buffer.endswith(b"0\r\n\r\n"):
+                break
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        buffer += chunk
     if status is None:
         raise BenchError(f"{method}: no complete HTTP response ({len(buffer)} bytes)")
     payload = bytes(buffer[body_start:])
@@ -266,8 +355,13 @@ def jsonrpc_result(reply: HttpReply, request_id: int) -> dict[str, Any]:
 class McpSession:
     """An initialized MCP session over `http_exchange`."""
 
-    def __init__(self, port: int, token: str | None) -> None:
+    def __init__(self, port: int, token: str | None, keepalive: bool = True, raw: bool = False) -> None:
         self.port = port
+        # keep-alive: one connection for the whole session (a gunicorn worker keeps its sessions to itself,
+        # so a session's requests must reach the worker that created it: the connection does that).
+        self.connection = Connection(port) if keepalive else None
+        # raw: the server is the raw WSGI app (reads the body, answers RAW_ANSWER): nothing to initialize.
+        self.raw = raw
         self.base_headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
         if token is not None:
             self.base_headers["Authorization"] = f"Bearer {token}"
@@ -284,10 +378,15 @@ class McpSession:
         request_id = self.next_id
         self.next_id += 1
         body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}).encode()
-        return http_exchange(self.port, "POST", headers, body), request_id
+        return http_exchange(self.port, "POST", headers, body, self.connection), request_id
 
     def initialize(self) -> None:
-        """`initialize`, then `notifications/initialized`."""
+        """`initialize`, then `notifications/initialized` (the raw app: one request, its fixed answer)."""
+        if self.raw:
+            reply, _ = self._request("initialize", {}, self.base_headers)
+            if reply.status != 200 or reply.body != RAW_ANSWER:
+                raise BenchError(f"raw app: HTTP {reply.status}: {reply.body[:200]!r}")
+            return
         params = {
             "protocolVersion": PROTOCOL_VERSION,
             "capabilities": {},
@@ -299,13 +398,17 @@ class McpSession:
             raise BenchError(f"initialize negotiated {result.get('protocolVersion')!r}")
         self.session_id = reply.headers.get("mcp-session-id")
         body = json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}).encode()
-        notified = http_exchange(self.port, "POST", self._headers(), body)
+        notified = http_exchange(self.port, "POST", self._headers(), body, self.connection)
         if notified.status != 202:
             raise BenchError(f"notifications/initialized: HTTP {notified.status}: {notified.body[:200]!r}")
 
     def echo(self, text: str) -> dict[str, Any]:
         """`tools/call echo`; the result, checked."""
         reply, request_id = self._request("tools/call", {"name": "echo", "arguments": {"text": text}}, self._headers())
+        if self.raw:
+            if reply.status != 200 or reply.body != RAW_ANSWER:
+                raise BenchError(f"raw app: HTTP {reply.status}: {reply.body[:200]!r}")
+            return {}
         result = jsonrpc_result(reply, request_id)
         content = result.get("content")
         if result.get("isError") or content != [{"type": "text", "text": text}]:
@@ -316,8 +419,10 @@ class McpSession:
         """DELETE the session (best effort, untimed: a stateless server has nothing to delete)."""
         if self.session_id is not None:
             with contextlib.suppress(OSError, BenchError):
-                http_exchange(self.port, "DELETE", self._headers())
+                http_exchange(self.port, "DELETE", self._headers(), b"", self.connection)
             self.session_id = None
+        if self.connection is not None:
+            self.connection.close()
 
 
 # --- the servers ---------------------------------------------------------------------------
@@ -330,6 +435,8 @@ class ServerSpec:
     env: dict[str, str]
     ready: list[str]  # regexes that must all appear in the log; the first captures the port
     token: str | None
+    raw: bool = False  # the raw WSGI app: no MCP, a fixed answer
+    keepalive: bool = True  # the client keeps one connection per session
 
 
 @dataclass
@@ -360,7 +467,26 @@ def _die_with_parent() -> None:
             ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def server_specs(workdir: Path, token: str, sdk_stateless: bool) -> list[ServerSpec]:
+def _gunicorn(python: str, workers: int, app: str) -> list[str]:
+    return [
+        python,
+        "-m",
+        "gunicorn",
+        "-k",
+        "gthread",
+        "-w",
+        str(workers),
+        "--threads",
+        str(GUNICORN_THREADS),
+        "--keep-alive",
+        str(GUNICORN_KEEPALIVE_SECONDS),
+        "-b",
+        f"{HOST}:0",
+        app,
+    ]
+
+
+def server_specs(workdir: Path, token: str, sdk_stateless: bool, keepalive: bool = True) -> list[ServerSpec]:
     base = {key: value for key, value in os.environ.items() if not key.startswith("MCP_AUTH_")}
     home = workdir / "home"
     home.mkdir(exist_ok=True)
@@ -373,7 +499,9 @@ def server_specs(workdir: Path, token: str, sdk_stateless: bool) -> list[ServerS
         }
     )
     python = sys.executable
-    return [
+    gunicorn_env = {**base, "MCP_AUTH_TOKEN": token, "MCP_AUTH_TARGET": f"{ECHO_MODULE}:server"}
+    gunicorn_ready = [r"Listening at: http://127\.0\.0\.1:(\d+)", r"Booting worker"]
+    specs = [
         ServerSpec(
             "mcp_auth_serve",
             [python, "-m", "mcp_auth", "serve", f"{ECHO_MODULE}:server", "--port", "0"],
@@ -382,23 +510,13 @@ def server_specs(workdir: Path, token: str, sdk_stateless: bool) -> list[ServerS
             token,
         ),
         ServerSpec(
-            "mcp_auth_gunicorn",
-            [
-                python,
-                "-m",
-                "gunicorn",
-                "-k",
-                "gthread",
-                "--threads",
-                str(GUNICORN_THREADS),
-                "-b",
-                f"{HOST}:0",
-                "mcp_auth:create_app()",
-            ],
-            {**base, "MCP_AUTH_TOKEN": token, "MCP_AUTH_TARGET": f"{ECHO_MODULE}:server"},
-            [r"Listening at: http://127\.0\.0\.1:(\d+)", r"Booting worker"],
-            token,
+            "mcp_auth_gunicorn", _gunicorn(python, 1, "mcp_auth:create_app()"), gunicorn_env, gunicorn_ready, token
         ),
+        ServerSpec(
+            "mcp_auth_gunicorn_2w", _gunicorn(python, 2, "mcp_auth:create_app()"), gunicorn_env, gunicorn_ready, token
+        ),
+        ServerSpec("raw_gunicorn", _gunicorn(python, 1, f"{RAW_MODULE}:app"), base, gunicorn_ready, None, raw=True),
+        ServerSpec("raw_gunicorn_2w", _gunicorn(python, 2, f"{RAW_MODULE}:app"), base, gunicorn_ready, None, raw=True),
         ServerSpec(
             "sdk",
             [python, str(workdir / f"{SDK_MODULE}.py"), *(["--stateless"] if sdk_stateless else [])],
@@ -407,6 +525,9 @@ def server_specs(workdir: Path, token: str, sdk_stateless: bool) -> list[ServerS
             None,
         ),
     ]
+    for spec in specs:
+        spec.keepalive = keepalive
+    return specs
 
 
 def launch(spec: ServerSpec, workdir: Path) -> RunningServer:
@@ -442,7 +563,7 @@ def wait_ready(server: RunningServer) -> None:
             )
         time.sleep(0.05)
     while True:
-        session = McpSession(server.port, server.spec.token)
+        session = McpSession(server.port, server.spec.token, server.spec.keepalive, server.spec.raw)
         try:
             session.initialize()
             session.echo("ready?")
@@ -467,13 +588,16 @@ def stop(server: RunningServer) -> None:
 
 
 @contextlib.contextmanager
-def running_servers(workdir: Path, token: str, sdk_stateless: bool) -> Iterator[dict[str, RunningServer]]:
-    """Start all three at once (they start in parallel), wait for each, always stop every one."""
+def running_servers(
+    workdir: Path, token: str, sdk_stateless: bool, keepalive: bool = True
+) -> Iterator[dict[str, RunningServer]]:
+    """Start them all at once (they start in parallel), wait for each, always stop every one."""
     (workdir / f"{ECHO_MODULE}.py").write_text(MCP_AUTH_ECHO)
     (workdir / f"{SDK_MODULE}.py").write_text(SDK_ECHO)
+    (workdir / f"{RAW_MODULE}.py").write_text(RAW_APP)
     started: dict[str, RunningServer] = {}
     try:
-        for spec in server_specs(workdir, token, sdk_stateless):
+        for spec in server_specs(workdir, token, sdk_stateless, keepalive):
             started[spec.key] = launch(spec, workdir)
         for server in started.values():
             wait_ready(server)
@@ -553,7 +677,7 @@ def _timed(tally: Tally, action: Callable[[], object]) -> bool:
 
 
 def _new_session(server: RunningServer) -> McpSession:
-    session = McpSession(server.port, server.spec.token)
+    session = McpSession(server.port, server.spec.token, server.spec.keepalive, server.spec.raw)
     session.initialize()
     return session
 
@@ -633,7 +757,7 @@ def measure_throughput(server: RunningServer, tally: Tally, calls: int, concurre
 def measure_setup(server: RunningServer, tally: Tally, sessions: int) -> None:
     tally.requested += sessions
     for _ in range(sessions):
-        session = McpSession(server.port, server.spec.token)
+        session = McpSession(server.port, server.spec.token, server.spec.keepalive, server.spec.raw)
         going_on = _timed(tally, session.initialize)
         session.close()
         if not going_on:
@@ -696,6 +820,17 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, 
     return out
 
 
+def target_ratios(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Issue 11's throughput targets, as measured in this run: each ratio, its bound, whether it was met."""
+    out = []
+    for name, mine, theirs, bound in TARGETS:
+        a = results[mine]["throughput"].get("calls_per_second", 0.0)
+        b = results[theirs]["throughput"].get("calls_per_second", 0.0)
+        ratio = a / b if a > 0 and b > 0 else 0.0
+        out.append({"name": name, "of": mine, "over": theirs, "ratio": ratio, "target": bound, "met": ratio >= bound})
+    return out
+
+
 def _faster(speedup: float) -> str:
     return f"{speedup:.2f}x faster" if speedup >= 1 else f"{1 / speedup:.2f}x slower"
 
@@ -739,6 +874,10 @@ def print_report(results: dict[str, dict[str, Any]], ratio_table: dict[str, dict
             parts.append(f"{entry['server_cpu_per_call']['mcp_auth_over_sdk']:.2f}x the SDK's server CPU per call")
         print(f"{LABELS[key]} vs SDK: " + ", ".join(parts) if parts else f"{LABELS[key]}: no ratios (failures)")
     print("(the SDK runs without auth or access log; mcp_auth checks its token, and under serve audits each call)")
+    print()
+    for target in target_ratios(results):
+        verdict = "met" if target["met"] else f"missed by {(1 - target['ratio'] / target['target']) * 100:.0f}%"
+        print(f"target {target['name']}: {target['ratio']:.2f}x (target >= {target['target']}x: {verdict})")
 
 
 # --- argument validation (in this process, no servers) ----------------------------------------
@@ -818,6 +957,12 @@ def parse_options(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small numbers, for CI: 60 calls, 4 threads, 1 round")
     parser.add_argument("--json", type=Path, help="write every number as JSON to this path")
     parser.add_argument("--sdk-stateless", action="store_true", help="run the SDK with stateless_http=True")
+    parser.add_argument(
+        "--no-keepalive",
+        dest="keepalive",
+        action="store_false",
+        help="one request per connection (Connection: close) instead of one kept-alive connection per session",
+    )
     parser.add_argument("--validation-calls", type=int, help="calls for the argument validation micro-benchmark")
     parser.add_argument("--validation-only", action="store_true", help="only the validation micro-benchmark")
     options = parser.parse_args(argv)
@@ -837,7 +982,7 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     with (
         tempfile.TemporaryDirectory(prefix="mcp-auth-bench-") as tmp,
-        running_servers(Path(tmp), token, options.sdk_stateless) as servers,
+        running_servers(Path(tmp), token, options.sdk_stateless, options.keepalive) as servers,
     ):
         print(
             "servers: " + ", ".join(f"{LABELS[key]} on port {server.port}" for key, server in servers.items()),
@@ -873,7 +1018,13 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
             "rounds": options.rounds,
             "quick": options.quick,
             "protocol_version": PROTOCOL_VERSION,
-            "client": "plain socket, HTTP/1.1, one request per connection (Connection: close)",
+            "client": (
+                "plain socket, HTTP/1.1, one kept-alive connection per session"
+                if options.keepalive
+                else "plain socket, HTTP/1.1, one request per connection (Connection: close)"
+            ),
+            "keepalive": options.keepalive,
+            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
             "python": platform.python_version(),
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
@@ -885,6 +1036,7 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
         ),
         "servers": results,
         "ratios": ratios(results),
+        "targets": target_ratios(results),
     }
 
 

@@ -135,8 +135,31 @@ def _dechunk(body: bytes) -> bytes:
     return bytes(out)
 
 
+def response_complete(raw: bytes) -> bool:
+    """Whether `raw` holds one whole response that leaves its connection open (delimited by
+    Content-Length, chunked, or a status without a body): the server will not close it, so a
+    client stops reading here. A response that closes its connection is read to the close."""
+    head, found, body = raw.partition(b"\r\n\r\n")
+    if not found or not raw.startswith(b"HTTP/1.1 "):
+        return False
+    headers = {}
+    for line in head.decode("latin-1").split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip().lower()
+    if "close" in headers.get("connection", "") or raw[9:12] == b"101":
+        return False
+    if raw[9:12] in (b"204", b"304"):
+        return True
+    if headers.get("transfer-encoding") == "chunked":
+        return body.endswith(b"0\r\n\r\n")
+    if "content-length" in headers:
+        return len(body) >= int(headers["content-length"])
+    return False
+
+
 def raw_exchange(port: int, data: bytes, host: str = "127.0.0.1", timeout: float = 30.0) -> RawResponse:
-    """Send bytes, read until the server closes, parse one HTTP/1.1 response."""
+    """Send bytes, read one HTTP/1.1 response (to the server's close, or to its end when the
+    server keeps the connection alive), parse it."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
@@ -146,7 +169,7 @@ def raw_exchange(port: int, data: bytes, host: str = "127.0.0.1", timeout: float
         except (BrokenPipeError, ConnectionResetError):
             pass  # the server may answer and close before reading everything
         chunks = []
-        while True:
+        while not response_complete(b"".join(chunks)):
             try:
                 chunk = sock.recv(65536)
             except ConnectionResetError:
@@ -179,10 +202,13 @@ def request(
     token: str | None = TOKEN,
     host: str = "127.0.0.1",
 ) -> RawResponse:
-    """One HTTP request with sensible MCP defaults; every default can be removed by passing None."""
+    """One HTTP request with sensible MCP defaults; every default can be removed by passing None.
+
+    `Connection: close` by default: the answer is read to the server's close, which comes
+    after the app has finished with the request (its audit lines written, say)."""
     if isinstance(body, dict):
         body = json.dumps(body).encode()
-    merged: dict[str, str | None] = {"Host": host_header}
+    merged: dict[str, str | None] = {"Host": host_header, "Connection": "close"}
     if token is not None:
         merged["Authorization"] = f"Bearer {token}"
     if method == "POST":

@@ -1,4 +1,4 @@
-"""scripts/bench.py runs end to end: three real servers, every call answered, every number in its JSON.
+"""scripts/bench.py runs end to end: six real servers, every call answered, every number in its JSON.
 
 It asserts behaviour, never speed: which server is faster is the benchmark's
 output, not a test outcome.
@@ -14,10 +14,12 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "scripts" / "bench.py"
-# --quick takes a few seconds on 2 cores; this only stops a hung run.
-DEADLINE_SECONDS = 120
+# --quick takes under a minute on 2 cores, even busy; this only stops a hung run.
+DEADLINE_SECONDS = 300
 
-SERVERS = ("mcp_auth_serve", "mcp_auth_gunicorn", "sdk")
+MCP_AUTH_SERVERS = ("mcp_auth_serve", "mcp_auth_gunicorn", "mcp_auth_gunicorn_2w")
+RAW_SERVERS = ("raw_gunicorn", "raw_gunicorn_2w")
+SERVERS = (*MCP_AUTH_SERVERS, *RAW_SERVERS, "sdk")
 TIMINGS = ("median_ms", "p95_ms", "mean_ms", "min_ms", "max_ms")
 
 
@@ -45,7 +47,7 @@ def test_quick_run_measures_every_server(tmp_path: Path) -> None:
     assert set(report["servers"]) == set(SERVERS)
     for key in SERVERS:
         server = report["servers"][key]
-        assert server["auth"] == ("none" if key == "sdk" else "bearer")
+        assert server["auth"] == ("bearer" if key in MCP_AUTH_SERVERS else "none")
         latency, throughput, setup = server["latency"], server["throughput"], server["session_setup"]
         assert latency["requested"] == throughput["requested"] == settings["calls"], key
         assert setup["requested"] == settings["sessions"], key
@@ -62,13 +64,24 @@ def test_quick_run_measures_every_server(tmp_path: Path) -> None:
         assert _positive(throughput["seconds"]) and _positive(throughput["calls_per_second"]), key
         assert server["exit_status"] is not None, f"{key} was not stopped"
 
-    for key in ("mcp_auth_serve", "mcp_auth_gunicorn"):
+    assert settings["keepalive"] is True and "kept-alive" in settings["client"]
+    targets = {target["name"]: target for target in report["targets"]}
+    assert set(targets) == {
+        "gunicorn 2 workers / 1 worker",
+        "gunicorn 2 workers / raw app 2 workers",
+        "gunicorn 1 worker / raw app 1 worker",
+        "built-in server / SDK",
+    }
+    for target in targets.values():
+        assert _positive(target["ratio"]) and target["met"] == (target["ratio"] >= target["target"]), target
+    assert "target gunicorn 2 workers / 1 worker:" in run.stdout
+    for key in MCP_AUTH_SERVERS:
         ratios = report["ratios"][key]
         for name in ("call_median", "call_p95", "throughput", "setup_median", "setup_p95"):
             assert _positive(ratios[name]["mcp_auth_over_sdk"]), (key, name)
             assert _positive(ratios[name]["speedup"]), (key, name)
         assert "vs SDK:" in run.stdout and "per call (median)" in run.stdout
-    assert "sdk" not in report["ratios"]
+    assert set(report["ratios"]) == set(MCP_AUTH_SERVERS)
 
     validation = report["validation"]
     assert validation["calls"] == 2000  # the --quick preset

@@ -1020,7 +1020,8 @@ def test_json_log_format_one_object_per_refusal(start: Start, args: list[str], e
         if line.startswith("{"):
             records.append(json.loads(line))
         else:  # everything that is not a log record: the summary and the lifecycle lines
-            assert line.startswith(("mcp_auth ", "  ", "mcp_auth: listening", "mcp_auth: stopped")), line
+            lifecycle = ("mcp_auth: listening", "mcp_auth: stopping", "mcp_auth: stopped")
+            assert line.startswith(("mcp_auth ", "  ", *lifecycle)), line
     denials = [(r["client"], r["step"], r["reason"]) for r in records if r.get("event") == "denied"]
     assert denials == [
         ("127.0.0.1", "bearer_token", "missing"),

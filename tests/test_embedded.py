@@ -363,9 +363,8 @@ def test_a_connection_that_never_sends_is_dropped_at_the_deadline() -> None:
         served.wait_until_idle()
 
 
-def test_a_pipelined_second_request_is_never_read() -> None:
-    # Werkzeug closes after each response, so a second head is never waited for;
-    # if one ever were, handle_one_request would arm the deadline for it like the first.
+def test_a_pipelined_second_request_left_unfinished_is_dropped_at_the_head_deadline() -> None:
+    # The connection is kept alive, so the second head is read; its deadline is armed like the first's.
     with serving(head_deadline=0.5) as served:
         with connected(served.port) as sock:
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /healthz HTTP/1.1\r\nHo")

@@ -36,7 +36,7 @@ from typing import Any
 
 import pytest
 from nginx_support import gunicorn_process
-from support import TOKEN, initialize_body, raw_exchange, request
+from support import TOKEN, initialize_body, raw_exchange, request, response_complete
 
 from mcp_auth.config import Config
 from mcp_auth.diagnostics import build_diagnostics
@@ -97,9 +97,10 @@ def connect_from(source: str, port: int) -> socket.socket:
 
 
 def read_all(sock: socket.socket) -> bytes:
-    """Everything the server sends until it closes or resets the connection."""
+    """Everything the server sends until it closes or resets the connection, or one whole
+    response on a connection it keeps open."""
     received = b""
-    while True:
+    while not response_complete(received):
         try:
             chunk = sock.recv(65536)
         except ConnectionResetError:
@@ -107,6 +108,7 @@ def read_all(sock: socket.socket) -> bytes:
         if not chunk:
             return received
         received += chunk
+    return received
 
 
 def status_and_body(raw: bytes) -> tuple[int, bytes]:

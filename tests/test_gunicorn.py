@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from mcp.client.client import Client
+from mcp.client.subscriptions import ToolsListChanged
 from support import TOKEN, initialize_body, request
 from test_mcp_client import run_client
 from websockets.asyncio.client import connect
@@ -37,6 +38,12 @@ TOOLS_MODULE = textwrap.dedent(
         for n in range(count):
             ctx.report_progress(n + 1, count)
         return f"{count} steps"
+
+    @server.tool()
+    def touch_tools() -> str:
+        """Tells every listener that the tool list changed."""
+        server.notify_list_changed("tools")
+        return "touched"
     '''
 )
 
@@ -151,3 +158,74 @@ def test_websocket_under_gunicorn(gunicorn_server: int) -> None:
     assert progress == [1, 2]
     # The worker is still serving plain HTTP after the socket closed.
     assert request(gunicorn_server, body=initialize_body()).status == 200
+
+
+def _run_until_booted(
+    args: list[str], env: dict[str, str], workers: int, summaries: int, cwd: Path
+) -> tuple[str, str, int]:
+    """Start gunicorn, wait until `workers` workers have booted and `summaries` summaries are printed,
+    stop it; its stdout, stderr, port."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", *args, "-w", str(workers), "-b", "127.0.0.1:0", "mcp_auth:create_app()"],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+    booted = threading.Event()
+
+    def read() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            lines.append(line)
+            printed = sum(seen.startswith("mcp_auth ") and " serving " in seen for seen in lines)
+            if sum("Booting worker" in seen for seen in lines) == workers and printed >= summaries:
+                booted.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert booted.wait(STARTUP_DEADLINE_SECONDS), "gunicorn did not start:\n" + "".join(lines)
+        port = int(re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", "".join(lines)).group(1))  # type: ignore[union-attr]
+        assert request(port, "GET", path="/healthz", token=None).status == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        stdout, _ = process.communicate(timeout=STARTUP_DEADLINE_SECONDS)
+        reader.join(timeout=10)
+    assert process.returncode == 0
+    return stdout, "".join(lines), port
+
+
+@pytest.mark.parametrize("hooks", [pytest.param(True, id="with-gunicorn_conf"), pytest.param(False, id="plain")])
+def test_the_summary_and_first_run_name_the_real_bind(tmp_path: Path, hooks: bool) -> None:
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_AUTH_")}
+    env.update({"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "PYTHONPATH": str(ROOT)})
+    args = ["-k", "gthread", "--threads", "4", *(["-c", "python:mcp_auth.gunicorn_conf"] if hooks else [])]
+    stdout, stderr, port = _run_until_booted(args, env, workers=2, summaries=1 if hooks else 2, cwd=tmp_path)
+    url = f"http://127.0.0.1:{port}/mcp"
+    summaries = [line for line in stderr.splitlines() if line.startswith("mcp_auth ") and "serving" in line]
+    # Printed once by the master with gunicorn_conf; once per worker without it. The real address either way.
+    assert len(summaries) == (1 if hooks else 2), stderr
+    assert all(url in line for line in summaries), summaries
+    assert stderr.count("clients:          loopback only (no explicit token)") == len(summaries)
+    assert "8765" not in stdout + stderr
+    # The first run's guidance: once, with the real address.
+    assert stdout.count("First run: generated a bearer token") == 1
+    assert f'"url": "{url}"' in stdout
+
+
+def test_the_mcp_client_listens_under_gunicorn(gunicorn_server: int) -> None:
+    """gthread workers: the listen's answer is flushed per event, and a change made by another
+    request of the same worker reaches it."""
+
+    async def body(client: Client) -> tuple[str | None, Any, str]:
+        async with client.listen(tools_list_changed=True) as subscription:
+            touched = await client.call_tool("touch_tools", {})
+            event = await asyncio.wait_for(anext(subscription), 30)
+        return client.protocol_version, event, touched.content[0].text
+
+    version, event, touched = run_client(f"http://127.0.0.1:{gunicorn_server}/mcp", TOKEN, "auto", body)
+    assert (version, event, touched) == ("2026-07-28", ToolsListChanged(), "touched")

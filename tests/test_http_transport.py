@@ -261,8 +261,9 @@ def _open_get_stream(port: int, session_id: str) -> socket.socket:
 
 
 def _read_to_end(sock: socket.socket) -> bytes:
+    """The rest of a chunked event stream: to its last chunk (the server may keep the connection), or the close."""
     rest = b""
-    while chunk := sock.recv(4096):
+    while not rest.endswith(b"0\r\n\r\n") and (chunk := sock.recv(4096)):
         rest += chunk
     return rest
 

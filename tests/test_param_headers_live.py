@@ -140,12 +140,13 @@ def test_scope_refusal_comes_before_the_header_check(live: Served) -> None:
 def test_handshake_era_is_not_checked(live: Served) -> None:
     # 2025-11-25 had no Mcp-Param-* headers: a session's call without one runs.
     async def drive() -> str:
-        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {live.admin}"})
-        transport = streamable_http_client(f"http://127.0.0.1:{live.port}/mcp", http_client=http)
-        async with Client(transport, mode="legacy") as client:
-            assert client.protocol_version != MODERN
-            result = await client.call_tool("execute_sql", {"region": "eu", "query": "q"})
-            return result.content[0].text
+        # Closed with the client: its pooled connections stay open (keep-alive) until then.
+        async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {live.admin}"}) as http:
+            transport = streamable_http_client(f"http://127.0.0.1:{live.port}/mcp", http_client=http)
+            async with Client(transport, mode="legacy") as client:
+                assert client.protocol_version != MODERN
+                result = await client.call_tool("execute_sql", {"region": "eu", "query": "q"})
+                return result.content[0].text
 
     assert asyncio.run(drive()) == "ran in eu: q"
 
@@ -154,8 +155,10 @@ def test_the_mcp_client_mirrors_the_argument_by_itself(live: Served) -> None:
     """The real client, default mode: it negotiates 2026-07-28 and sends Mcp-Param-* from tools/list."""
 
     async def drive() -> tuple[str | None, dict[str, Any], list[str]]:
-        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {live.admin}"})
-        async with Client(streamable_http_client(f"http://127.0.0.1:{live.port}/mcp", http_client=http)) as client:
+        async with (
+            httpx2.AsyncClient(headers={"Authorization": f"Bearer {live.admin}"}) as http,
+            Client(streamable_http_client(f"http://127.0.0.1:{live.port}/mcp", http_client=http)) as client,
+        ):
             listed = {tool.name: tool for tool in (await client.list_tools()).tools}
             texts = []
             for region in ("us-west1", "Zürich", " padded ", "=?base64?literal?="):  # the last three go base64

@@ -315,8 +315,9 @@ def _read_until(sock: socket.socket, marker: bytes) -> bytes:
 
 
 def _read_to_end(sock: socket.socket) -> bytes:
+    """The rest of a chunked event stream: to its last chunk (the server may keep the connection), or the close."""
     rest = b""
-    while chunk := sock.recv(4096):
+    while not rest.endswith(b"0\r\n\r\n") and (chunk := sock.recv(4096)):
         rest += chunk
     return rest
 

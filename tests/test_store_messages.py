@@ -24,6 +24,7 @@ from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
 from redis_support import RedisServer, redis_server
 from support import TOKEN, Live, live_server, open_session, request, rpc
+from test_listen import open_listen, tag
 
 from mcp_auth import Context, McpServer
 
@@ -220,3 +221,16 @@ def test_delete_on_one_process_ends_a_get_stream_on_the_other(two: tuple[Live, L
             assert time.monotonic() < deadline, "the stream outlived its session"
             received += chunk
     assert b"resources/updated" not in received
+
+
+def test_a_listen_hears_of_changes_made_on_another_process(two: tuple[Live, Live, Waits, Waits]) -> None:
+    """subscriptions/listen (2026-07-28) on the second process; the change is made on the first."""
+    first, second, _, _ = two
+    second.app.listens.keepalive_seconds = 3600.0  # a quiet stream then fails by read timeout, never hangs
+    with open_listen(second, {"resourceSubscriptions": ["counter://value"]}, request_id="far") as stream:
+        ack = stream.next()
+        assert ack is not None and ack["params"]["notifications"] == {"resourceSubscriptions": ["counter://value"]}
+        first.app.server.notify_resource_updated("counter://value")
+        updated = stream.next()
+    assert updated is not None and updated["method"] == "notifications/resources/updated"
+    assert updated["params"]["uri"] == "counter://value" and tag(updated) == "far"

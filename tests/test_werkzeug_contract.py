@@ -426,38 +426,46 @@ def test_http_server_refuses_through_send_error(data: bytes, status: HTTPStatus,
     assert set(embedded._ERROR_NAMES) >= {HTTPStatus.BAD_REQUEST, HTTPStatus.REQUEST_URI_TOO_LONG}
 
 
-def test_run_wsgi_iterates_the_body_then_drains_then_closes() -> None:
-    """`_DrainBounded` arms the drain deadline when the body is exhausted: that must come before the drain."""
+def test_http_server_reads_requests_while_close_connection_is_false() -> None:
+    """`keepalive.KeepAliveHandler` replaces Werkzeug's run_wsgi (which always closes) and relies on
+    http.server for the rest: `handle` calls `handle_one_request` again while `close_connection` is
+    False, `send_header("Connection", "close")` sets it, `parse_request` clears it for an HTTP/1.1
+    request, and the connection's reader can `peek` (the wait for a kept-alive connection's next request)."""
     recorder = _Recorder()
 
-    class Body:
-        def __init__(self, connection: socket.socket) -> None:
-            self.connection = connection
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
 
-        def __iter__(self) -> Iterator[bytes]:
-            yield b"ok"
-            recorder.add("exhausted")
+        def do_GET(self) -> None:
+            recorder.add("kept", self.close_connection is False)
+            recorder.add("peek", hasattr(self.rfile, "peek"))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            if self.path == "/last":
+                self.send_header("Connection", "close")
+                recorder.add("closing", self.close_connection)
+            self.end_headers()
 
-        def close(self) -> None:
-            # The drain has read what the client sent after its request: nothing is left unread.
-            self.connection.setblocking(False)
-            try:
-                left = self.connection.recv(100)
-            except BlockingIOError:
-                left = b"(nothing)"
-            finally:
-                self.connection.setblocking(True)
-            recorder.add("closed", left)
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
 
-    def app(environ: dict[str, Any], start_response: Any) -> Body:
-        start_response("200 OK", [("Content-Length", "2")])
-        return Body(environ["werkzeug.socket"])
-
-    with _werkzeug(app, recorder) as port:
-        answer = _exchange(port, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\nextra bytes the app never read")
-    assert answer.startswith(b"HTTP/1.1 200")
-    assert [name for name, _ in recorder.events if name in ("exhausted", "closed")] == ["exhausted", "closed"]
-    assert recorder.named("closed") == [b"(nothing)"]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        answer = _exchange(
+            server.server_address[1],
+            b"GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"GET /last HTTP/1.1\r\nHost: a\r\n\r\n",
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert answer.count(b"HTTP/1.1 200") == 3  # three requests on one connection, then the close
+    assert recorder.named("kept") == [True, True, True]
+    assert recorder.named("peek") == [True, True, True]
+    assert recorder.named("closing") == [True]
 
 
 def test_a_connection_error_from_the_app_is_a_dropped_connection_and_nothing_is_written() -> None:

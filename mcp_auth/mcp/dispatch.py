@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from .asyncrun import _AsyncRunner, _CallThread
 from .content import ToolResult, text_content
 from .context import AsyncContext, Call, Context
+from .handlers_listen import ListenHandlers
 from .handlers_modern import ModernResults
 from .handlers_prompts import PromptHandlers
 from .handlers_resources import ResourceHandlers
@@ -88,7 +89,7 @@ class AuditSink(Protocol):
     def escape_controls(self, value: str) -> str: ...
 
 
-class Dispatcher(ResourceHandlers, PromptHandlers, ModernResults, SessionNotifications):
+class Dispatcher(ResourceHandlers, PromptHandlers, ModernResults, SessionNotifications, ListenHandlers):
     """Answers the MCP methods for one server's registry; what transports and the app hold.
 
     `outcome` runs a request (step 7 first) and says how it ended (what

@@ -55,9 +55,13 @@ def list_cache_scope(call: Call) -> str:
     return PUBLIC if call.same_view_for_all and call.principal.tool_patterns is None else PRIVATE
 
 
-def read_cache_hints(declared_scope: str, ttl_ms: int, call: Call) -> dict[str, Any]:
+def read_cache_hints(declared_scope: str, ttl_ms: int, request: Request, call: Call) -> dict[str, Any]:
     """A read's hints: what its resource declared, but never "public" where a list would not be
-    (a shared cache must not hand the content to a token whose scope does not reach it)."""
+    (a shared cache must not hand the content to a token whose scope does not reach it), and not
+    cached at all when the read was answered through a multi round-trip: its content may hold this
+    client's answers, and a cache keys on the method and URI alone (the revision's Cache Key rule)."""
+    if "inputResponses" in request.params or "requestState" in request.params:
+        return {"ttlMs": READ_TTL_MS, "cacheScope": PRIVATE}
     public = declared_scope == PUBLIC and list_cache_scope(call) == PUBLIC
     return {"ttlMs": ttl_ms, "cacheScope": PUBLIC if public else PRIVATE}
 
@@ -94,16 +98,27 @@ class ModernResults:
         return result
 
     def _modern_result(self, method: str, result: dict[str, Any], call: Call) -> dict[str, Any]:
-        """`result` with what every stateless result carries; a handler's own `_meta`, `resultType`
-        or caching hints (a later round's `input_required`, a resource's declared scope) are kept."""
+        """`result` with what every stateless result carries; a handler's own `_meta` and `resultType`
+        (a later round's `input_required`) are kept. The caching hints are this front's to give,
+        whoever produced the result (a bridged child knows nothing of token scopes): a list's are set
+        here, and a read's (`read_cache_hints`) are kept only as far as they are safe."""
         out = dict(result)
         out.setdefault("resultType", "complete")
         meta = out.get("_meta")
         out["_meta"] = {**(meta if isinstance(meta, dict) else {}), META_SERVER_INFO: self._server_info()}
         ttl = CACHEABLE_TTL_MS.get(method)
         if ttl is not None and out["resultType"] == "complete":
-            out.setdefault("ttlMs", ttl)
-            out.setdefault("cacheScope", PRIVATE if method == "resources/read" else list_cache_scope(call))
+            if method == "resources/read":
+                given = out.get("ttlMs")
+                valid = isinstance(given, int) and not isinstance(given, bool) and given >= 0
+                out["ttlMs"] = given if valid else READ_TTL_MS
+                if out.get("cacheScope") != PUBLIC or list_cache_scope(call) != PUBLIC:
+                    out["cacheScope"] = PRIVATE
+            elif method == "server/discover":
+                out["ttlMs"] = ttl  # its cacheScope is `_discover`'s: the same for every principal
+            else:
+                out["ttlMs"] = ttl
+                out["cacheScope"] = list_cache_scope(call)
         return out
 
     def _server_info(self) -> dict[str, str]:

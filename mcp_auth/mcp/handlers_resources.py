@@ -70,7 +70,7 @@ class ResourceHandlers:
             value = self._run(request, call, resource.fn, resource.signature, target.arguments)
             result: dict[str, Any] = {"contents": _read_contents(uri, value, resource.mime_type)}
             if call.modern is not None:
-                result.update(read_cache_hints(resource.cache_scope, resource.ttl_ms, call))
+                result.update(read_cache_hints(resource.cache_scope, resource.ttl_ms, request, call))
             return result
         except RequestCancelled as exc:
             raise JsonRpcError(REQUEST_CANCELLED, str(exc)) from None
@@ -118,6 +118,13 @@ class ResourceHandlers:
         if principal.may_use(uri, "resource"):
             return None
         raise self._resource_denied(uri, request, call)
+
+    def _may_read(self, uri: str, request: Request, call: Call) -> bool:
+        """Whether `uri` names a resource (static, or matching a template) that the principal may read."""
+        try:
+            return self._resource_target(uri, request, call) is not None
+        except (JsonRpcError, ScopeDenied):
+            return False
 
     @staticmethod
     def _resource_denied(uri: str, request: Request, call: Call) -> ScopeDenied:

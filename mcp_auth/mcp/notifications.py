@@ -2,10 +2,11 @@
 
 An app hands the dispatcher its registry of live sessions (`attach_sessions`);
 `notify_resource_updated` and `notify_list_changed` reach every negotiated
-session in it, and, through the registry's `relay`, the sessions of the other
+session in it and every open `subscriptions/listen` that wants them, and,
+through the registry's `relay`, the sessions and listens of the other
 processes of a deployment that shares them (a registry alone in its process
 relays nothing). What another process relays arrives at `notify_from_elsewhere`,
-which tells this process's sessions only, so nothing goes round in circles.
+which tells this process's sessions and listens only, so nothing goes round in circles.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from .call import LiveSessions, McpSession
 from .jsonrpc import Notification
+from .subscriptions import Subscriptions
 
 _LIST_KINDS = ("tools", "resources", "prompts")
 
@@ -29,6 +31,9 @@ class SessionNotifications:
         # close() takes its sessions with it.
         self._registries: weakref.WeakSet[LiveSessions] = weakref.WeakSet()
         self._registries_lock = threading.Lock()
+        # The open subscriptions/listen streams of the stateless revision, of every transport:
+        # they hear of a change made here and of one relayed from another process.
+        self.subscriptions = Subscriptions()
 
     def attach_sessions(self, live: LiveSessions) -> None:
         """Reach the sessions of `live` with notifications (the app does this once, at construction)."""
@@ -69,11 +74,13 @@ class SessionNotifications:
         for session in self._sessions():
             if session.state.is_subscribed(uri):
                 session.push(message)
+        self.subscriptions.resource_updated(uri)
 
     def _list_changed(self, kind: str) -> None:
         message = Notification(f"notifications/{kind}/list_changed").to_dict()
         for session in self._sessions():
             session.push(message)
+        self.subscriptions.list_changed(kind)
 
     def _relay(self, event: str, value: Any) -> None:
         with self._registries_lock:

@@ -1,11 +1,13 @@
 """A stdio MCP server written by hand (no library), misbehaving on request, for the bridge's tests.
 
-    raw_child.py [--ignore-eof] [--ignore-sigterm] [--pid-file PATH]
+    raw_child.py [--ignore-eof] [--ignore-sigterm] [--pid-file PATH] [--cache-hints]
 
 Tools: `pid`, `garbage` (writes a line that is not JSON-RPC to stdout),
 `spawn_grandchild` (starts a `sleep` in its process group and returns its pid).
 --ignore-eof keeps running after stdin closes (only a signal ends it);
 --ignore-sigterm ignores SIGTERM (only SIGKILL ends it).
+--cache-hints adds its own 2026-07-28 caching hints ("public", an hour) to its tools/list result,
+as a child unaware of the front's token scopes might.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ def main() -> None:
             }
         elif method == "tools/list":
             result = {"tools": TOOLS}
+            if "--cache-hints" in sys.argv:
+                result.update({"ttlMs": 3_600_000, "cacheScope": "public"})
         elif method == "tools/call" and message["params"]["name"] == "pid":
             result = text(str(os.getpid()))
         elif method == "tools/call" and message["params"]["name"] == "garbage":
