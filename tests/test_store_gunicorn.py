@@ -88,28 +88,31 @@ def _pid(port: int, session_id: str, request_id: int, token: str = TOKEN) -> int
     return int(result["content"][0]["text"])
 
 
+def _served_by_both_workers(port: int, session_id: str, token: str, first_id: int, per_batch: int) -> bool:
+    """Send batches of calls of one session, AT_ONCE at a time, until both workers have served it.
+
+    Which worker accepts a connection is the kernel's choice: on a busy machine one may take a
+    whole batch. Every call of every batch must succeed (`_pid` asserts it); more batches run (at
+    most 10) until both workers have answered, so sharing is proven without relying on timing.
+    """
+    served: set[int] = set()
+    for batch in range(10):
+        start = first_id + batch * per_batch
+        with ThreadPoolExecutor(AT_ONCE) as pool:
+            pids = list(pool.map(lambda n: _pid(port, session_id, n, token), range(start, start + per_batch)))
+        assert len(pids) == per_batch
+        served.update(pids)
+        if len(served) == 2:
+            return True
+    return False
+
+
 def test_200_calls_of_one_session_16_at_a_time_all_succeed_on_2_workers(
     tmp_path: Path, shared_redis: RedisServer
 ) -> None:
     with _workers(tmp_path, shared_redis.url) as server:
         session_id = open_session(server.port)
-        served: set[int] = set()
-        # Which worker accepts a connection is the kernel's choice: on a busy machine one may take a
-        # whole batch. Every call of every batch must succeed; more batches run (at most 10) until
-        # both workers have served the session, so the test proves sharing without relying on timing.
-        for batch in range(10):
-            with ThreadPoolExecutor(AT_ONCE) as pool:
-                pids = list(
-                    pool.map(
-                        lambda n: _pid(server.port, session_id, n),
-                        range(100 + batch * CALLS, 100 + (batch + 1) * CALLS),
-                    )
-                )
-            assert len(pids) == CALLS
-            served.update(pids)
-            if len(served) == 2:
-                break
-        assert len(served) == 2, "both workers served the session"
+        assert _served_by_both_workers(server.port, session_id, TOKEN, first_id=100, per_batch=CALLS)
         assert "no session store is configured" not in server.log
 
 
@@ -218,9 +221,7 @@ def test_the_readme_multi_worker_command_works_as_written(tmp_path: Path, shared
     try:
         assert booted.wait(STARTUP_DEADLINE_SECONDS), "".join(lines)
         session_id = open_session(port, token=token)
-        with ThreadPoolExecutor(AT_ONCE) as pool:
-            pids = set(pool.map(lambda n: _pid(port, session_id, 300 + n, token), range(40)))
-        assert len(pids) == 2, "both workers served the session"
+        assert _served_by_both_workers(port, session_id, token, first_id=300, per_batch=40)
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=STARTUP_DEADLINE_SECONDS)
