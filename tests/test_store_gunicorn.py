@@ -22,6 +22,7 @@ from nginx_support import Gunicorn, gunicorn_process
 from redis_support import RedisServer, free_port, redis_server
 from support import TOKEN, open_session, rpc
 from test_mcp_client import run_client
+from test_store_resume import post_until, resume
 
 from mcp_auth.auth.tokens import add_token
 
@@ -41,6 +42,14 @@ TOOLS_MODULE = textwrap.dedent(
     def pid() -> int:
         """The serving process's id."""
         return os.getpid()
+
+    @server.tool()
+    def cut(ctx: Context) -> str:
+        """Sends a message, closes its stream, sends another, answers: the client resumes for the rest."""
+        ctx.info("before")
+        ctx.close_stream()
+        ctx.info("after")
+        return "resumed"
 
     @server.tool()
     def steps(count: int, ctx: Context) -> str:
@@ -122,6 +131,28 @@ def test_the_real_client_runs_a_session_with_progress_across_workers(tmp_path: P
         assert all(call.content[0].text == "3 steps" for call in calls)
         assert seen == [1, 2, 3] * 6
         assert pids  # served; which worker is the connection pool's choice
+
+
+def test_streams_cut_on_one_worker_are_resumed_on_whichever_worker_gets_the_get(
+    tmp_path: Path, shared_redis: RedisServer
+) -> None:
+    """Each call's stream is cut and resumed over fresh connections, 16 at a time: gunicorn hands the
+    resuming GETs to both workers (checked below), and each gets the rest of its stream."""
+
+    def cut_and_resume(n: int) -> list[dict[str, Any]]:
+        last_id = post_until(server.port, session_id, "cut", b"before", request_id=500 + n)
+        resumed = resume(server.port, session_id, last_id)
+        assert resumed.status == 200, (resumed.status, resumed.body)
+        return resumed.sse_messages()
+
+    with _workers(tmp_path, shared_redis.url) as server:
+        session_id = open_session(server.port)
+        with ThreadPoolExecutor(AT_ONCE) as pool:
+            results = list(pool.map(cut_and_resume, range(64)))
+        assert len(_worker_pids(server)) == 2
+    for n, messages in enumerate(results):
+        assert [m.get("params", {}).get("data") for m in messages[:-1]] == ["after"]
+        assert messages[-1]["id"] == 500 + n and messages[-1]["result"]["content"][0]["text"] == "resumed"
 
 
 def test_two_workers_without_a_store_are_warned_about_with_the_fix(tmp_path: Path) -> None:
