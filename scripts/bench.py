@@ -1,6 +1,6 @@
 """Benchmark: mcp_auth against the official MCP Python SDK, side by side, as ratios within one run.
 
-What is measured. Six servers, five of them serving one `echo(text: str) -> str` tool
+What is measured. Eleven servers, ten of them serving one `echo(text: str) -> str` tool
 (the same function body, the same input, the same single text block out):
 
   mcp_auth_serve     `python -m mcp_auth serve <echo module>:server --port 0`: the built-in
@@ -12,6 +12,18 @@ What is measured. Six servers, five of them serving one `echo(text: str) -> str`
   mcp_auth_gunicorn_2w  the same with `-w 2`: two worker processes. Handshake sessions live in the
                      worker that created them; the client's one connection per session keeps a
                      session on its worker (gunicorn --keep-alive 30 for every gunicorn here).
+  mcp_auth_gunicorn(_2w)_redis  the same two, with the session store in Redis
+                     (MCP_AUTH_SESSION_STORE=redis://...): a real redis-server the script starts
+                     on a free loopback port (no persistence) and always stops. With the store, a
+                     session lives in Redis and any worker serves it. What the store costs is
+                     printed per call (with minus without, same run): median call time, server
+                     CPU per call, session setup, and the throughput ratio.
+  stateless_serve, stateless_gunicorn(_2w)  the 2026-07-28 stateless revision on the built-in
+                     server and gunicorn 1 and 2 workers, no store: no initialize, no session;
+                     every call is a self-contained POST carrying the `_meta` envelope
+                     (protocol version, client capabilities, client info) and the
+                     MCP-Protocol-Version, Mcp-Method and Mcp-Name headers; its "setup" is one
+                     `server/discover`. Every answer must say resultType "complete".
   raw_gunicorn(_2w)  the floor: a WSGI app that reads the body and returns a fixed answer,
                      under the same gunicorn settings (1 and 2 workers); no MCP, no auth.
   sdk                the official SDK (`mcp` 2.x): `MCPServer`, the tool registered with
@@ -81,6 +93,7 @@ import os
 import platform
 import re
 import secrets
+import shutil
 import signal
 import socket
 import statistics
@@ -109,14 +122,40 @@ GUNICORN_THREADS = 8
 # phases, so a session's connection (and with it the worker holding the session) lasts the phase.
 GUNICORN_KEEPALIVE_SECONDS = 30
 
-SERVERS = ("mcp_auth_serve", "mcp_auth_gunicorn", "mcp_auth_gunicorn_2w", "raw_gunicorn", "raw_gunicorn_2w", "sdk")
-MCP_AUTH_SERVERS = ("mcp_auth_serve", "mcp_auth_gunicorn", "mcp_auth_gunicorn_2w")
+MCP_AUTH_SERVERS = (
+    "mcp_auth_serve",
+    "mcp_auth_gunicorn",
+    "mcp_auth_gunicorn_2w",
+    "mcp_auth_gunicorn_redis",
+    "mcp_auth_gunicorn_2w_redis",
+    "stateless_serve",
+    "stateless_gunicorn",
+    "stateless_gunicorn_2w",
+)
+SERVERS = (*MCP_AUTH_SERVERS, "raw_gunicorn", "raw_gunicorn_2w", "sdk")
+# The handshake era with and without the Redis session store, same settings: (label, without, with).
+STORE_PAIRS = (
+    ("1 worker", "mcp_auth_gunicorn", "mcp_auth_gunicorn_redis"),
+    ("2 workers", "mcp_auth_gunicorn_2w", "mcp_auth_gunicorn_2w_redis"),
+)
+STATELESS_VERSION = "2026-07-28"
+# The per-request envelope of the stateless revision: every call carries who the client is.
+STATELESS_ENVELOPE = {
+    "io.modelcontextprotocol/protocolVersion": STATELESS_VERSION,
+    "io.modelcontextprotocol/clientCapabilities": {},
+    "io.modelcontextprotocol/clientInfo": {"name": "mcp-auth-bench", "version": "1"},
+}
 RAW_SERVERS = ("raw_gunicorn", "raw_gunicorn_2w")
 METRICS = ("latency", "throughput", "session_setup")
 LABELS = {
     "mcp_auth_serve": "mcp_auth serve",
     "mcp_auth_gunicorn": f"mcp_auth gunicorn 1w x{GUNICORN_THREADS}",
     "mcp_auth_gunicorn_2w": f"mcp_auth gunicorn 2w x{GUNICORN_THREADS}",
+    "mcp_auth_gunicorn_redis": f"mcp_auth gunicorn 1w x{GUNICORN_THREADS} redis",
+    "mcp_auth_gunicorn_2w_redis": f"mcp_auth gunicorn 2w x{GUNICORN_THREADS} redis",
+    "stateless_serve": "stateless serve",
+    "stateless_gunicorn": f"stateless gunicorn 1w x{GUNICORN_THREADS}",
+    "stateless_gunicorn_2w": f"stateless gunicorn 2w x{GUNICORN_THREADS}",
     "raw_gunicorn": f"raw WSGI gunicorn 1w x{GUNICORN_THREADS}",
     "raw_gunicorn_2w": f"raw WSGI gunicorn 2w x{GUNICORN_THREADS}",
     "sdk": "SDK MCPServer + uvicorn",
@@ -355,8 +394,12 @@ def jsonrpc_result(reply: HttpReply, request_id: int) -> dict[str, Any]:
 class McpSession:
     """An initialized MCP session over `http_exchange`."""
 
-    def __init__(self, port: int, token: str | None, keepalive: bool = True, raw: bool = False) -> None:
+    def __init__(
+        self, port: int, token: str | None, keepalive: bool = True, raw: bool = False, stateless: bool = False
+    ) -> None:
         self.port = port
+        # stateless: the 2026-07-28 revision; no session, every call a self-contained POST (envelope + headers).
+        self.stateless = stateless
         # keep-alive: one connection for the whole session (a gunicorn worker keeps its sessions to itself,
         # so a session's requests must reach the worker that created it: the connection does that).
         self.connection = Connection(port) if keepalive else None
@@ -387,6 +430,13 @@ class McpSession:
             if reply.status != 200 or reply.body != RAW_ANSWER:
                 raise BenchError(f"raw app: HTTP {reply.status}: {reply.body[:200]!r}")
             return
+        if self.stateless:
+            # Nothing to set up; the counterpart of initialize is server/discover, timed as the setup.
+            headers = {**self.base_headers, "MCP-Protocol-Version": STATELESS_VERSION, "Mcp-Method": "server/discover"}
+            reply, request_id = self._request("server/discover", {"_meta": STATELESS_ENVELOPE}, headers)
+            if jsonrpc_result(reply, request_id).get("resultType") != "complete":
+                raise BenchError(f"server/discover answered {reply.body[:200]!r}")
+            return
         params = {
             "protocolVersion": PROTOCOL_VERSION,
             "capabilities": {},
@@ -404,14 +454,25 @@ class McpSession:
 
     def echo(self, text: str) -> dict[str, Any]:
         """`tools/call echo`; the result, checked."""
-        reply, request_id = self._request("tools/call", {"name": "echo", "arguments": {"text": text}}, self._headers())
+        params: dict[str, Any] = {"name": "echo", "arguments": {"text": text}}
+        headers = self._headers()
+        if self.stateless:
+            params["_meta"] = STATELESS_ENVELOPE
+            headers = {
+                **self.base_headers,
+                "MCP-Protocol-Version": STATELESS_VERSION,
+                "Mcp-Method": "tools/call",
+                "Mcp-Name": "echo",
+            }
+        reply, request_id = self._request("tools/call", params, headers)
         if self.raw:
             if reply.status != 200 or reply.body != RAW_ANSWER:
                 raise BenchError(f"raw app: HTTP {reply.status}: {reply.body[:200]!r}")
             return {}
         result = jsonrpc_result(reply, request_id)
         content = result.get("content")
-        if result.get("isError") or content != [{"type": "text", "text": text}]:
+        complete = not self.stateless or result.get("resultType") == "complete"
+        if result.get("isError") or content != [{"type": "text", "text": text}] or not complete:
             raise BenchError(f"echo answered {json.dumps(result)[:200]}")
         return result
 
@@ -437,6 +498,7 @@ class ServerSpec:
     token: str | None
     raw: bool = False  # the raw WSGI app: no MCP, a fixed answer
     keepalive: bool = True  # the client keeps one connection per session
+    stateless: bool = False  # the client speaks the 2026-07-28 stateless revision
 
 
 @dataclass
@@ -486,7 +548,9 @@ def _gunicorn(python: str, workers: int, app: str) -> list[str]:
     ]
 
 
-def server_specs(workdir: Path, token: str, sdk_stateless: bool, keepalive: bool = True) -> list[ServerSpec]:
+def server_specs(
+    workdir: Path, token: str, sdk_stateless: bool, keepalive: bool = True, store_url: str = ""
+) -> list[ServerSpec]:
     base = {key: value for key, value in os.environ.items() if not key.startswith("MCP_AUTH_")}
     home = workdir / "home"
     home.mkdir(exist_ok=True)
@@ -501,6 +565,9 @@ def server_specs(workdir: Path, token: str, sdk_stateless: bool, keepalive: bool
     python = sys.executable
     gunicorn_env = {**base, "MCP_AUTH_TOKEN": token, "MCP_AUTH_TARGET": f"{ECHO_MODULE}:server"}
     gunicorn_ready = [r"Listening at: http://127\.0\.0\.1:(\d+)", r"Booting worker"]
+    store_env = {**gunicorn_env, "MCP_AUTH_SESSION_STORE": store_url}
+    serve_argv = [python, "-m", "mcp_auth", "serve", f"{ECHO_MODULE}:server", "--port", "0"]
+    serve_ready = [r"listening on http://127\.0\.0\.1:(\d+)/mcp"]
     specs = [
         ServerSpec(
             "mcp_auth_serve",
@@ -515,6 +582,23 @@ def server_specs(workdir: Path, token: str, sdk_stateless: bool, keepalive: bool
         ServerSpec(
             "mcp_auth_gunicorn_2w", _gunicorn(python, 2, "mcp_auth:create_app()"), gunicorn_env, gunicorn_ready, token
         ),
+        ServerSpec(
+            "mcp_auth_gunicorn_redis", _gunicorn(python, 1, "mcp_auth:create_app()"), store_env, gunicorn_ready, token
+        ),
+        ServerSpec(
+            "mcp_auth_gunicorn_2w_redis",
+            _gunicorn(python, 2, "mcp_auth:create_app()"),
+            store_env,
+            gunicorn_ready,
+            token,
+        ),
+        ServerSpec("stateless_serve", serve_argv, {**base, "MCP_AUTH_TOKEN": token}, serve_ready, token),
+        ServerSpec(
+            "stateless_gunicorn", _gunicorn(python, 1, "mcp_auth:create_app()"), gunicorn_env, gunicorn_ready, token
+        ),
+        ServerSpec(
+            "stateless_gunicorn_2w", _gunicorn(python, 2, "mcp_auth:create_app()"), gunicorn_env, gunicorn_ready, token
+        ),
         ServerSpec("raw_gunicorn", _gunicorn(python, 1, f"{RAW_MODULE}:app"), base, gunicorn_ready, None, raw=True),
         ServerSpec("raw_gunicorn_2w", _gunicorn(python, 2, f"{RAW_MODULE}:app"), base, gunicorn_ready, None, raw=True),
         ServerSpec(
@@ -527,6 +611,7 @@ def server_specs(workdir: Path, token: str, sdk_stateless: bool, keepalive: bool
     ]
     for spec in specs:
         spec.keepalive = keepalive
+        spec.stateless = spec.key.startswith("stateless_")
     return specs
 
 
@@ -563,7 +648,7 @@ def wait_ready(server: RunningServer) -> None:
             )
         time.sleep(0.05)
     while True:
-        session = McpSession(server.port, server.spec.token, server.spec.keepalive, server.spec.raw)
+        session = client_session(server)
         try:
             session.initialize()
             session.echo("ready?")
@@ -575,6 +660,12 @@ def wait_ready(server: RunningServer) -> None:
             time.sleep(0.1)
         except BenchError as exc:
             raise BenchError(f"{server.spec.key} answers wrongly: {exc}\n{server.log_tail()}") from None
+
+
+def client_session(server: RunningServer) -> McpSession:
+    """A client for `server`, speaking the era and keep-alive its spec names (not yet initialized)."""
+    spec = server.spec
+    return McpSession(server.port, spec.token, spec.keepalive, spec.raw, spec.stateless)
 
 
 def stop(server: RunningServer) -> None:
@@ -590,21 +681,95 @@ def stop(server: RunningServer) -> None:
 @contextlib.contextmanager
 def running_servers(
     workdir: Path, token: str, sdk_stateless: bool, keepalive: bool = True
-) -> Iterator[dict[str, RunningServer]]:
+) -> Iterator[tuple[dict[str, RunningServer], RedisProcess]]:
     """Start them all at once (they start in parallel), wait for each, always stop every one."""
     (workdir / f"{ECHO_MODULE}.py").write_text(MCP_AUTH_ECHO)
     (workdir / f"{SDK_MODULE}.py").write_text(SDK_ECHO)
     (workdir / f"{RAW_MODULE}.py").write_text(RAW_APP)
     started: dict[str, RunningServer] = {}
+    with redis_server(workdir / "redis") as store:
+        try:
+            for spec in server_specs(workdir, token, sdk_stateless, keepalive, store.url):
+                started[spec.key] = launch(spec, workdir)
+            for server in started.values():
+                wait_ready(server)
+            yield started, store
+        finally:
+            for server in started.values():
+                stop(server)
+
+
+@dataclass
+class RedisProcess:
+    """The session store's redis-server, as the benchmark started it."""
+
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    def commands_processed(self) -> int:
+        """Redis's own count of the commands it served: proof that the store runs used it."""
+        with socket.create_connection((HOST, self.port), timeout=SOCKET_TIMEOUT_SECONDS) as sock:
+            sock.sendall(b"INFO stats\r\n")
+            data = b""
+            while b"total_commands_processed:" not in data or not data.endswith(b"\r\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        found = re.search(rb"total_commands_processed:(\d+)", data)
+        if found is None:
+            raise BenchError(f"redis INFO stats without total_commands_processed: {data[:200]!r}")
+        return int(found.group(1))
+
+
+def _redis_answers(port: int) -> bool:
+    """Whether a Redis server on `port` answers PING (a plain socket: the script needs no redis package)."""
     try:
-        for spec in server_specs(workdir, token, sdk_stateless, keepalive):
-            started[spec.key] = launch(spec, workdir)
-        for server in started.values():
-            wait_ready(server)
-        yield started
+        with socket.create_connection((HOST, port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def redis_server(workdir: Path) -> Iterator[RedisProcess]:
+    """A real redis-server on a free loopback port for the session store runs, no persistence; always stopped."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise BenchError("redis-server is not installed (Debian: apt-get install redis-server); the store runs need it")
+    workdir.mkdir(parents=True, exist_ok=True)
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        port = probe.getsockname()[1]
+    argv = [binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no", "--dir", str(workdir)]
+    log = workdir / "redis.log"
+    process = subprocess.Popen(
+        [*argv, "--logfile", str(log), "--daemonize", "no"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent,
+    )
+    try:
+        deadline = time.monotonic() + STARTUP_DEADLINE_SECONDS
+        while not _redis_answers(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                text = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+                raise BenchError(f"redis-server did not start on port {port}:\n{text}")
+            time.sleep(0.05)
+        yield RedisProcess(port)
     finally:
-        for server in started.values():
-            stop(server)
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=STOP_DEADLINE_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 # --- measurements ---------------------------------------------------------------------------
@@ -677,7 +842,7 @@ def _timed(tally: Tally, action: Callable[[], object]) -> bool:
 
 
 def _new_session(server: RunningServer) -> McpSession:
-    session = McpSession(server.port, server.spec.token, server.spec.keepalive, server.spec.raw)
+    session = client_session(server)
     session.initialize()
     return session
 
@@ -757,7 +922,7 @@ def measure_throughput(server: RunningServer, tally: Tally, calls: int, concurre
 def measure_setup(server: RunningServer, tally: Tally, sessions: int) -> None:
     tally.requested += sessions
     for _ in range(sessions):
-        session = McpSession(server.port, server.spec.token, server.spec.keepalive, server.spec.raw)
+        session = client_session(server)
         going_on = _timed(tally, session.initialize)
         session.close()
         if not going_on:
@@ -831,6 +996,26 @@ def target_ratios(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def store_cost(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the Redis session store costs per handshake-era call: with minus without, same run, same settings."""
+    out = []
+    for name, without, with_store in STORE_PAIRS:
+        entry: dict[str, Any] = {"name": name, "without": without, "with": with_store}
+        for stat, metric, key in (
+            ("call_median_ms", "latency", "median_ms"),
+            ("server_cpu_ms_per_call", "throughput", "server_cpu_ms_per_call"),
+            ("setup_median_ms", "session_setup", "median_ms"),
+        ):
+            a, b = results[with_store][metric].get(key), results[without][metric].get(key)
+            if a is not None and b is not None:
+                entry[f"added_{stat}"] = a - b
+        a = results[with_store]["throughput"].get("calls_per_second", 0.0)
+        b = results[without]["throughput"].get("calls_per_second", 0.0)
+        entry["throughput_ratio"] = a / b if a > 0 and b > 0 else 0.0
+        out.append(entry)
+    return out
+
+
 def _faster(speedup: float) -> str:
     return f"{speedup:.2f}x faster" if speedup >= 1 else f"{1 / speedup:.2f}x slower"
 
@@ -874,6 +1059,21 @@ def print_report(results: dict[str, dict[str, Any]], ratio_table: dict[str, dict
             parts.append(f"{entry['server_cpu_per_call']['mcp_auth_over_sdk']:.2f}x the SDK's server CPU per call")
         print(f"{LABELS[key]} vs SDK: " + ", ".join(parts) if parts else f"{LABELS[key]}: no ratios (failures)")
     print("(the SDK runs without auth or access log; mcp_auth checks its token, and under serve audits each call)")
+    print()
+    for cost in store_cost(results):
+        added = [
+            f"{cost[f'added_{stat}']:+.2f} ms {label}"
+            for stat, label in (
+                ("call_median_ms", "per call (median)"),
+                ("server_cpu_ms_per_call", "server CPU per call"),
+                ("setup_median_ms", "per session setup"),
+            )
+            if f"added_{stat}" in cost
+        ]
+        print(
+            f"Redis session store, gunicorn {cost['name']}: " + ", ".join(added) + f", {cost['throughput_ratio']:.2f}x"
+            " the throughput without it"
+        )
     print()
     for target in target_ratios(results):
         verdict = "met" if target["met"] else f"missed by {(1 - target['ratio'] / target['target']) * 100:.0f}%"
@@ -982,7 +1182,7 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     with (
         tempfile.TemporaryDirectory(prefix="mcp-auth-bench-") as tmp,
-        running_servers(Path(tmp), token, options.sdk_stateless, options.keepalive) as servers,
+        running_servers(Path(tmp), token, options.sdk_stateless, options.keepalive) as (servers, store),
     ):
         print(
             "servers: " + ", ".join(f"{LABELS[key]} on port {server.port}" for key, server in servers.items()),
@@ -999,6 +1199,7 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
                     server, tally["throughput"], calls[number], options.concurrency, 5 if number == 0 else 0
                 )
             print(f"round {number + 1}/{options.rounds} done ({time.monotonic() - started:.1f} s)", file=sys.stderr)
+        store_commands = store.commands_processed()
         results: dict[str, dict[str, Any]] = {}
         for key in SERVERS:
             results[key] = {
@@ -1037,6 +1238,8 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
         "servers": results,
         "ratios": ratios(results),
         "targets": target_ratios(results),
+        "store_cost": store_cost(results),
+        "store": {"server": "redis-server, loopback, no persistence", "commands_processed": store_commands},
     }
 
 

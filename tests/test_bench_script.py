@@ -1,4 +1,5 @@
-"""scripts/bench.py runs end to end: six real servers, every call answered, every number in its JSON.
+"""scripts/bench.py runs end to end: eleven real servers and a redis-server, every call answered, every number
+in its JSON.
 
 It asserts behaviour, never speed: which server is faster is the benchmark's
 output, not a test outcome.
@@ -12,12 +13,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from redis_support import require_redis
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "scripts" / "bench.py"
 # --quick takes under a minute on 2 cores, even busy; this only stops a hung run.
 DEADLINE_SECONDS = 300
 
-MCP_AUTH_SERVERS = ("mcp_auth_serve", "mcp_auth_gunicorn", "mcp_auth_gunicorn_2w")
+STORE_SERVERS = ("mcp_auth_gunicorn_redis", "mcp_auth_gunicorn_2w_redis")
+STATELESS_SERVERS = ("stateless_serve", "stateless_gunicorn", "stateless_gunicorn_2w")
+MCP_AUTH_SERVERS = ("mcp_auth_serve", "mcp_auth_gunicorn", "mcp_auth_gunicorn_2w", *STORE_SERVERS, *STATELESS_SERVERS)
 RAW_SERVERS = ("raw_gunicorn", "raw_gunicorn_2w")
 SERVERS = (*MCP_AUTH_SERVERS, *RAW_SERVERS, "sdk")
 TIMINGS = ("median_ms", "p95_ms", "mean_ms", "min_ms", "max_ms")
@@ -28,6 +33,7 @@ def _positive(value: Any) -> bool:
 
 
 def test_quick_run_measures_every_server(tmp_path: Path) -> None:
+    require_redis()  # the session store runs need a redis-server: skipped without one, failed in CI
     out = tmp_path / "bench.json"
     run = subprocess.run(
         [sys.executable, str(BENCH), "--quick", "--json", str(out)],
@@ -82,6 +88,20 @@ def test_quick_run_measures_every_server(tmp_path: Path) -> None:
             assert _positive(ratios[name]["speedup"]), (key, name)
         assert "vs SDK:" in run.stdout and "per call (median)" in run.stdout
     assert set(report["ratios"]) == set(MCP_AUTH_SERVERS)
+
+    # The store runs went through Redis: each of their calls (latency, throughput, setup, readiness) reads
+    # the session there, so the server counts well over one command per call (a PING-only Redis would not).
+    assert report["store"]["commands_processed"] >= 2 * settings["calls"], report["store"]
+    costs = {cost["name"]: cost for cost in report["store_cost"]}
+    assert set(costs) == {"1 worker", "2 workers"}
+    assert (costs["1 worker"]["without"], costs["1 worker"]["with"]) == ("mcp_auth_gunicorn", "mcp_auth_gunicorn_redis")
+    for cost in costs.values():
+        assert isinstance(cost["added_call_median_ms"], float) and _positive(cost["throughput_ratio"]), cost
+    assert "Redis session store, gunicorn 2 workers: " in run.stdout
+    # The stateless servers answered every call in the 2026-07-28 shape (the script checks resultType
+    # "complete" on each answer): they are in the table and compared like the others.
+    for key in STATELESS_SERVERS:
+        assert key in report["ratios"] and report["servers"][key]["label"] in run.stdout, key
 
     validation = report["validation"]
     assert validation["calls"] == 2000  # the --quick preset
