@@ -37,7 +37,7 @@ from .auth.tokens import Principal
 from .capacity import Capacity, CapacityExhausted, Slot, principal_key
 from .mcp.context import Channel, McpSession
 from .mcp.session_state import InFlight, PendingReplies, ProtocolState
-from .streams import EventStream
+from .streams import EventStream, StreamSharing
 
 # Sessions are cheap (a few hundred bytes), but each is created by an
 # authenticated client; this bounds memory if one misbehaves in a loop.
@@ -68,8 +68,10 @@ class HttpStreams:
     finish so a client can resume them, within a count and a time.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic, sharing: StreamSharing | None = None) -> None:
         self._lock = threading.Lock()
+        # With a shared store: answer streams other processes can resume (ids unique across them).
+        self._sharing = sharing
         # Monotonic seconds: when a finished answer stream is past its retention.
         self._clock = clock
         self.standalone = EventStream(STANDALONE_STREAM_ID, MAX_QUEUED_NOTIFICATIONS)
@@ -84,7 +86,10 @@ class HttpStreams:
         bounded by the transport's budget of streaming calls).
         """
         with self._lock:
-            stream = EventStream(f"p{next(self._ids)}", clock=self._clock)
+            if self._sharing is not None:
+                stream = self._sharing.new_stream(self._clock)
+            else:
+                stream = EventStream(f"p{next(self._ids)}", clock=self._clock)
             self._streams[stream.stream_id] = stream
             now = self._clock()
             finished = [s for s in self._streams.values() if s.finished_at is not None]
@@ -99,13 +104,22 @@ class HttpStreams:
     def drop_stream(self, stream: EventStream) -> None:
         with self._lock:
             self._streams.pop(stream.stream_id, None)
+        if stream.log is not None:
+            stream.log.drop()  # nothing left to resume, here or elsewhere
 
     def find_stream(self, stream_id: str) -> EventStream | None:
-        """The stream a Last-Event-ID names: an answer stream still kept, or the standalone one."""
+        """The stream a Last-Event-ID names: an answer stream still kept, or the standalone one;
+        with a shared store, also an answer stream of this session that another process writes."""
         if stream_id == STANDALONE_STREAM_ID:
             return self.standalone
         with self._lock:
-            return self._streams.get(stream_id)
+            stream = self._streams.get(stream_id)
+        if stream is not None and stream.finished and stream.log is not None and not stream.log.kept():
+            self.drop_stream(stream)  # its answer was delivered by another process
+            return None
+        if stream is None and self._sharing is not None:
+            return self._sharing.find(stream_id)
+        return stream
 
     def open_standalone(self) -> int:
         """A new reader of the standalone stream; its detach baseline.
@@ -185,9 +199,13 @@ class HttpSession(Session):
     """A Streamable HTTP session: a Session with the HTTP transport's part, `streams`."""
 
     def __init__(
-        self, principal: Principal, session_id: str | None = None, clock: Callable[[], float] = time.monotonic
+        self,
+        principal: Principal,
+        session_id: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sharing: StreamSharing | None = None,
     ) -> None:
-        streams = HttpStreams(clock)
+        streams = HttpStreams(clock, sharing)
         super().__init__(principal, streams.standalone, session_id, clock)
         self.streams = streams
 

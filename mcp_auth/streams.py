@@ -10,6 +10,11 @@ after the last event it saw, and only ever gets events of that stream.
 
 Event ids are `<stream id>_<sequence>`; sequence 0 is the priming event (an
 id and empty data) that tells the client the stream is resumable.
+
+With a shared session store, a stream also writes its events to a `StreamLog`
+(`store.events`), so a client resuming on another process gets them there: that
+process reads them into a stream of its own (`replay`). Without one, nothing is
+written anywhere else.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import collections
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from .mcp.jsonrpc import dumps
 
@@ -54,13 +59,30 @@ def priming_event(stream_id: str, position: int = 0) -> bytes:
     return f"id: {event_id(stream_id, position)}\nretry: {RETRY_MILLISECONDS}\ndata: \n\n".encode()
 
 
+class StreamLog(Protocol):
+    """Where a stream's events are also kept, for another process (a shared store's)."""
+
+    def append(self, sequence: int, message: dict[str, Any], final: bool) -> None: ...
+
+    def drop(self) -> None: ...
+
+    def kept(self) -> bool:
+        """Whether the log still exists (another process may have delivered the stream and dropped it)."""
+        ...
+
+
 class EventStream:
     """The events of one SSE stream; also the Channel its handler sends through."""
 
     def __init__(
-        self, stream_id: str, max_events: int = MAX_EVENTS_PER_STREAM, clock: Callable[[], float] = time.monotonic
+        self,
+        stream_id: str,
+        max_events: int = MAX_EVENTS_PER_STREAM,
+        clock: Callable[[], float] = time.monotonic,
+        log: StreamLog | None = None,
     ) -> None:
         self.stream_id = stream_id
+        self.log = log  # written in order, under the lock, as events are appended
         self._clock = clock  # monotonic seconds, for finished_at (the session's retention)
         self._events: collections.deque[tuple[int, dict[str, Any]]] = collections.deque(maxlen=max_events)
         self._next_sequence = 1
@@ -82,18 +104,42 @@ class EventStream:
     def send(self, message: dict[str, Any]) -> None:
         """Append a message (a notification or a server-to-client request)."""
         with self._condition:
-            self._events.append((self._next_sequence, message))
-            self._next_sequence += 1
+            self._append(message, final=False)
             self._condition.notify_all()
 
     def finish(self, message: dict[str, Any]) -> None:
         """Append the final response; readers end after it."""
         with self._condition:
-            self._events.append((self._next_sequence, message))
-            self._next_sequence += 1
+            self._append(message, final=True)
             self.finished = True
             self.finished_at = self._clock()
             self._condition.notify_all()
+
+    def _append(self, message: dict[str, Any], final: bool) -> None:
+        sequence = self._next_sequence
+        self._events.append((sequence, message))
+        self._next_sequence += 1
+        if self.log is not None:
+            self.log.append(sequence, message, final)
+
+    def replay(self, events: list[tuple[int, dict[str, Any], bool]]) -> None:
+        """Events another process wrote to this stream (read from its log), in order; those
+        already here are skipped, so reading the log again only adds what is new."""
+        with self._condition:
+            for sequence, message, final in events:
+                if sequence < self._next_sequence or self.finished:
+                    continue
+                self._events.append((sequence, message))
+                self._next_sequence = sequence + 1
+                if final:
+                    self.finished = True
+                    self.finished_at = self._clock()
+            self._condition.notify_all()
+
+    @property
+    def last_sequence(self) -> int:
+        with self._condition:
+            return self._next_sequence - 1
 
     def refuse(self, refusal: BaseException) -> None:
         """The request was refused before anything was sent (answered as plain HTTP)."""
@@ -179,3 +225,15 @@ class EventStream:
                 position = sequence
                 with self._condition:
                     self.delivered = max(self.delivered, sequence)
+
+
+class StreamSharing(Protocol):
+    """How one session's answer streams reach other processes (a shared store's; see `store.events`)."""
+
+    def new_stream(self, clock: Callable[[], float]) -> EventStream:
+        """A stream with an id no other process gives out, writing its events to a log."""
+        ...
+
+    def find(self, stream_id: str) -> EventStream | None:
+        """A stream of this session that another process writes, read from its log; None when there is none."""
+        ...

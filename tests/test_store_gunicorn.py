@@ -22,6 +22,7 @@ from nginx_support import Gunicorn, gunicorn_process
 from redis_support import RedisServer, free_port, redis_server
 from support import TOKEN, open_session, rpc
 from test_mcp_client import run_client
+from test_store_resume import post_until, resume
 
 from mcp_auth.auth.tokens import add_token
 
@@ -41,6 +42,14 @@ TOOLS_MODULE = textwrap.dedent(
     def pid() -> int:
         """The serving process's id."""
         return os.getpid()
+
+    @server.tool()
+    def cut(ctx: Context) -> str:
+        """Sends a message, closes its stream, sends another, answers: the client resumes for the rest."""
+        ctx.info("before")
+        ctx.close_stream()
+        ctx.info("after")
+        return "resumed"
 
     @server.tool()
     def steps(count: int, ctx: Context) -> str:
@@ -79,28 +88,31 @@ def _pid(port: int, session_id: str, request_id: int, token: str = TOKEN) -> int
     return int(result["content"][0]["text"])
 
 
+def _served_by_both_workers(port: int, session_id: str, token: str, first_id: int, per_batch: int) -> bool:
+    """Send batches of calls of one session, AT_ONCE at a time, until both workers have served it.
+
+    Which worker accepts a connection is the kernel's choice: on a busy machine one may take a
+    whole batch. Every call of every batch must succeed (`_pid` asserts it); more batches run (at
+    most 10) until both workers have answered, so sharing is proven without relying on timing.
+    """
+    served: set[int] = set()
+    for batch in range(10):
+        start = first_id + batch * per_batch
+        with ThreadPoolExecutor(AT_ONCE) as pool:
+            pids = list(pool.map(lambda n: _pid(port, session_id, n, token), range(start, start + per_batch)))
+        assert len(pids) == per_batch
+        served.update(pids)
+        if len(served) == 2:
+            return True
+    return False
+
+
 def test_200_calls_of_one_session_16_at_a_time_all_succeed_on_2_workers(
     tmp_path: Path, shared_redis: RedisServer
 ) -> None:
     with _workers(tmp_path, shared_redis.url) as server:
         session_id = open_session(server.port)
-        served: set[int] = set()
-        # Which worker accepts a connection is the kernel's choice: on a busy machine one may take a
-        # whole batch. Every call of every batch must succeed; more batches run (at most 10) until
-        # both workers have served the session, so the test proves sharing without relying on timing.
-        for batch in range(10):
-            with ThreadPoolExecutor(AT_ONCE) as pool:
-                pids = list(
-                    pool.map(
-                        lambda n: _pid(server.port, session_id, n),
-                        range(100 + batch * CALLS, 100 + (batch + 1) * CALLS),
-                    )
-                )
-            assert len(pids) == CALLS
-            served.update(pids)
-            if len(served) == 2:
-                break
-        assert len(served) == 2, "both workers served the session"
+        assert _served_by_both_workers(server.port, session_id, TOKEN, first_id=100, per_batch=CALLS)
         assert "no session store is configured" not in server.log
 
 
@@ -122,6 +134,28 @@ def test_the_real_client_runs_a_session_with_progress_across_workers(tmp_path: P
         assert all(call.content[0].text == "3 steps" for call in calls)
         assert seen == [1, 2, 3] * 6
         assert pids  # served; which worker is the connection pool's choice
+
+
+def test_streams_cut_on_one_worker_are_resumed_on_whichever_worker_gets_the_get(
+    tmp_path: Path, shared_redis: RedisServer
+) -> None:
+    """Each call's stream is cut and resumed over fresh connections, 16 at a time: gunicorn hands the
+    resuming GETs to both workers (checked below), and each gets the rest of its stream."""
+
+    def cut_and_resume(n: int) -> list[dict[str, Any]]:
+        last_id = post_until(server.port, session_id, "cut", b"before", request_id=500 + n)
+        resumed = resume(server.port, session_id, last_id)
+        assert resumed.status == 200, (resumed.status, resumed.body)
+        return resumed.sse_messages()
+
+    with _workers(tmp_path, shared_redis.url) as server:
+        session_id = open_session(server.port)
+        with ThreadPoolExecutor(AT_ONCE) as pool:
+            results = list(pool.map(cut_and_resume, range(64)))
+        assert len(_worker_pids(server)) == 2
+    for n, messages in enumerate(results):
+        assert [m.get("params", {}).get("data") for m in messages[:-1]] == ["after"]
+        assert messages[-1]["id"] == 500 + n and messages[-1]["result"]["content"][0]["text"] == "resumed"
 
 
 def test_two_workers_without_a_store_are_warned_about_with_the_fix(tmp_path: Path) -> None:
@@ -187,9 +221,7 @@ def test_the_readme_multi_worker_command_works_as_written(tmp_path: Path, shared
     try:
         assert booted.wait(STARTUP_DEADLINE_SECONDS), "".join(lines)
         session_id = open_session(port, token=token)
-        with ThreadPoolExecutor(AT_ONCE) as pool:
-            pids = set(pool.map(lambda n: _pid(port, session_id, 300 + n, token), range(40)))
-        assert len(pids) == 2, "both workers served the session"
+        assert _served_by_both_workers(port, session_id, token, first_id=300, per_batch=40)
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=STARTUP_DEADLINE_SECONDS)

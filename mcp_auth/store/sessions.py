@@ -15,7 +15,8 @@ a GET stream on another process notices within `LIVENESS_CHECK_SECONDS`.
 
 Each process also keeps a local copy of the sessions it serves (the in-memory
 `SessionStore` it extends): what cannot be written to a store lives there (the
-calls running here, the event streams this process writes, the replies its
+calls running here, the event streams this process writes (whose events are
+also in the store, `store.events`, for a resumption elsewhere), the replies its
 handlers await). A local copy is dropped when its record is gone, or when it
 sits idle; the record stays for the other processes.
 
@@ -52,6 +53,7 @@ from ..sessions import (
 )
 from .bus import MessageBus
 from .connection import store_call
+from .events import StreamLogs
 
 if TYPE_CHECKING:
     import redis
@@ -250,11 +252,12 @@ class SharedHttpSession(HttpSession):
         records: SessionRecords,
         clock: Callable[[], float],
         changed: Callable[[str], None],
+        logs: StreamLogs,
     ) -> None:
-        super().__init__(principal, session_id, clock)
+        self.digest = record_digest(session_id)
+        super().__init__(principal, session_id, clock, logs.for_session(self.digest))
         self._records = records
         self._renewed = self.checked_live = clock()
-        self.digest = record_digest(session_id)
 
         def write_through(change: str, value: Any) -> None:
             records.write(session_id, change, value)
@@ -293,13 +296,17 @@ class SharedSessionStore(SessionStore):
         super().__init__(max_sessions, idle_seconds, max_per_principal, clock)
         self.records = SessionRecords(client, idle_seconds, max_per_principal)
         self.bus = MessageBus(client, self._from_elsewhere)
+        # Answer streams' events, so a Last-Event-ID reaching this process resumes one written by another.
+        self.stream_logs = StreamLogs(client, self.bus, idle_seconds, clock)
         # Local copies by record digest: what messages from other processes name.
         self._by_digest: dict[str, SharedHttpSession] = {}
         # Set by the app: a notification another process raised, for this process's sessions.
         self.on_notification: Callable[[str, Any], None] | None = None
 
     def _new_session(self, principal: Principal, session_id: str) -> HttpSession:
-        session = SharedHttpSession(principal, session_id, self.records, self._clock, self._state_changed)
+        session = SharedHttpSession(
+            principal, session_id, self.records, self._clock, self._state_changed, self.stream_logs
+        )
         self._by_digest[session.digest] = session  # under the store's lock (`_add`)
         return session
 
@@ -335,6 +342,9 @@ class SharedSessionStore(SessionStore):
         if kind == "notify":
             if self.on_notification is not None:
                 self.on_notification(str(message.get("event")), message.get("value"))
+            return
+        if kind == "events":
+            self.stream_logs.wake(message.get("stream"))
             return
         with self._lock:
             session = self._by_digest.get(str(message.get("session")))
