@@ -200,7 +200,7 @@ class Listens:
         slot = self._take_place(call)
         try:
             stream = EventStream("listen", MAX_QUEUED_LISTEN_EVENTS)
-            subscription = Subscription(request.id, honoured, stream.send)
+            subscription = Subscription(request.id, honoured, stream.send, principal_key(call.principal))
             stream.send(subscription.acknowledgment())  # first, before any change can be queued
             # Whoever gives the place back (the body ending, the client gone, a failed
             # start) forgets the subscription: it can never outlive its place.
@@ -275,7 +275,7 @@ class Listens:
                 return
             outbox.send(message)
 
-        subscription = Subscription(request.id, honoured, deliver)
+        subscription = Subscription(request.id, honoured, deliver, principal_key(call.principal))
         try:
             with self._lock:
                 listens = self._sockets.get(session)

@@ -20,7 +20,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from .. import audit
@@ -64,6 +64,9 @@ _FORWARDED_NOTIFICATIONS = frozenset(
     {"notifications/initialized", "notifications/roots/list_changed", "notifications/progress"}
 )
 
+# A pooled child's notifications that reach its token's listens: method -> the kind of list.
+_LIST_CHANGED = {f"notifications/{kind}/list_changed": kind for kind in ("tools", "prompts", "resources")}
+
 
 class BridgeDispatcher(Dispatcher):
     """Answers MCP requests by forwarding them to per-session stdio children, scope first."""
@@ -98,7 +101,12 @@ class BridgeDispatcher(Dispatcher):
         # What the child said it offers (the startup check), for server/discover.
         self.child_capabilities: dict[str, Any] = {}
         self.pools = Pools(
-            command, self.budget, grace_seconds=grace_seconds, initialize_timeout=initialize_timeout, clock=clock
+            command,
+            self.budget,
+            grace_seconds=grace_seconds,
+            initialize_timeout=initialize_timeout,
+            clock=clock,
+            notify=self._pooled_notification,
         )
         self.stateless = StatelessBridge(
             self.pools, request_timeout=request_timeout, server_info=self._server_info, clock=clock
@@ -158,6 +166,30 @@ class BridgeDispatcher(Dispatcher):
             if record is not None:
                 record = ToolCallRecord(record.tool, TOOL_ERROR if result.get("isError") else TOOL_OK)
         return Answered(request.id, self._modern_result(request.method, result, call), record)
+
+    def _pooled_notification(self, owner: Hashable, message: dict[str, Any]) -> None:
+        """A pooled child's list-changed or resource-updated, for the open listens of its token only.
+
+        Children are per token, so another token's listens never hear of them.
+        Each listen's honoured filter does the rest: a kind the token's scope
+        has no pattern for, or a URI outside it, was never honoured and is never
+        delivered (`honoured_filter`, with `_may_read` below). Anything else a
+        child says between requests (a log line) has nobody to go to.
+        """
+        method = message.get("method")
+        params = message.get("params")
+        kind = _LIST_CHANGED.get(method) if isinstance(method, str) else None
+        if kind is not None:
+            self.subscriptions.list_changed(kind, owner)
+        elif method == "notifications/resources/updated" and isinstance(params, dict):
+            uri = params.get("uri")
+            if isinstance(uri, str):
+                self.subscriptions.resource_updated(uri, owner)
+
+    def _may_read(self, uri: str, request: Request, call: Call) -> bool:
+        """Whether a listen may name `uri`: the token's scope decides (the child knows its resources; the
+        front has no registry to look them up in)."""
+        return call.principal.may_use(uri, "resource")
 
     def handle_notification(self, notification: Notification, call: Call) -> None:
         if not call.is_current():

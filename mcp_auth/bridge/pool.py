@@ -46,9 +46,10 @@ _POOLED_CAPABILITIES = {"sampling": {}, "elicitation": {}, "roots": {"listChange
 class PooledChild:
     """One pooled child and the request it serves now (`round`), as the child's `LinkOwner`."""
 
-    def __init__(self, key: Hashable, label: str) -> None:
+    def __init__(self, key: Hashable, label: str, notify: Callable[[Hashable, dict[str, Any]], None]) -> None:
         self.key = key
         self.label = label
+        self._notify = notify
         self.link: ChildLink
         self.place: Place | None = None
         self.busy = False
@@ -57,7 +58,9 @@ class PooledChild:
         self.round: Any = None
 
     def push(self, message: dict[str, Any]) -> None:
-        pass  # no session to reach outside a request in this era (subscriptions/listen is not bridged)
+        """A notification outside any request (list changed, resource updated): no session to reach in
+        this era, so it goes to the open `subscriptions/listen`s of this child's token (`notify`)."""
+        self._notify(self.key, message)
 
     def child_request(self, link: ChildLink, request: Request, channel: Channel | None) -> None:
         current = self.round
@@ -90,8 +93,11 @@ class Pools:
         idle_seconds: float = POOL_IDLE_SECONDS,
         wait_seconds: float = POOL_WAIT_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        notify: Callable[[Hashable, dict[str, Any]], None] = lambda key, message: None,
     ) -> None:
         self.command = command
+        # Where a child's notifications outside a request go, with its token's key (the dispatcher's listens).
+        self.notify = notify
         self.budget = budget
         self.grace_seconds = grace_seconds
         self.initialize_timeout = initialize_timeout
@@ -119,7 +125,7 @@ class Pools:
                     child.busy = True
                     return child
                 if len(pool) < self.per_token:
-                    child = PooledChild(key, f"pool #{next(self._numbers)} (token '{token_name}')")
+                    child = PooledChild(key, f"pool #{next(self._numbers)} (token '{token_name}')", self.notify)
                     child.busy = True
                     pool.append(child)
                     break

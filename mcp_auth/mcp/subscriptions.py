@@ -25,7 +25,7 @@ shutdown.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,15 +117,23 @@ class Subscription:
 
     `deliver` is the transport's: it sends one tagged message on the listen's
     stream or socket, and is where the transport asks step 7 (is the token
-    still current?) before anything goes out.
+    still current?) before anything goes out. `owner` is the key of the token
+    that opened it (`capacity.principal_key`): a change that concerns one
+    token only (a bridged stdio server's child runs per token) reaches only
+    that token's listens.
     """
 
     def __init__(
-        self, subscription_id: RequestId, honoured: SubscriptionFilter, deliver: Callable[[dict[str, Any]], None]
+        self,
+        subscription_id: RequestId,
+        honoured: SubscriptionFilter,
+        deliver: Callable[[dict[str, Any]], None],
+        owner: Hashable = None,
     ) -> None:
         self.subscription_id = subscription_id
         self.honoured = honoured
         self._deliver = deliver
+        self.owner = owner
 
     def _tagged(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         # The id as the client sent it (string or number): clients match it by value and type.
@@ -179,15 +187,18 @@ class Subscriptions:
         with self._lock:
             return len(self._open)
 
-    def _snapshot(self) -> Iterable[Subscription]:
+    def _snapshot(self, owner: Hashable) -> Iterable[Subscription]:
         # Delivered outside the lock: a transport's send may take its own locks.
         with self._lock:
-            return list(self._open)
+            return [s for s in self._open if owner is None or s.owner == owner]
 
-    def list_changed(self, kind: str) -> None:
-        for subscription in self._snapshot():
+    def list_changed(self, kind: str, owner: Hashable = None) -> None:
+        """Tell the listens that want it that `kind`'s list changed: every listen, or with `owner`
+        only the listens of that token (a change another token's listens must never hear of)."""
+        for subscription in self._snapshot(owner):
             subscription.list_changed(kind)
 
-    def resource_updated(self, uri: str) -> None:
-        for subscription in self._snapshot():
+    def resource_updated(self, uri: str, owner: Hashable = None) -> None:
+        """Tell the listens that named `uri` (and were allowed to) that it changed; `owner` as above."""
+        for subscription in self._snapshot(owner):
             subscription.resource_updated(uri)
