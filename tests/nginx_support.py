@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -26,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
+from binaries import find_binary, free_port, require_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 NGINX_CONF = ROOT / "deploy" / "nginx.conf"
@@ -47,26 +46,12 @@ _DOCUMENTED_WORKERS = "worker_processes auto;"
 
 
 def nginx_binary() -> str | None:
-    return shutil.which("nginx") or next(
-        (path for path in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(path, os.X_OK)), None
-    )
+    return find_binary("nginx", ("/usr/sbin", "/usr/local/sbin"))
 
 
 def require_nginx() -> str:
-    """The nginx binary; else skip, or fail when CI is set (CI installs it: see .ci/run)."""
-    binary = nginx_binary()
-    if binary is None:
-        message = "nginx is not installed (Debian: apt-get install nginx)"
-        if os.environ.get("CI"):
-            pytest.fail(message + "; CI must run the nginx front tests")
-        pytest.skip(message)
-    return binary
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """The nginx binary; else skip, or fail when CI is set."""
+    return require_binary(nginx_binary(), "nginx", "nginx front")
 
 
 def _replace_once(text: str, old: str, new: str) -> str:

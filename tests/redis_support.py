@@ -8,10 +8,7 @@ skipped, or fail when the CI environment variable is set (CI installs it: see
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,8 +16,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 import redis
+from binaries import find_binary, free_port, require_binary
 
 STARTUP_DEADLINE_SECONDS = 30.0
 STOP_DEADLINE_SECONDS = 30.0
@@ -29,26 +26,12 @@ START_ATTEMPTS = 3
 
 
 def redis_binary() -> str | None:
-    return shutil.which("redis-server") or next(
-        (path for path in ("/usr/bin/redis-server", "/usr/local/bin/redis-server") if os.access(path, os.X_OK)), None
-    )
+    return find_binary("redis-server", ("/usr/bin", "/usr/local/bin"))
 
 
 def require_redis() -> str:
     """The redis-server binary; else skip, or fail when CI is set."""
-    binary = redis_binary()
-    if binary is None:
-        message = "redis-server is not installed (Debian: apt-get install redis-server)"
-        if os.environ.get("CI"):
-            pytest.fail(message + "; CI must run the session store tests")
-        pytest.skip(message)
-    return binary
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    return require_binary(redis_binary(), "redis-server", "session store")
 
 
 @dataclass
