@@ -104,8 +104,7 @@ class HttpStreams:
     def drop_stream(self, stream: EventStream) -> None:
         with self._lock:
             self._streams.pop(stream.stream_id, None)
-        if stream.log is not None:
-            stream.log.drop()  # nothing left to resume, here or elsewhere
+        stream.drop_log()  # nothing left to resume, here or elsewhere
 
     def find_stream(self, stream_id: str) -> EventStream | None:
         """The stream a Last-Event-ID names: an answer stream still kept, or the standalone one;

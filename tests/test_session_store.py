@@ -286,8 +286,9 @@ def test_the_store_holds_no_session_id_and_no_token(two_processes: tuple[Live, L
                 dump += b"".join(member for member, _ in client.zrange(key, 0, -1, withscores=True))
         assert b"mcp_auth:session:" in dump  # the dump did see the session
         assert session_id.encode() not in dump and TOKEN.encode() not in dump
-        records = [key for key in client.scan_iter("mcp_auth:session:*") if not key.endswith(b":subs")]
-        assert len(records) == 1 and 0 < client.pttl(records[0]) <= 3600 * 1000
+        records = list(client.scan_iter("mcp_auth:session:*"))
+        # The idle hour, plus the minute within which a process renews what it uses.
+        assert len(records) == 1 and 0 < client.pttl(records[0]) <= (3600 + 60) * 1000
 
 
 def test_a_store_that_stops_answering_gets_503_with_retry_after_not_500(tmp_path: Path) -> None:

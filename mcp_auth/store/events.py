@@ -108,6 +108,7 @@ class FollowedStream(EventStream):
 
     def __init__(self, stream_id: str, clock: Callable[[], float], log: RedisStreamLog, logs: StreamLogs) -> None:
         super().__init__(stream_id, clock=clock, log=log)
+        self.start_log()  # the log exists (its writer started it), so delivering the answer here drops it
         self.shared_log = log
         self._logs = logs
 
