@@ -246,7 +246,10 @@ class EventStream:
                 # Counted only once the yield returned, i.e. the event was written.
                 position = sequence
                 with self._condition:
-                    self.delivered = max(self.delivered, sequence)
+                    self._note_delivered(sequence)
+
+    def _note_delivered(self, sequence: int) -> None:
+        self.delivered = max(self.delivered, sequence)
 
 
 class StreamSharing(Protocol):
@@ -258,4 +261,8 @@ class StreamSharing(Protocol):
 
     def find(self, stream_id: str) -> EventStream | None:
         """A stream of this session that another process writes, read from its log; None when there is none."""
+        ...
+
+    def standalone(self, clock: Callable[[], float]) -> EventStream:
+        """The session's GET stream, whose events every process can read (and resume)."""
         ...

@@ -106,8 +106,15 @@ class RedisStreamLog:
 class FollowedStream(EventStream):
     """Another process's answer stream, read from its log, followed while a client reads it here."""
 
-    def __init__(self, stream_id: str, clock: Callable[[], float], log: RedisStreamLog, logs: StreamLogs) -> None:
-        super().__init__(stream_id, clock=clock, log=log)
+    def __init__(
+        self,
+        stream_id: str,
+        clock: Callable[[], float],
+        log: RedisStreamLog,
+        logs: StreamLogs,
+        max_events: int = MAX_EVENTS_PER_STREAM,
+    ) -> None:
+        super().__init__(stream_id, max_events, clock=clock, log=log)
         self.start_log()  # the log exists (its writer started it), so delivering the answer here drops it
         self.shared_log = log
         self._logs = logs
@@ -185,9 +192,6 @@ class StreamLogs:
         self.retention_ms = max(1, int(retention_seconds * 1000))
         self._lock = threading.Lock()
         self._followed: dict[str, weakref.WeakSet[FollowedStream]] = {}
-
-    def for_session(self, session_digest: str) -> SessionStreams:
-        return SessionStreams(self, session_digest)
 
     def log(self, session_digest: str, stream_id: str) -> RedisStreamLog:
         material = f"{session_digest}\x00{stream_id}".encode("utf-8", "surrogatepass")

@@ -41,6 +41,7 @@ from . import reads
 from .bus import MessageBus
 from .events import StreamLogs
 from .records import SessionRecords, record_digest, record_key
+from .standalone import SharedSessionStreams
 
 if TYPE_CHECKING:
     import redis
@@ -68,7 +69,7 @@ class SharedHttpSession(HttpSession):
         logs: StreamLogs,
     ) -> None:
         self.digest = record_digest(session_id)
-        super().__init__(principal, session_id, clock, logs.for_session(self.digest))
+        super().__init__(principal, session_id, clock, SharedSessionStreams(logs, self.digest))
         self._records = records
         self._renewed = self.checked_live = clock()
 
