@@ -22,7 +22,7 @@ nothing about the peer:
 - a request head larger than `MAX_HEAD_BYTES` is answered 431 as soon as the
   bound is crossed, so a refused head never costs more memory than that;
 - the header fields are read strictly (`mcp_auth.requesthead`: no folded
-  lines, no space before a colon, no NUL or bare CR; 400), not by the lenient
+  lines, no space before a colon, no bare CR in a value; 400), not by the lenient
   `email` parser http.server uses, which also cost more than the rest of a
   request's handling outside the app;
 - the errors written before the app runs (an unparsable request line, a

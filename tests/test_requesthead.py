@@ -43,8 +43,8 @@ def test_bare_lf_line_ends_and_the_end_of_input_end_the_head() -> None:
     assert fields(b"A: 1\r\n").items() == [("A", "1")]
 
 
-def test_values_keep_every_byte_as_latin_1() -> None:
-    assert fields(b"X: caf\xe9 \x7f\r\n\r\n").get("X") == "caf\xe9 \x7f"
+def test_values_keep_every_byte_but_a_bare_cr_as_latin_1() -> None:
+    assert fields(b"X: caf\xe9 \x7f\x00\r\n\r\n").get("X") == "caf\xe9 \x7f\x00"
 
 
 @pytest.mark.parametrize(
@@ -56,7 +56,6 @@ def test_values_keep_every_byte_as_latin_1() -> None:
         (b"Host\r\n\r\n", HTTPStatus.BAD_REQUEST, "malformed"),
         (b": a\r\n\r\n", HTTPStatus.BAD_REQUEST, "malformed"),
         (b"Ho(st: a\r\n\r\n", HTTPStatus.BAD_REQUEST, "malformed"),
-        (b"X: a\x00b\r\n\r\n", HTTPStatus.BAD_REQUEST, "NUL"),
         (b"X: a\rb\r\n\r\n", HTTPStatus.BAD_REQUEST, "bare CR"),
         (b"".join(b"X%d: 1\r\n" % n for n in range(MAX_FIELD_LINES + 1)) + b"\r\n", 431, "Too many headers"),
         (b"X: " + b"a" * 70000 + b"\r\n\r\n", 431, "too long"),
@@ -133,7 +132,7 @@ def test_a_well_formed_head_reaches_the_app(port: int) -> None:
         (b"X-Folded: a\r\n b\r\n", 400, "send each header on one line"),
         (b"Authorization : Bearer x\r\n", 400, "no space before the colon"),
         (b"no colon here\r\n", 400, "malformed"),
-        (b"X-Nul: a\x00b\r\n", 400, "NUL"),
+        (b"X-Cr: a\rb\r\n", 400, "bare CR"),
         (b"".join(b"X-%d: 1\r\n" % n for n in range(MAX_FIELD_LINES)), 431, "Too many headers"),
     ],
 )
