@@ -14,12 +14,14 @@ from __future__ import annotations
 import itertools
 import json
 import socket
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from nginx_support import gunicorn_process
 from redis_support import RedisServer, redis_server
 from support import Live, live_server, open_session, request, rpc
 
@@ -125,8 +127,8 @@ class GetStream:
         self.sock.close()
 
 
-def _call(live: Live, session_id: str, token: str, tool: str) -> None:
-    reply = rpc(live.port, session_id, "tools/call", {"name": tool, "arguments": {}}, token=token)
+def _call(port: int, session_id: str, token: str, tool: str) -> None:
+    reply = rpc(port, session_id, "tools/call", {"name": tool, "arguments": {}}, token=token)
     assert reply.status == 200 and not reply.json()["result"].get("isError"), reply
 
 
@@ -139,15 +141,15 @@ def test_a_get_stream_dropped_on_one_process_resumes_on_the_other(
     assert rpc(first.port, session_id, "resources/subscribe", {"uri": URI}, token=alice).status == 200
     with GetStream(first.port, session_id, alice) as stream:
         stream.until(b"id: g_0")  # the priming event: this stream can be resumed
-        _call(first, session_id, alice, "add_tool")  # before the second process ever saw the session
+        _call(first.port, session_id, alice, "add_tool")  # before the second process ever saw the session
         stream.until(b"list_changed")
         [(last_id, seen)] = stream.events()
         assert seen["method"] == "notifications/tools/list_changed"
     # Dropped. Now both processes have a copy of the session, and both hear of what is raised on
     # either: a notification raised on each while no one reads.
     assert rpc(second.port, session_id, "ping", token=alice).status == 200
-    _call(first, session_id, alice, "bump")
-    _call(second, session_id, alice, "add_tool")
+    _call(first.port, session_id, alice, "bump")
+    _call(second.port, session_id, alice, "add_tool")
     with GetStream(second.port, session_id, alice, last_event_id=last_id) as resumed:
         resumed.until(b"list_changed")
         missed = resumed.events()
@@ -168,7 +170,7 @@ def test_a_new_get_elsewhere_starts_where_the_last_reader_stopped(
     session_id = open_session(first.port, token=alice)
     with GetStream(first.port, session_id, alice) as stream:
         stream.until(b"id: g_0")
-        _call(first, session_id, alice, "add_tool")
+        _call(first.port, session_id, alice, "add_tool")
         stream.until(b"list_changed")
     # The first reader's position is in the store once the event is written (waited for, not assumed).
     meta = first.app.sessions.stream_logs.log(record_digest(session_id), "g").key + ":meta"  # type: ignore[attr-defined]
@@ -177,7 +179,7 @@ def test_a_new_get_elsewhere_starts_where_the_last_reader_stopped(
         while client.hget(meta, "delivered") != b"1":
             assert time.monotonic() < deadline, "the first reader's position never reached the store"
             time.sleep(0.05)
-    _call(first, session_id, alice, "add_tool")  # queued: nobody reads
+    _call(first.port, session_id, alice, "add_tool")  # queued: nobody reads
     with GetStream(second.port, session_id, alice) as fresh:  # no Last-Event-ID: what was not delivered
         fresh.until(b"list_changed")
         assert [event_id for event_id, _ in fresh.events()] == ["g_2"]
@@ -190,7 +192,7 @@ def test_only_the_sessions_principal_can_resume_its_get_stream(
     _, alice, bob = tokens
     session_id = open_session(first.port, token=alice)
     assert rpc(first.port, session_id, "resources/subscribe", {"uri": URI}, token=alice).status == 200
-    _call(first, session_id, alice, "bump")
+    _call(first.port, session_id, alice, "bump")
     headers = {"Mcp-Session-Id": session_id, "Accept": "text/event-stream", "Last-Event-ID": "g_0"}
     for live in (first, second):
         stolen = request(live.port, "GET", headers=headers, token=bob)
@@ -199,6 +201,77 @@ def test_only_the_sessions_principal_can_resume_its_get_stream(
     bobs = open_session(second.port, token=bob)
     with GetStream(second.port, bobs, bob, last_event_id="g_0") as his:
         his.until(b"stream open")
-        _call(second, bobs, bob, "add_tool")
+        _call(second.port, bobs, bob, "add_tool")
         his.until(b"list_changed")
         assert [message["method"] for _, message in his.events()] == ["notifications/tools/list_changed"]
+
+
+GUNICORN_TOOLS = textwrap.dedent(
+    '''
+    import itertools
+
+    from mcp_auth import McpServer
+
+    server = McpServer("get-resume-hosts")
+    added = itertools.count(1)
+
+
+    @server.tool()
+    def bump() -> str:
+        """Changes the counter resource and says so to subscribers."""
+        server.notify_resource_updated("counter://value")
+        return "bumped"
+
+
+    @server.tool()
+    def add_tool() -> str:
+        """Registers one more tool: every session hears that the list changed."""
+        name = f"added_{next(added)}"
+
+        @server.tool(name=name)
+        def one_more() -> str:
+            """Added at run time."""
+            return name
+
+        return name
+
+
+    @server.resource("counter://value")
+    def counter() -> str:
+        return "1"
+    '''
+)
+
+
+def test_two_gunicorn_hosts_resume_each_others_get_streams(
+    store: RedisServer, tokens: tuple[Path, str, str], tmp_path: Path
+) -> None:
+    """As operators run it: two gunicorn instances ("hosts") sharing only the store and the tokens file."""
+    path, alice, _ = tokens
+    workdir = tmp_path / "app"
+    workdir.mkdir()
+    (workdir / "get_resume_tools.py").write_text(GUNICORN_TOOLS)
+    env = {
+        "MCP_AUTH_TOKENS_FILE": str(path),
+        "MCP_AUTH_SESSION_STORE": store.url,
+        "MCP_AUTH_TARGET": "get_resume_tools:server",
+    }
+    with gunicorn_process(workdir, env) as first, gunicorn_process(workdir, env) as second:
+        session_id = open_session(first.port, token=alice)
+        assert rpc(first.port, session_id, "resources/subscribe", {"uri": URI}, token=alice).status == 200
+        with GetStream(first.port, session_id, alice) as stream:
+            stream.until(b"id: g_0")
+            _call(first.port, session_id, alice, "add_tool")
+            stream.until(b"list_changed")
+            [(last_id, _)] = stream.events()
+        assert rpc(second.port, session_id, "ping", token=alice).status == 200
+        _call(first.port, session_id, alice, "bump")  # while no one reads
+        with GetStream(second.port, session_id, alice, last_event_id=last_id) as resumed:
+            resumed.until(b"resources/updated")
+            missed = resumed.events()
+        number = int(last_id.removeprefix("g_"))
+        assert [(event_id, message["method"]) for event_id, message in missed] == [
+            (f"g_{number + 1}", "notifications/resources/updated")
+        ]
+        for host in (first, second):
+            assert "Traceback" not in host.log, host.log
