@@ -275,3 +275,17 @@ def test_two_gunicorn_hosts_resume_each_others_get_streams(
         ]
         for host in (first, second):
             assert "Traceback" not in host.log, host.log
+
+
+def test_delete_removes_the_get_streams_events_from_the_store(
+    two: tuple[Live, Live], tokens: tuple[Path, str, str], store: RedisServer
+) -> None:
+    first, second = two
+    _, alice, _ = tokens
+    session_id = open_session(first.port, token=alice)
+    _call(first.port, session_id, alice, "add_tool")  # queued for a GET: kept in the store
+    key = first.app.sessions.stream_logs.log(record_digest(session_id), "g").key  # type: ignore[attr-defined]
+    with store.client() as client:
+        assert client.zcard(key) == 1
+        assert request(second.port, "DELETE", headers={"Mcp-Session-Id": session_id}, token=alice).status == 204
+        assert client.exists(key, key + ":meta") == 0

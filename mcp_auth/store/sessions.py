@@ -41,7 +41,7 @@ from . import reads
 from .bus import MessageBus
 from .events import StreamLogs
 from .records import SessionRecords, record_digest, record_key
-from .standalone import SharedSessionStreams
+from .standalone import SharedSessionStreams, drop_standalone
 
 if TYPE_CHECKING:
     import redis
@@ -244,10 +244,12 @@ class SharedSessionStore(SessionStore):
         deleted = self.records.delete(session_id, principal)
         if deleted:
             self._forget_local(session_id)
+            digest = record_digest(session_id)
             try:
-                self.bus.publish("ended", session=record_digest(session_id))  # their streams end now
+                self.bus.publish("ended", session=digest)  # their streams end now
+                drop_standalone(self.stream_logs, digest)  # nothing of its GET stream stays behind
             except ServiceUnavailable:
-                pass  # logged; their streams end at their next liveness check
+                pass  # logged; their streams end at their next liveness check, the GET log with its TTL
         else:
             super().delete(session_id, principal)  # a local copy whose record is already gone
         return deleted

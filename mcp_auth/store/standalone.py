@@ -59,6 +59,8 @@ FOR_EVERY_SESSION = frozenset(
         "notifications/prompts/list_changed",
     }
 )
+# The hash beside a GET stream's log: the next sequence, the writer and its lease, where readers got to.
+META_SUFFIX = ":meta"
 # A writer that appended nothing for this long may have stopped: the next process to append takes over.
 # Longer than a notification takes to reach every process over the bus (milliseconds), shorter
 # than a client would wait for a notification.
@@ -94,7 +96,7 @@ class SharedStandaloneStream(FollowedStream):
 
     def __init__(self, logs: StreamLogs, log: RedisStreamLog, clock: Callable[[], float]) -> None:
         super().__init__(STANDALONE_STREAM_ID, clock, log, logs, MAX_QUEUED_NOTIFICATIONS)
-        self._meta = log.key + ":meta"
+        self._meta = log.key + META_SUFFIX
         self._append_script = logs.client.register_script(_APPEND)
 
     def send(self, message: dict[str, Any]) -> None:
@@ -165,3 +167,9 @@ class SharedSessionStreams(SessionStreams):
     def standalone(self, clock: Callable[[], float]) -> EventStream:
         logs = self._logs
         return SharedStandaloneStream(logs, logs.log(self._session_digest, STANDALONE_STREAM_ID), clock)
+
+
+def drop_standalone(logs: StreamLogs, session_digest: str) -> None:
+    """The session ended: its GET stream's log and meta go (ServiceUnavailable when the store is down)."""
+    key = logs.log(session_digest, STANDALONE_STREAM_ID).key
+    store_call(lambda: logs.client.delete(key, key + META_SUFFIX))
