@@ -111,6 +111,16 @@ class GetStream:
             assert chunk, self.received
             self.received += chunk
 
+    def until_ended(self) -> None:
+        """Read until the response ends (its last chunk), or the server closes the connection."""
+        deadline = time.monotonic() + PATIENCE_SECONDS
+        while not self.received.endswith(b"0\r\n\r\n"):
+            assert time.monotonic() < deadline, f"the stream never ended: {self.received!r}"
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                return
+            self.received += chunk
+
     def events(self) -> list[tuple[str, dict[str, Any]]]:
         """(id, message) of every event with data read so far."""
         found = []
@@ -289,3 +299,20 @@ def test_delete_removes_the_get_streams_events_from_the_store(
         assert client.zcard(key) == 1
         assert request(second.port, "DELETE", headers={"Mcp-Session-Id": session_id}, token=alice).status == 204
         assert client.exists(key, key + ":meta") == 0
+
+
+def test_a_new_reader_on_one_process_ends_the_reader_on_the_other(
+    two: tuple[Live, Live], tokens: tuple[Path, str, str]
+) -> None:
+    """As in one process, the newest reader wins: no event goes out on two streams at once."""
+    first, second = two
+    _, alice, _ = tokens
+    session_id = open_session(first.port, token=alice)
+    with GetStream(first.port, session_id, alice) as older:
+        older.until(b"id: g_0")
+        with GetStream(second.port, session_id, alice) as newer:
+            newer.until(b"id: g_0")
+            older.until_ended()
+            _call(first.port, session_id, alice, "add_tool")
+            newer.until(b"list_changed")
+        assert b"list_changed" not in older.received

@@ -210,6 +210,13 @@ class StreamLogs:
                 if not followers:
                     del self._followed[key]
 
+    def detach(self, key: Any) -> None:
+        """A "reader" message: a client opened this stream on another process, so readers here end."""
+        with self._lock:
+            followers = list(self._followed.get(str(key), ()))
+        for stream in followers:
+            stream.detach()
+
     def wake(self, key: Any) -> None:
         """An "events" message from another process: the streams following that log read it again."""
         with self._lock:

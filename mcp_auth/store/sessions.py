@@ -166,6 +166,9 @@ class SharedSessionStore(SessionStore):
         if kind == "events":
             self.stream_logs.wake(message.get("stream"))
             return
+        if kind == "reader":
+            self.stream_logs.detach(message.get("stream"))
+            return
         with self._lock:
             session = self._by_digest.get(str(message.get("session")))
         if session is None or session.closed.is_set():

@@ -24,7 +24,9 @@ only if it reaches two processes more than that lease apart.
 Bounds are the in-memory ones: at most `MAX_QUEUED_NOTIFICATIONS` events (the
 oldest go first), kept for the session's idle time after the latest. Where a
 reader got to is kept too (`delivered`), so a GET without `Last-Event-ID` on
-another process starts where the last reader stopped, as in one process.
+another process starts where the last reader stopped, and a new reader ends
+the one on another process ("reader" on the bus), as in one process: the
+newest wins.
 
 What it trusts: like answer streams, the log's key is derived from the
 session's record digest, so it is only found through the session, which is
@@ -119,6 +121,16 @@ class SharedStandaloneStream(FollowedStream):
         except ServiceUnavailable:
             return  # logged by store_call; like a message to a dropped connection, it is lost
         self.wake()
+
+    def attach(self) -> int:
+        """A new reader here: as in one process, the newest reader wins, so a reader of this
+        stream on another process ends (told over the bus; it never gets the same event twice)."""
+        baseline = super().attach()
+        try:
+            self._logs.bus.publish("reader", stream=self.shared_log.key)
+        except ServiceUnavailable:
+            pass  # logged; the other reader ends with its connection
+        return baseline
 
     @property
     def delivered(self) -> int:
