@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -230,3 +232,17 @@ def test_a_served_app_refuses_a_token_revoked_in_another_copy(tmp_path: Path, st
             assert time.monotonic() < deadline, "the revocation never reached the server"
             time.sleep(0.05)
     assert path.read_text().count('"alice"') == 1  # its own copy was never edited
+
+
+def test_the_readme_revoke_command_works_as_written(tmp_path: Path, store: RedisServer) -> None:
+    readme = (ROOT / "README.md").read_text()
+    (command,) = [block for block in re.findall(r"```sh\n(.*?)```", readme, re.DOTALL) if "token revoke alice" in block]
+    path = tmp_path / "tokens.json"
+    alice = add_token(path, "alice", None)
+    command = command.replace("/etc/mcp-auth/tokens.json", str(path)).replace("redis://127.0.0.1:6379/0", store.url)
+    command = command.replace("python -m mcp_auth", f"{shlex.quote(sys.executable)} -m mcp_auth", 1)
+    base = {key: value for key, value in os.environ.items() if key != "MCP_AUTH_SESSION_STORE"}
+    done = subprocess.run(["bash", "-c", command], cwd=ROOT, env=base, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert _listed(store) == [_digest(alice)]
+    assert '"alice"' not in path.read_text()
