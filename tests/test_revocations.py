@@ -246,3 +246,26 @@ def test_the_readme_revoke_command_works_as_written(tmp_path: Path, store: Redis
     assert done.returncode == 0, done.stderr
     assert _listed(store) == [_digest(alice)]
     assert '"alice"' not in path.read_text()
+
+
+def test_a_forked_child_refreshes_on_its_own(tmp_path: Path, store: RedisServer) -> None:
+    """gunicorn --preload builds the app in the master and forks: the child starts its own refresh thread."""
+    path = tmp_path / "tokens.json"
+    alice = add_token(path, "alice", None)
+    source, revocations = _source(path, store, refresh_seconds=0.05)
+    assert source.authenticate(alice.encode()) is not None  # the parent's thread runs
+    pid = os.fork()
+    if pid == 0:  # the child: only the thread it starts itself can bring the revocation
+        code = 1
+        try:
+            with store.client() as client:
+                record_revocation(client, _digest(alice))
+            deadline = time.monotonic() + WAIT_SECONDS
+            while source.authenticate(alice.encode()) is not None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            code = 0 if source.authenticate(alice.encode()) is None else 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    revocations.close()

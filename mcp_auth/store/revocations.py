@@ -33,6 +33,7 @@ import os
 import secrets
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -56,6 +57,18 @@ REFRESH_SECONDS = 1.0
 STALE_SECONDS = REVOCATION_SECONDS - REFRESH_SECONDS
 
 logger = logging.getLogger("mcp_auth.store")
+
+# Every list of this process, told when it forks: a thread does not survive into the child.
+_LISTS: weakref.WeakSet[RevocationList] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for revocations in list(_LISTS):
+        revocations._forked()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def record_revocation(client: redis.Redis, digest_hex: str) -> None:
@@ -122,7 +135,8 @@ class RevocationList:
         self._lock = threading.Lock()  # one refresh at a time
         self._start_lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread_pid: int | None = None  # the process whose thread refreshes (none survives a fork)
+        self._running = False  # this process's refresh thread is started (reset in a forked child)
+        _LISTS.add(self)
 
     def refresh(self) -> None:
         """Read the entries added since the last refresh (all of them if the list got shorter)."""
@@ -143,15 +157,21 @@ class RevocationList:
 
     def _ensure_running(self) -> None:
         """The first use in a process reads the list (its answer is needed now) and starts the thread."""
-        if self._thread_pid == os.getpid() or self._stop.is_set():
+        if self._running or self._stop.is_set():
             return
         with self._start_lock:
-            if self._thread_pid == os.getpid():
+            if self._running:
                 return
             if self._refreshed_at is None:
                 store_call(self.refresh)  # fails as 503; the next request tries again
             threading.Thread(target=self._run, name="mcp-auth-revocations", daemon=True).start()
-            self._thread_pid = os.getpid()
+            self._running = True
+
+    def _forked(self) -> None:
+        """In a new child process (a gunicorn worker of a --preload app): no thread came along."""
+        self._running = False
+        self._lock = threading.Lock()
+        self._start_lock = threading.Lock()
 
     def _run(self) -> None:
         import redis
