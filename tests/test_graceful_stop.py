@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from support import TOKEN, open_session, request
+from support import TOKEN, live_server, open_session, request
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -208,3 +208,19 @@ def test_sigterm_refuses_new_connections_while_the_call_in_flight_goes_on(tmp_pa
     assert answer.status == 200  # type: ignore[attr-defined]
     log = "".join(server.lines)
     assert "Traceback" not in log and TOKEN not in log
+
+
+def test_a_websocket_whose_handshake_ends_after_the_stop_began_is_closed_with_1001() -> None:
+    """The race behind a stop: a socket accepted while the app begins shutting down is not yet among
+    the open ones that get 1001; it gets its own 1001 as soon as its handshake completes."""
+    with live_server() as live:
+        live.app.begin_shutdown()
+        with connect(
+            f"ws://127.0.0.1:{live.port}/mcp",
+            subprotocols=["mcp"],  # type: ignore[list-item]
+            additional_headers={"Authorization": f"Bearer {TOKEN}"},
+            open_timeout=PATIENCE_SECONDS,
+        ) as websocket:
+            with pytest.raises(ConnectionClosed) as closed:
+                websocket.recv(timeout=PATIENCE_SECONDS)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
