@@ -372,8 +372,6 @@ def _token_command(args: argparse.Namespace) -> int:
         print(
             f"Revoked token '{args.name}' in {path}; running servers refuse it from the next request", file=sys.stderr
         )
-    if args.command in ("rotate", "revoke") and record is not None:  # bound by either branch above
-        print("Recorded in the session store: every host using it refuses the old token within 5 s", file=sys.stderr)
     return 0
 
 

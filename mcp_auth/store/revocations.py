@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import sys
 import threading
 import time
 import weakref
@@ -89,6 +90,7 @@ def recorder(raw_url: str | None, source: str) -> Iterator[Callable[[str], None]
 
     The store is opened (and PINGed) here, before the tokens file is touched:
     a store that cannot be reached is a ConfigError, and nothing is changed.
+    Once the edit is done, says on stderr that the store has it.
     """
     if not raw_url:
         yield None
@@ -98,6 +100,8 @@ def recorder(raw_url: str | None, source: str) -> Iterator[Callable[[str], None]
     store = parse_store_url(raw_url, source)
     client = open_store(store, source)
 
+    recorded: list[str] = []
+
     def record(digest_hex: str) -> None:
         try:
             record_revocation(client, digest_hex)
@@ -106,11 +110,18 @@ def recorder(raw_url: str | None, source: str) -> Iterator[Callable[[str], None]
                 f"the session store at {store.display} did not record the revocation ({type(exc).__name__}); "
                 "the tokens file was not changed: try again"
             ) from None
+        recorded.append(digest_hex)
 
     try:
         yield record
     finally:
         close_store(client)
+    if recorded:
+        print(
+            f"Recorded in the session store at {store.display}: every host using it refuses the old token "
+            f"within {REVOCATION_SECONDS:g} s",
+            file=sys.stderr,
+        )
 
 
 class RevocationList:
