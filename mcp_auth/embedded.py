@@ -21,8 +21,12 @@ nothing about the peer:
   down; one watchdog thread per server enforces that for every connection;
 - a request head larger than `MAX_HEAD_BYTES` is answered 431 as soon as the
   bound is crossed, so a refused head never costs more memory than that;
-- the errors http.server writes before the app runs (an unparsable request
-  line, a head too large) are the app's JSON refusal bodies, properly escaped;
+- the header fields are read strictly (`mcp_auth.requesthead`: no folded
+  lines, no space before a colon, no bare CR in a value; 400), not by the lenient
+  `email` parser http.server uses, which also cost more than the rest of a
+  request's handling outside the app;
+- the errors written before the app runs (an unparsable request line, a
+  malformed or too large head) are the app's JSON refusal bodies, properly escaped;
 - the Host header in the WSGI environ is the one the client sent, even for an
   absolute-form request target (Werkzeug would put the target's host there);
 - a request body must arrive within `BODY_DEADLINE_SECONDS` of the app's
@@ -94,6 +98,7 @@ from .http import BODY_DEADLINE_SECONDS
 from .keepalive import KEEPALIVE_SECONDS, MAX_KEEPALIVE_SECONDS, KeepAliveHandler
 from .network import IPAddress, parse_address
 from .refusals import IpNotAllowed, Refusal
+from .requesthead import HeadError, parse_request_line, read_fields
 
 logger = logging.getLogger("mcp_auth.embedded")
 
@@ -358,7 +363,7 @@ class _RequestHandler(KeepAliveHandler):
 
     def parse_request(self) -> bool:
         try:
-            parsed = super().parse_request()
+            parsed = self._parse_head()
         finally:
             if isinstance(self.rfile, _BoundedHead):
                 self.rfile = self.rfile.raw  # the head is read: the body is bounded elsewhere
@@ -371,6 +376,38 @@ class _RequestHandler(KeepAliveHandler):
         if parsed:
             return self._framing_is_unambiguous()
         return parsed
+
+    def _parse_head(self) -> bool:
+        """http.server's `parse_request`, with the header fields read by `mcp_auth.requesthead`.
+
+        Sets what http.server's does (command, path, request_version, headers,
+        close_connection) and answers what it refuses; False when the request
+        goes no further.
+        """
+        self.command = None  # type: ignore[assignment]  # as http.server: no method until the line is read
+        self.request_version = self.default_request_version
+        self.close_connection = True
+        self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        if not self.requestline.split():
+            return False  # an empty line: nothing to answer
+        try:
+            line = parse_request_line(self.requestline)
+            self.request_version = line.version
+            self.close_connection = not line.persistent
+            self.command, self.path = line.method, line.target
+            self.headers = read_fields(self.rfile.readline)  # type: ignore[assignment]
+        except HeadError as refused:
+            self.send_error(refused.status, refused.message)
+            return False
+        connection = (self.headers.get("Connection") or "").lower()
+        if connection == "close" or line.version == "HTTP/0.9":
+            self.close_connection = True
+        elif connection == "keep-alive":
+            self.close_connection = False
+        expect = (self.headers.get("Expect") or "").lower()
+        if expect == "100-continue" and self.request_version >= "HTTP/1.1":
+            return bool(self.handle_expect_100())
+        return True
 
     def _framing_is_unambiguous(self) -> bool:
         """Refuse a head whose body length two readers could see differently (request smuggling)."""

@@ -22,6 +22,7 @@ from .network import (
     ForwardedForError,
     HostError,
     IPAddress,
+    address_text,
     is_trusted_proxy,
     parse_address,
     parse_host,
@@ -90,9 +91,9 @@ class Guard:
         try:
             client = resolve_client_address(peer, [forwarded] if forwarded else [], self.config.proxy_networks)
         except ForwardedForError:
-            environ[ENVIRON_CLIENT_KEY] = str(peer)
+            environ[ENVIRON_CLIENT_KEY] = address_text(peer)
             raise IpNotAllowed("The X-Forwarded-For header from the proxy is malformed") from None
-        environ[ENVIRON_CLIENT_KEY] = str(client)
+        environ[ENVIRON_CLIENT_KEY] = address_text(client)
         if not self.config.address_allowlist.allows(client):
             raise IpNotAllowed(_NOT_ALLOWED)
         return client

@@ -30,8 +30,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from werkzeug.http import parse_accept_header, parse_options_header
-
 from . import audit
 from .capacity import Capacity, Slot, SlotBody, principal_key
 from .config import DEFAULT_MAX_STREAMS
@@ -51,6 +49,7 @@ from .mcp.jsonrpc import (
 from .mcp.ladder import is_modern_header, is_modern_http
 from .mcp.outcome import Crashed, Outcome, Revoked, ScopeRefused
 from .mcp.protocol import RESUMABLE_SINCE, protocol_at_least
+from .media import acceptable, accepts, media_type
 from .modern_http import SSE_HEADERS, StatelessHttp, start_handler_thread
 from .refusals import (
     BadRequest,
@@ -85,22 +84,6 @@ StartResponse = Callable[..., Callable[[bytes], Any]]
 
 # What an Outcome becomes over HTTP: the JSON-RPC message to send, or the refusal to answer with instead.
 HttpAnswer = dict[str, Any] | Refusal
-
-
-def _media_type(content_type: str | None) -> str:
-    """The media type of a Content-Type header, lowercased, without parameters ("" when absent)."""
-    return parse_options_header(content_type)[0].lower()
-
-
-def _acceptable(accept: str | None) -> set[str]:
-    """The media types an Accept header lists, lowercased, without parameters; those weighted q=0
-    (not acceptable) left out. Matched by media type only: parameters never make a type unacceptable."""
-    return {parse_options_header(value)[0].lower() for value, quality in parse_accept_header(accept) if quality > 0}
-
-
-def _accepts(accepted: set[str], media_type: str) -> bool:
-    major = media_type.split("/", 1)[0]
-    return bool(accepted & {media_type, f"{major}/*", "*/*"})
 
 
 class _SessionChannel:
@@ -236,10 +219,10 @@ class HttpTransport:
     # --- POST: one JSON-RPC message -------------------------------------------------
 
     def _post(self, environ: dict[str, Any], start_response: StartResponse, admission: Admission) -> Any:
-        if _media_type(environ.get("CONTENT_TYPE")) != "application/json":
+        if media_type(environ.get("CONTENT_TYPE")) != "application/json":
             raise UnsupportedMediaType("Content-Type must be application/json")
-        accepted = _acceptable(environ.get("HTTP_ACCEPT"))
-        if not (_accepts(accepted, "application/json") and _accepts(accepted, "text/event-stream")):
+        accepted = acceptable(environ.get("HTTP_ACCEPT"))
+        if not (accepts(accepted, "application/json") and accepts(accepted, "text/event-stream")):
             raise NotAcceptable("The Accept header must list both application/json and text/event-stream")
         body = self._read_body(environ)
         try:
@@ -447,7 +430,7 @@ class HttpTransport:
 
     def _get(self, environ: dict[str, Any], start_response: StartResponse, admission: Admission) -> Any:
         self._refuse_stateless_get_or_delete(environ)
-        if not _accepts(_acceptable(environ.get("HTTP_ACCEPT")), "text/event-stream"):
+        if not accepts(acceptable(environ.get("HTTP_ACCEPT")), "text/event-stream"):
             raise NotAcceptable("GET on the MCP endpoint opens an event stream: send Accept: text/event-stream")
         session = self._session(environ, admission)
         last_event_id = environ.get("HTTP_LAST_EVENT_ID")

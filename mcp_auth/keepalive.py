@@ -31,6 +31,7 @@ before the app runs) and counts the bytes the app read.
 
 from __future__ import annotations
 
+import email.utils
 import selectors
 import socket
 import time
@@ -55,6 +56,9 @@ MAX_REQUESTS_PER_CONNECTION = 1000
 DRAIN_DEADLINE_SECONDS = 2.0
 # ... and at most this much of it, whatever the deadline.
 DRAIN_MAX_BYTES = 16 * 1024 * 1024
+# The last second a Date header was formatted for, and its text; a tuple replaced whole, so
+# threads never see half of an update.
+_last_date: tuple[int, str] = (-1, "")
 # Statuses whose responses never have a body (RFC 9110 section 6.4.1).
 _NO_BODY_STATUSES = frozenset({204, 304})
 
@@ -116,6 +120,15 @@ class KeepAliveHandler(WSGIRequestHandler):
     # On a kept-alive connection a small write (the last chunk, a short answer) must not wait
     # for the client's delayed ACK of the previous one (Nagle: 40 ms per answer on Linux).
     disable_nagle_algorithm = True
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The Date header's value, formatted once per second rather than once per response."""
+        global _last_date
+        whole = int(time.time() if timestamp is None else timestamp)
+        cached = _last_date
+        if cached[0] != whole:
+            cached = _last_date = (whole, email.utils.formatdate(whole, usegmt=True))
+        return cached[1]
 
     def wait_for_next_request(self) -> bool:
         """Wait, within the keep-alive bound, for a kept-alive connection's next request to start.

@@ -70,6 +70,8 @@ MAX_FORWARDED_FOR_HOPS = 32
 # addresses cost well under a megabyte and a flood of fresh addresses only
 # evicts entries, it cannot grow memory.
 ADDRESS_CACHE_SIZE = 4096
+# Parsed Host header values kept (see `parse_host`); far more names than one server answers to.
+HOST_CACHE_SIZE = 256
 
 # RFC 1035: a name is at most 253 characters in text form, a label at most 63.
 MAX_NAME_LENGTH = 253
@@ -132,6 +134,12 @@ def _unmap(address: IPAddress) -> IPAddress:
     return address
 
 
+@functools.lru_cache(maxsize=ADDRESS_CACHE_SIZE)
+def address_text(address: IPAddress) -> str:
+    """`str(address)`, cached: the ipaddress module formats it anew (octet by octet) on every call."""
+    return str(address)
+
+
 def _unmap_network(network: IPNetwork) -> IPNetwork:
     """Return a subnet of ::ffff:0:0/96 as the IPv4 network it maps, else the network."""
     if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96:
@@ -158,12 +166,21 @@ def _config_entries(values: Iterable[str], source: str) -> list[str]:
 def parse_address(text: str) -> IPAddress | None:
     """Parse one client address as found in ``REMOTE_ADDR`` or an X-Forwarded-For hop.
 
+    Cached (every request parses its peer's address, and most come from a few
+    peers): a pure function with immutable answers, in a bounded cache that
+    only ever holds strings of at most MAX_ADDRESS_LENGTH characters.
+
     Accepts surrounding whitespace, ``[v6]`` brackets and a zone id (dropped);
     returns IPv4-mapped IPv6 as IPv4. Returns None for anything else, including
     an address with a port, so a caller can refuse rather than guess.
     """
     if len(text) > MAX_ADDRESS_LENGTH or not text.isascii():
         return None
+    return _parse_short_address(text)
+
+
+@functools.lru_cache(maxsize=ADDRESS_CACHE_SIZE)
+def _parse_short_address(text: str) -> IPAddress | None:
     candidate = text.strip()
     bracketed = candidate.startswith("[") and candidate.endswith("]")
     if bracketed:
@@ -363,12 +380,21 @@ def _normalise_name(name: str, value: str) -> str:
 def parse_host(value: str) -> tuple[str, int | None]:
     """Parse a Host header value (or a host allowlist entry) into (host, port).
 
+    Cached like `parse_address` (every request's Host is parsed; a server is
+    reached by a few names): pure, bounded input and cache. A malformed value
+    raises each time, so refusals are never cached.
+
     The host is lowercased; IPv4 is canonical; IPv6 is compressed and kept in
     brackets (``[::1]``); one trailing dot is dropped. The port is None when
     absent. Raises HostError for anything outside that grammar.
     """
     if len(value) > MAX_HOST_LENGTH:
         raise HostError(f"host is {len(value)} characters, over the limit of {MAX_HOST_LENGTH}")
+    return _parse_short_host(value)
+
+
+@functools.lru_cache(maxsize=HOST_CACHE_SIZE)
+def _parse_short_host(value: str) -> tuple[str, int | None]:
     match = _HOST.fullmatch(value)
     if match is None:
         raise HostError(f"host {_excerpt(value)} is not host[:port] with an ASCII name")

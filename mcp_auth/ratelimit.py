@@ -26,6 +26,7 @@ addresses to escape the limit.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import math
@@ -36,7 +37,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .network import IPAddress
+from .network import ADDRESS_CACHE_SIZE, IPAddress
 
 # Distinct addresses remembered at once. An entry costs ~0.6 KB with one
 # credential and ~3 KB with the full MAX_CREDENTIALS_PER_ADDRESS (measured with
@@ -62,8 +63,9 @@ CREDENTIAL_KEY_BYTES = 64
 ROUNDING_SLACK = 1e-9
 
 
+@functools.lru_cache(maxsize=ADDRESS_CACHE_SIZE)
 def address_key(address: IPAddress) -> str:
-    """What one bucket counts: the address, or an IPv6 client's /64."""
+    """What one bucket counts: the address, or an IPv6 client's /64 (cached: asked on every request)."""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         # An IPv4 client on a dual-stack socket: keyed by its /64 it would share
         # the bucket ::/64 with every other such client, so one could lock out all.

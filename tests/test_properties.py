@@ -41,7 +41,7 @@ from hypothesis_profiles import CI_MAX_EXAMPLES, DEFAULT_PROFILE, PROFILE_VARIAB
 from mcp_auth.auth.tokens import MAX_AUTHORIZATION_HEADER_CHARS, Principal, parse_bearer
 from mcp_auth.config import _SETTINGS, Config, ConfigError, open_token_source
 from mcp_auth.guard import Admission, Guard
-from mcp_auth.http import HttpTransport, _acceptable, _accepts, _media_type
+from mcp_auth.http import HttpTransport
 from mcp_auth.mcp.jsonrpc import (
     INVALID_PARAMS,
     INVALID_REQUEST,
@@ -61,6 +61,9 @@ from mcp_auth.mcp.jsonrpc import (
 from mcp_auth.mcp.ladder import is_modern_http, modern_request
 from mcp_auth.mcp.protocol import HANDSHAKE_PROTOCOL_VERSIONS, SUPPORTED_PROTOCOL_VERSIONS
 from mcp_auth.mcp.results import _decode_cursor, _encode_cursor
+from mcp_auth.media import acceptable as _acceptable
+from mcp_auth.media import accepts as _accepts
+from mcp_auth.media import media_type as _media_type
 from mcp_auth.network import (
     MAX_FORWARDED_FOR_HOPS,
     MAX_FORWARDED_FOR_LENGTH,
@@ -673,7 +676,7 @@ def accept_headers(draw: st.DrawFn) -> str:
 @given(near(accept_headers()) | st.none())
 def test_media_types_yields_a_set_of_bare_lowercase_types(header: str | None) -> None:
     found = _acceptable(header)
-    assert isinstance(found, set)
+    assert isinstance(found, frozenset)
     for media in found:
         # HTTP's whitespace is SP and HTAB (RFC 9110 OWS); other characters are simply not a known type.
         assert media and media == media.strip(" \t") and "," not in media and ";" not in media

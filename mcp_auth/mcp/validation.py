@@ -30,6 +30,7 @@ import referencing.exceptions
 
 from .dialects import NO_RETRIEVAL, Dialect, dialect_of, hidden_beside_ref, is_applicator, subschemas
 from .formats import _FORMAT_CHECKER, FORMAT_CHECKS, ecma_pattern
+from .quickcheck import Predicate, quick_accept
 from .schema import JsonSchema, SchemaError
 
 logger = logging.getLogger("mcp_auth.schema")  # the name operators filter on
@@ -216,9 +217,13 @@ class CompiledSchema:
     schema: JsonSchema
     _validator: Any = dataclasses.field(repr=False)
     _patterns: Mapping[str, str] = dataclasses.field(repr=False)  # translated -> as written
+    # True only for values the validator accepts (`mcp_auth.mcp.quickcheck`); None for schemas beyond it.
+    _quick: Predicate | None = dataclasses.field(default=None, repr=False)
 
     def problems(self, value: Any, root: str = "arguments") -> list[str]:
         """Problems with `value`, as messages naming the path under `root`; [] when valid."""
+        if self._quick is not None and self._quick(value):
+            return []
         try:
             errors = list(itertools.islice(self._validator.iter_errors(value), MAX_REPORTED_ERRORS))
             # A value of the wrong type fails its other keywords too; the type says it best.
@@ -400,7 +405,7 @@ def compile_schema(schema: Any, owner: str) -> CompiledSchema:
     patterns: dict[str, str] = {}
     prepared = _prepare(schema, patterns, dialect)
     validator = dialect.validator(prepared, registry=NO_RETRIEVAL, format_checker=_FORMAT_CHECKER)
-    return CompiledSchema(schema, validator, patterns)
+    return CompiledSchema(schema, validator, patterns, quick_accept(schema))
 
 
 def validate(value: Any, schema: JsonSchema) -> list[str]:
