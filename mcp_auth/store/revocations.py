@@ -95,10 +95,9 @@ def recorder(raw_url: str | None, source: str) -> Iterator[Callable[[str], None]
     if not raw_url:
         yield None
         return
-    import redis
-
     store = parse_store_url(raw_url, source)
-    client = open_store(store, source)
+    client = open_store(store, source)  # a ConfigError with the fix when the redis client is missing
+    import redis
 
     recorded: list[str] = []
 
@@ -152,6 +151,7 @@ class RevocationList:
     def refresh(self) -> None:
         """Read the entries added since the last refresh (all of them if the list got shorter)."""
         with self._lock:
+            asked_at = self._clock()  # what is read is as old as the question, not the answer
             pipe = self._client.pipeline(transaction=True)
             pipe.get(GENERATION_KEY)
             pipe.llen(REVOKED_KEY)
@@ -164,7 +164,7 @@ class RevocationList:
                 # What this process saw stays refused, even if the store forgets it.
                 self._digests = self._digests | {entry.decode("ascii", "replace") for entry in added}
             self._known = int(length)
-            self._refreshed_at = self._clock()
+            self._refreshed_at = asked_at
 
     def _ensure_running(self) -> None:
         """The first use in a process reads the list (its answer is needed now) and starts the thread."""
