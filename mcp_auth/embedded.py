@@ -422,6 +422,19 @@ class _RequestHandler(KeepAliveHandler):
                 HTTPStatus.BAD_REQUEST, "The request has both Transfer-Encoding and Content-Length; send only one"
             )
             return False
+        codings = [
+            part.strip(" \t").lower()
+            for value in self.headers.get_all("Transfer-Encoding") or ()
+            for part in value.split(",")
+        ]
+        if codings and codings != ["chunked"]:
+            # RFC 9112 section 6.3: without chunked as its one, final coding a request's body has no
+            # length this server can know; read as "no body", its bytes would be taken for the next request.
+            self.send_error(
+                HTTPStatus.BAD_REQUEST,
+                "Transfer-Encoding must be chunked alone; send the body chunked or with Content-Length",
+            )
+            return False
         return True
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:

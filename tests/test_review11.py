@@ -1,0 +1,127 @@
+"""Findings of the hostile review of the built-in server's own request-head reader (issue 11),
+each pinned over real sockets against the real built-in server.
+
+- A request line whose version has a Latin-1 superscript digit ("HTTP/1.\\xb2": `str.isdigit`
+  says yes, `int` says no) must get a 400 like any bad version, not an unhandled error that
+  answers nothing.
+- A Transfer-Encoding other than exactly one `chunked` leaves the body length unknown (RFC 9112
+  section 6.3): the request must be refused with 400 and the connection closed, never read as
+  "no body" with the body's bytes taken for the next request (a request smuggled past a front
+  that frames it differently).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from collections.abc import Iterator
+
+import pytest
+from support import TOKEN, initialize_body, live_server, raw_exchange
+
+from mcp_auth import audit
+
+SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+
+@pytest.fixture(scope="module")
+def port() -> Iterator[int]:
+    with live_server() as live:
+        yield live.port
+
+
+def _read_to_close(port: int, data: bytes) -> bytes:
+    """Send `data` on one connection and read everything the server writes until it closes it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(data)
+        chunks = []
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except ConnectionResetError:
+            pass  # what arrived before the reset is what the server answered
+    return b"".join(chunks)
+
+
+def _post_head(port: int, extra: bytes) -> bytes:
+    return (
+        b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nAuthorization: Bearer %s\r\n"
+        b"Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n%s\r\n"
+    ) % (port, TOKEN.encode(), extra)
+
+
+@pytest.mark.parametrize("version", [b"HTTP/1.\xb2", b"HTTP/\xb9.1", b"HTTP/1.\xb3"])
+def test_a_version_with_a_superscript_digit_is_a_bad_version(port: int, version: bytes) -> None:
+    response = raw_exchange(port, b"GET /mcp " + version + b"\r\nHost: 127.0.0.1\r\n\r\n", timeout=10)
+    assert response.status == 400
+    assert "Bad request version" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "coding",
+    [
+        b"Transfer-Encoding: identity\r\n",
+        b"Transfer-Encoding: gzip\r\n",
+        b"Transfer-Encoding: \x0bchunked\r\n",
+        b"Transfer-Encoding: chunked, identity\r\n",
+        b"Transfer-Encoding: gzip, chunked\r\n",
+        b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding: chunked, chunked\r\n",
+        b"Transfer-Encoding:\r\n",
+    ],
+)
+def test_a_transfer_encoding_other_than_chunked_alone_is_refused_and_closes(port: int, coding: bytes) -> None:
+    # The "body" is a whole second request: a server that reads this request as bodiless
+    # answers that one too, on the same connection.
+    raw = _read_to_close(port, _post_head(port, coding) + SMUGGLED)
+    assert raw.count(b"HTTP/1.1 ") == 1, raw  # one answer; nothing smuggled was served
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and b"\r\nConnection: close" in head
+    assert "Transfer-Encoding" in json.loads(body)["error"]["message"]
+
+
+@pytest.mark.parametrize("name", [b"Transfer-Encoding", b"TRANSFER-ENCODING", b"transfer-encoding"])
+def test_a_chunked_body_in_any_name_casing_still_reaches_the_app(port: int, name: bytes) -> None:
+    body = json.dumps(initialize_body()).encode()
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    response = raw_exchange(port, _post_head(port, name + b": Chunked\r\n") + chunked, timeout=10)
+    assert response.status == 200 and response.header("Mcp-Session-Id")
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_audit_records_reach_an_embedders_filters_and_handlers_as_one_escaped_line(port: int) -> None:
+    """The audit record is now built with makeRecord + handle: a logger filter still sees (and can
+    drop) it, a root handler still gets it, and the text line stays one line with the value escaped."""
+    collected = _Collect()
+    dropped: list[str] = []
+
+    def drop_health(record: logging.LogRecord) -> bool:
+        if getattr(record, "audit", {}).get("client") == "drop-me":
+            dropped.append(record.getMessage())
+            return False
+        return True
+
+    root = logging.getLogger()
+    root.addHandler(collected)
+    audit.audit_logger.addFilter(drop_health)
+    try:
+        raw_exchange(port, _post_head(port, b"Authorization: Bearer wrong\r\nConnection: close\r\n"), timeout=10)
+        audit.denial("drop-me", "auth", "nope")
+        audit.denial("1.2.3.4\nforged=1", "auth", "x\r\ny")
+    finally:
+        audit.audit_logger.removeFilter(drop_health)
+        root.removeHandler(collected)
+    ours = [record for record in collected.records if record.name == audit.audit_logger.name]
+    assert dropped and all(getattr(r, "audit", {}).get("client") != "drop-me" for r in ours)
+    assert len(ours) >= 2 and all(record.levelno >= logging.INFO for record in ours)
+    line = audit.TextFormatter().format(ours[-1])
+    assert "\n" not in line and "\r" not in line and "forged" in line
