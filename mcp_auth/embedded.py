@@ -373,8 +373,6 @@ class _RequestHandler(KeepAliveHandler):
             # that EOF, so it is a truncated head that must not reach the app.
             self.close_connection = True
             return False
-        if parsed:
-            return self._framing_is_unambiguous()
         return parsed
 
     def _parse_head(self) -> bool:
@@ -404,6 +402,9 @@ class _RequestHandler(KeepAliveHandler):
             self.close_connection = True
         elif connection == "keep-alive":
             self.close_connection = False
+        # Judged before any "100 Continue", which would invite a body that is then never read.
+        if not self._framing_is_unambiguous():
+            return False
         expect = (self.headers.get("Expect") or "").lower()
         if expect == "100-continue" and self.request_version >= "HTTP/1.1":
             return bool(self.handle_expect_100())

@@ -125,3 +125,35 @@ def test_audit_records_reach_an_embedders_filters_and_handlers_as_one_escaped_li
     assert len(ours) >= 2 and all(record.levelno >= logging.INFO for record in ours)
     line = audit.TextFormatter().format(ours[-1])
     assert "\n" not in line and "\r" not in line and "forged" in line
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"Content-Length: 10\r\nContent-Length: 11\r\n",
+        b"Content-Length: 10\r\nTransfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding: identity\r\n",
+    ],
+)
+def test_a_refused_framing_is_refused_before_any_100_continue(port: int, framing: bytes) -> None:
+    """A head the server will refuse must not first be told "100 Continue": that invites the client
+    to send a body the server never reads, and the close that follows can reset the refusal away."""
+    raw = _read_to_close(port, _post_head(port, framing + b"Expect: 100-continue\r\n"))
+    assert raw.startswith(b"HTTP/1.1 400 "), raw
+    assert b"100 Continue" not in raw
+
+
+def test_a_good_head_with_expect_still_gets_100_continue_then_the_answer(port: int) -> None:
+    body = json.dumps(initialize_body()).encode()
+    head = _post_head(port, b"Content-Length: %d\r\nExpect: 100-continue\r\nConnection: close\r\n" % len(body))
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head)
+        interim = b""
+        while not interim.endswith(b"\r\n\r\n"):
+            interim += sock.recv(1)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        rest = b""
+        while chunk := sock.recv(65536):
+            rest += chunk
+    assert rest.startswith(b"HTTP/1.1 200 ") and b"Mcp-Session-Id" in rest
