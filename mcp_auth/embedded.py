@@ -417,6 +417,10 @@ class _RequestHandler(KeepAliveHandler):
             # RFC 9110 section 8.6: differing Content-Length values are an unrecoverable error.
             self.send_error(HTTPStatus.BAD_REQUEST, "The request has Content-Length headers that differ; send one")
             return False
+        if "" in lengths:
+            # RFC 9112 section 6.3: invalid framing, not "no body" (which would make the body the next request).
+            self.send_error(HTTPStatus.BAD_REQUEST, "Content-Length is empty; send the body's length in bytes")
+            return False
         if lengths and self.headers.get("Transfer-Encoding") is not None:
             # RFC 9112 section 6.1: both at once is an error for a server that does not forward the request.
             self.send_error(

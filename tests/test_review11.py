@@ -157,3 +157,14 @@ def test_a_good_head_with_expect_still_gets_100_continue_then_the_answer(port: i
         while chunk := sock.recv(65536):
             rest += chunk
     assert rest.startswith(b"HTTP/1.1 200 ") and b"Mcp-Session-Id" in rest
+
+
+@pytest.mark.parametrize("empty", [b"Content-Length:\r\n", b"Content-Length: \t \r\n"])
+def test_an_empty_content_length_is_refused_and_closes(port: int, empty: bytes) -> None:
+    """An empty Content-Length is invalid framing (RFC 9112 section 6.3), not "no body": read as no
+    body on a kept-alive connection, the bytes after the head would be served as the next request."""
+    raw = _read_to_close(port, _post_head(port, empty) + SMUGGLED)
+    assert raw.count(b"HTTP/1.1 ") == 1, raw
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and b"\r\nConnection: close" in head
+    assert "Content-Length" in json.loads(body)["error"]["message"]
