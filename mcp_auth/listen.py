@@ -278,6 +278,8 @@ class Listens:
         subscription = Subscription(request.id, honoured, deliver, principal_key(call.principal))
         try:
             with self._lock:
+                if self.shutdown.is_set():  # close_all may have ended this socket's listens: it would miss this one
+                    raise ShuttingDown()
                 listens = self._sockets.get(session)
                 if listens is None:
                     listens = self._sockets[session] = _SocketListens(channel)
@@ -320,7 +322,11 @@ class Listens:
         (notifications/cancelled); on shutdown each gets its result (the graceful end).
 
         The socket's transport calls it when the socket ends, whatever ended it,
-        and `close_all` on shutdown: whichever comes first ends them, once.
+        and `close_all` on shutdown: whichever comes first ends them, once. The
+        socket stays registered until its last message is sent, so the other
+        caller finds it and waits (`ending`) before it returns, and so before
+        the socket can be closed (`WebSocketTransport.close_all`, or the
+        socket's own end): no result is lost to a 1001 that overtook it.
         """
         with self._lock:
             listens = self._sockets.get(session)
@@ -328,8 +334,6 @@ class Listens:
             return
         with listens.ending:
             with self._lock:
-                if self._sockets.get(session) is listens:
-                    del self._sockets[session]
                 entries = list(listens.open.values())
                 listens.open.clear()
             for subscription, slot in entries:
@@ -338,6 +342,10 @@ class Listens:
                     listens.channel.send(subscription.cancelled(reason))
                 elif self.shutdown.is_set():
                     listens.channel.send(self.server.listen_final_result(subscription))
+            with self._lock:
+                # A listen opened meanwhile (only before shutdown) stays, for the socket's own end.
+                if not listens.open and self._sockets.get(session) is listens:
+                    del self._sockets[session]
 
     def _forget(self, subscription: Subscription, slot: Slot) -> None:
         self.server.subscriptions.remove(subscription)

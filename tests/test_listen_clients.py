@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,8 @@ MODERN = "2026-07-28"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 WAIT_SECONDS = 30.0
 SERVER_BUSY = -32000
+# How long a test lets the server's close run before it lets a paused listen go on.
+CLOSE_GRACE_SECONDS = 2.0
 
 
 def envelope() -> dict[str, Any]:
@@ -130,6 +133,38 @@ def test_a_revoked_tokens_socket_listens_are_cancelled_then_closed_4401(tmp_path
     assert code == 4401
 
 
+def test_a_socket_listen_that_shutdown_overtakes_is_refused_not_opened(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A listen that passed the first shutdown check as shutdown began is refused when it would
+    register: `close_all` may already have ended the socket's listens and would never end this one.
+    The pause is injected while the listen takes its place in the stream budget."""
+    taking = threading.Event()
+    go_on = threading.Event()
+
+    async def main(live: Live) -> dict[str, Any]:
+        capacity = live.app.listens.capacity
+        acquire = capacity.acquire
+
+        def paused_acquire(key: Any) -> Any:
+            taking.set()
+            go_on.wait(WAIT_SECONDS)
+            return acquire(key)
+
+        monkeypatch.setattr(capacity, "acquire", paused_acquire)
+        async with open_socket(live) as ws:
+            await ws.send(listen_message("late", {"toolsListChanged": True}))
+            assert await asyncio.to_thread(taking.wait, WAIT_SECONDS)
+            live.app.shutdown_event.set()  # what close() does first
+            go_on.set()
+            return await receive(ws)
+
+    with live_server(listen_server()) as live:
+        answer = run(main(live))
+        assert live.app.listens.capacity.in_use() == 0
+    assert answer["id"] == "late"
+    assert answer["error"]["code"] == SERVER_BUSY
+    assert "shutting down" in answer["error"]["message"]
+
+
 def test_socket_listens_share_the_stream_budget() -> None:
     async def main(live: Live) -> tuple[dict[str, Any], dict[str, Any]]:
         async with open_socket(live) as ws:
@@ -164,6 +199,50 @@ def test_shutdown_ends_a_socket_listen_with_its_result() -> None:
     assert final["id"] == "s"
     assert final["result"]["resultType"] == "complete"
     assert final["result"]["_meta"][META_SUBSCRIPTION_ID] == "s"
+    assert code == 1001
+
+
+def test_shutdown_waits_for_the_result_a_socket_is_sending_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The socket's own thread may notice shutdown and start ending its listens before
+    `close_all` reaches them: shutdown must wait for that result, not close the socket 1001 under it.
+
+    A pause is injected where the socket's thread is ending its listen (in the dispatcher's
+    `listen_final_result`, the listen already taken from the open ones); the server's close runs
+    meanwhile. Without the wait, close sends 1001 first and the result is lost (a race once seen
+    under load). With it, close waits for the pause, which then times out: the order holds however
+    long it takes."""
+    server = listen_server()
+    dispatcher = server.dispatcher
+    final_result = dispatcher.listen_final_result
+    ending = threading.Event()
+    closed = threading.Event()
+
+    def paused_final_result(subscription: Any) -> dict[str, Any]:
+        ending.set()
+        closed.wait(WAIT_SECONDS)  # the test sets it once close returned, or after CLOSE_GRACE_SECONDS
+        return final_result(subscription)
+
+    monkeypatch.setattr(dispatcher, "listen_final_result", paused_final_result)
+
+    async def main(live: Live) -> tuple[dict[str, Any], int | None]:
+        async with open_socket(live) as ws:
+            await ws.send(listen_message("s", {"toolsListChanged": True}))
+            await receive(ws)
+            live.app.shutdown_event.set()  # what close() does first; the socket's thread notices it within a poll
+            assert await asyncio.to_thread(ending.wait, WAIT_SECONDS)
+            closing = asyncio.ensure_future(asyncio.to_thread(live.app.close))
+            await asyncio.wait([closing], timeout=CLOSE_GRACE_SECONDS)  # done early only when close did not wait
+            closed.set()
+            await closing
+            final = await receive(ws)
+            with pytest.raises(ConnectionClosed):
+                await receive(ws)
+            return final, ws.close_code
+
+    with live_server(server) as live:
+        final, code = run(main(live))
+    assert final["id"] == "s"
+    assert final["result"]["resultType"] == "complete"
     assert code == 1001
 
 
