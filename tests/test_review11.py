@@ -18,6 +18,7 @@ import socket
 from collections.abc import Iterator
 
 import pytest
+from nginx_support import Gunicorn, gunicorn_process
 from support import TOKEN, initialize_body, live_server, raw_exchange
 
 from mcp_auth import audit
@@ -168,3 +169,33 @@ def test_an_empty_content_length_is_refused_and_closes(port: int, empty: bytes) 
     head, _, body = raw.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400 ") and b"\r\nConnection: close" in head
     assert "Content-Length" in json.loads(body)["error"]["message"]
+
+
+@pytest.fixture(scope="module")
+def gunicorn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gunicorn]:
+    with gunicorn_process(tmp_path_factory.mktemp("gunicorn"), {"MCP_AUTH_TOKEN": TOKEN}) as server:
+        yield server
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"Transfer-Encoding: identity\r\n",
+        b"Transfer-Encoding: gzip, chunked\r\n",
+        b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding:\r\n",
+        b"Content-Length:\r\n",
+        b"Content-Length: 10\r\nContent-Length: 11\r\n",
+        b"X-A: 1\r\r\n",
+        b"X-A\t: 1\r\n",
+    ],
+)
+def test_the_built_in_server_refuses_the_framings_gunicorn_refuses(
+    port: int, gunicorn: Gunicorn, framing: bytes
+) -> None:
+    """Behind the same front, either server must see one request here, refused: the comparison
+    that found the Transfer-Encoding and empty Content-Length cases above."""
+    for server_port in (gunicorn.port, port):
+        raw = _read_to_close(server_port, _post_head(server_port, framing) + SMUGGLED)
+        assert raw.count(b"HTTP/1.1 ") == 1 and raw[9:10] in (b"4", b"5"), (server_port, raw)
+        assert b"/smuggled" not in raw
