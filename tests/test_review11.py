@@ -21,7 +21,8 @@ import pytest
 from nginx_support import Gunicorn, gunicorn_process
 from support import TOKEN, initialize_body, live_server, raw_exchange
 
-from mcp_auth import audit
+from mcp_auth import audit, media, network
+from mcp_auth.mcp.validation import compile_schema
 
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
@@ -217,3 +218,44 @@ WS_HEAD = (
 def test_a_second_upgrade_header_is_a_client_error_not_a_500(port: int, extra: bytes) -> None:
     raw = _read_to_close(port, WS_HEAD % (TOKEN.encode(), extra))
     assert raw.startswith(b"HTTP/1.1 400 "), raw[:200]
+
+
+def test_a_flood_of_distinct_hosts_and_accepts_stays_within_the_caches(port: int) -> None:
+    """Attacker-chosen Host and Accept values fill bounded caches and evict, never grow; a malformed
+    Host is refused every time (a refusal is never cached as an answer)."""
+    for n in range(network.HOST_CACHE_SIZE + 40):
+        accept = b"application/json, text/event-stream, x/y%d" % n
+        head = b"GET /mcp HTTP/1.1\r\nHost: h%d.example\r\nAccept: %s\r\nConnection: close\r\n\r\n" % (n, accept)
+        assert raw_exchange(port, head, timeout=10).status == 403  # not an allowed Host
+    assert network._parse_short_host.cache_info().currsize <= network.HOST_CACHE_SIZE
+    assert media._cached_acceptable.cache_info().currsize <= media.HEADER_CACHE_SIZE
+    for _ in range(2):
+        bad = raw_exchange(port, b"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1:99999\r\nConnection: close\r\n\r\n")
+        assert bad.status == 400
+    with pytest.raises(network.HostError):
+        network.parse_host("127.0.0.1:99999")
+    long_accept = "text/event-stream, " + "a/b, " * 200
+    assert media.acceptable(long_accept) == media.acceptable(long_accept)  # parsed, not cached
+    assert isinstance(media.acceptable("application/json"), frozenset)  # shared answers are immutable
+
+
+@pytest.mark.parametrize(
+    ("schema", "value"),
+    [
+        ({"type": "object", "properties": {"n": {"type": "integer"}}}, {"n": True}),
+        ({"type": "object", "properties": {"n": {"type": "number"}}}, {"n": False}),
+        ({"type": "object", "properties": {"n": {"type": "integer"}}}, {"n": 1.5}),
+        ({"type": "object", "properties": {"n": {"type": "boolean"}}}, {"n": 0}),
+        ({"type": "array", "items": {"type": "array", "items": {"type": "string"}}}, [["a"], ["b", 1]]),
+        ({"type": "object", "properties": {"a": {"type": "string"}}, "additionalProperties": False}, {"a": "", "b": 1}),
+        ({"type": "object", "required": ["a"], "properties": {"a": {"type": "null"}}}, {}),
+        ({"anyOf": [{"type": "string"}, {"type": "integer"}]}, 1.0 + 0.5),
+        ({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "integer"}}]}, [1, True]),
+        ({"type": "object", "additionalProperties": {"type": "integer"}}, {"x": [1]}),
+    ],
+)
+def test_the_quick_predicate_never_passes_what_jsonschema_refuses(schema: dict[str, object], value: object) -> None:
+    compiled = compile_schema(schema, "review11")
+    assert compiled._quick is not None  # the quick path is really the one under test
+    assert not compiled._quick(value)
+    assert compiled.problems(value) and list(compiled._validator.iter_errors(value))
