@@ -94,7 +94,7 @@ from .app import McpAuthApp
 from .config import DEFAULT_SHUTDOWN_TIMEOUT_SECONDS
 from .errors import ConfigError
 from .guard import Guard
-from .http import BODY_DEADLINE_SECONDS
+from .http import BODY_DEADLINE_SECONDS, MAX_CONTENT_LENGTH_DIGITS
 from .keepalive import KEEPALIVE_SECONDS, MAX_KEEPALIVE_SECONDS, KeepAliveHandler
 from .network import IPAddress, parse_address
 from .refusals import IpNotAllowed, Refusal
@@ -885,9 +885,12 @@ class _Bounded:
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         connection = environ["werkzeug.socket"]
         raw_length = (environ.get("CONTENT_LENGTH") or "").strip()
-        # ASCII digits only (str.isdigit accepts superscripts that int() refuses); the app judges the rest.
+        # ASCII digits only (str.isdigit accepts superscripts that int() refuses), and few enough for
+        # int() (which refuses more than 4300 digits: a 500 here); the app judges the rest.
         chunked = bool(environ.get("wsgi.input_terminated"))
-        known = raw_length.isascii() and raw_length.isdigit() and not chunked
+        known = (
+            raw_length.isascii() and raw_length.isdigit() and len(raw_length) <= MAX_CONTENT_LENGTH_DIGITS
+        ) and not chunked
         # Neither Content-Length nor chunked: no body (RFC 9112 section 6.3), and the next request follows.
         length = int(raw_length) if known else (0 if not raw_length and not chunked else None)
         environ["wsgi.input"] = _BodyWithin(environ["wsgi.input"], self._watch, connection, self._body_deadline, length)

@@ -259,3 +259,13 @@ def test_the_quick_predicate_never_passes_what_jsonschema_refuses(schema: dict[s
     assert compiled._quick is not None  # the quick path is really the one under test
     assert not compiled._quick(value)
     assert compiled.problems(value) and list(compiled._validator.iter_errors(value))
+
+
+@pytest.mark.parametrize("digits", [4301, 5000, 60000])
+def test_a_content_length_too_long_for_int_is_a_400_not_a_500(port: int, digits: int) -> None:
+    """Python refuses to convert more than 4300 digits (int_max_str_digits): the built-in server's
+    own reading of Content-Length must not turn that ValueError into a 500."""
+    head = _post_head(port, b"Content-Length: %s\r\nConnection: close\r\n" % (b"1" * digits))
+    response = raw_exchange(port, head, timeout=10)
+    assert response.status == 400
+    assert "Content-Length" in response.json()["error"]["message"]
