@@ -272,3 +272,23 @@ def test_a_content_length_too_long_for_int_is_a_400_not_a_500(port: int, digits:
     response = raw_exchange(port, head, timeout=10)
     assert response.status == 400
     assert "Content-Length" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("hosts", "status"),
+    [
+        (b"host: evil.example\r\n", 403),  # the name matched without regard to case
+        (b"Host: 127.0.0.1\r\nhost: evil.example\r\n", 400),  # two Host lines stay a malformed Host
+        (b"HOST: evil.example\r\nHost: 127.0.0.1\r\n", 400),
+        (b"Ho_st: 127.0.0.1\r\n", 400),  # dropped as Werkzeug drops every underscore name: no Host
+        (b"Host: 127.0.0.1\r\nX_Forwarded_Host: evil.example\r\n", 401),  # dropped, so only the token is wrong
+    ],
+)
+def test_the_host_check_reads_every_host_line_the_reader_kept(port: int, hosts: bytes, status: int) -> None:
+    head = b"GET /mcp HTTP/1.1\r\n%sAuthorization: Bearer wrong\r\nConnection: close\r\n\r\n" % hosts
+    assert raw_exchange(port, head, timeout=10).status == status
+
+
+def test_an_absolute_target_cannot_stand_in_for_the_host_header(port: int) -> None:
+    head = b"GET http://127.0.0.1/mcp HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n"
+    assert raw_exchange(port, head, timeout=10).status == 403
