@@ -127,6 +127,9 @@ def test_audit_records_reach_an_embedders_filters_and_handlers_as_one_escaped_li
     assert len(ours) >= 2 and all(record.levelno >= logging.INFO for record in ours)
     line = audit.TextFormatter().format(ours[-1])
     assert "\n" not in line and "\r" not in line and "forged" in line
+    document = audit.JsonFormatter().format(ours[-1])
+    assert "\n" not in document and json.loads(document)["client"] == "1.2.3.4\nforged=1"
+    assert ours[-1].levelno == logging.getLevelName(line.split()[1].upper())  # the level the line says
 
 
 @pytest.mark.parametrize(
