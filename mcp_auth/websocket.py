@@ -192,6 +192,7 @@ class WebSocketTransport:
         self.calls = Capacity("WebSocket requests in flight", max_calls)
         self._open: set[_SocketChannel] = set()
         self._open_lock = threading.Lock()
+        self._going_away = False  # close_all has run: the server is stopping
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any], admission: Admission) -> Any:
         self._check_handshake(environ)
@@ -207,16 +208,22 @@ class WebSocketTransport:
             channel = _SocketChannel(ws)
             with self._open_lock:
                 self._open.add(channel)
+                going_away = self._going_away
             try:
-                self._serve(ws, channel, admission)
+                if going_away:  # stopping began during the handshake: close_all passed this socket by
+                    channel.close(CLOSE_GOING_AWAY, "server shutting down")
+                else:
+                    self._serve(ws, channel, admission)
             finally:
                 with self._open_lock:
                     self._open.discard(channel)
         return finish_upgraded_request(environ)
 
     def close_all(self) -> None:
-        """Server shutdown: close every open socket with 1001."""
+        """Server shutdown: close every open socket with 1001, and from now on each one whose
+        handshake completes (a client that connected just before the stop, say)."""
         with self._open_lock:
+            self._going_away = True
             channels = list(self._open)
         for channel in channels:
             channel.close(CLOSE_GOING_AWAY, "server shutting down")
