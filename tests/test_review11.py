@@ -215,15 +215,24 @@ WS_HEAD = (
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reported, not fixed here: mcp_auth/websocket.py (another branch's file) lets wsproto's "
-    "RemoteProtocolError out of the handshake as a 500; remove this mark with that fix",
-)
 @pytest.mark.parametrize("extra", [b"Upgrade: websocket\r\n", b"Upgrade: h2c\r\n"])
 def test_a_second_upgrade_header_is_a_client_error_not_a_500(port: int, extra: bytes) -> None:
     raw = _read_to_close(port, WS_HEAD % (TOKEN.encode(), extra))
     assert raw.startswith(b"HTTP/1.1 400 "), raw[:200]
+    assert b"exactly one 'Upgrade: websocket' header" in raw
+
+
+@pytest.mark.parametrize(
+    "key",
+    [b"", b"dGhlIHNhbXBsZSBub25jZQ==, dGhlIHNhbXBsZSBub25jZQ==", b"short", b"dGhlIHNhbXBsZSBub25jZQ", b"!" * 24],
+    ids=["empty", "twice", "short", "unpadded", "not-base64"],
+)
+def test_a_sec_websocket_key_that_is_not_one_16_byte_value_is_refused(port: int, key: bytes) -> None:
+    head = (WS_HEAD % (TOKEN.encode(), b"")).replace(b"dGhlIHNhbXBsZSBub25jZQ==", key)
+    assert key in head or not key
+    raw = _read_to_close(port, head)
+    assert raw.startswith(b"HTTP/1.1 400 "), raw[:200]
+    assert b"Sec-WebSocket-Key" in raw
 
 
 def test_a_flood_of_distinct_hosts_and_accepts_stays_within_the_caches(port: int) -> None:
