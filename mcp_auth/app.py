@@ -35,6 +35,7 @@ from .refusals import (
 from .sessions import SessionStore
 from .store.connection import close_store
 from .store.ratelimit import SharedFailureRateLimiter
+from .store.revocations import RevocationCheckedSource, RevocationList
 from .store.sessions import SharedSessionStore
 from .websocket import WebSocketDone, WebSocketTransport, is_upgrade, subprotocol_token
 
@@ -89,6 +90,11 @@ class McpAuthApp:
         if store is not None and auth.source is not None:
             limiter = SharedFailureRateLimiter(store, config.rate_limit_failures, config.rate_limit_window)
         self.guard = Guard(config, auth, limiter)
+        # With a store, a token revoked on any host (`token revoke --session-store`) is refused here too.
+        self.revocations = None
+        if store is not None and self.guard.token_source is not None:
+            self.revocations = RevocationList(store)
+            self.guard.token_source = RevocationCheckedSource(self.guard.token_source, self.revocations)
         # The one registry of live sessions, of both transports; the dispatcher's notifications reach them through it.
         self.store = store
         self.sessions = SessionStore(clock=clock) if store is None else SharedSessionStore(store, clock=clock)
@@ -147,6 +153,8 @@ class McpAuthApp:
         self.sessions.close_all()
         self.server.detach_sessions(self.sessions)
         self.server.close()  # async handlers still running are cancelled; the loop's thread ends
+        if self.revocations is not None:
+            self.revocations.close()
         if self.store is not None:
             close_store(self.store)
 

@@ -3,8 +3,8 @@
     python -m mcp_auth [serve] [TARGET] [options]
     python -m mcp_auth token show [--config [literal]] [--url URL]
     python -m mcp_auth token add NAME [--tools PATTERN ...] --tokens-file PATH
-    python -m mcp_auth token rotate NAME --tokens-file PATH
-    python -m mcp_auth token list|revoke NAME --tokens-file PATH
+    python -m mcp_auth token rotate NAME --tokens-file PATH [--session-store URL]
+    python -m mcp_auth token list|revoke NAME --tokens-file PATH [--session-store URL]
 
 Exit status 2 for a configuration the server refuses (the message says how to
 fix it), 0 after a clean shutdown on SIGINT or SIGTERM. The token is printed
@@ -34,6 +34,7 @@ from .config import LOG_LEVELS, Config
 from .errors import ConfigError
 from .network import format_url_host
 from .startup import CLIENT_TOKEN_VARIABLE, CONFIG_FORMS, build_app, print_client_configs
+from .store.revocations import recorder as revocation_recorder
 from .target import load_target
 
 logger = logging.getLogger("mcp_auth.cli")
@@ -199,13 +200,21 @@ def _token_parser() -> argparse.ArgumentParser:
     )
     rotate.add_argument("name")
     rotate.add_argument("--tokens-file", help="[MCP_AUTH_TOKENS_FILE]")
+    rotate.add_argument("--session-store", help=_REVOCATION_STORE_HELP)
     _config_options(rotate)
     listing = commands.add_parser("list", help="list the tokens in a tokens file (names and scopes, never tokens)")
     listing.add_argument("--tokens-file", help="[MCP_AUTH_TOKENS_FILE]")
     revoke = commands.add_parser("revoke", help="remove a named token; running servers refuse it at the next request")
     revoke.add_argument("name")
     revoke.add_argument("--tokens-file", help="[MCP_AUTH_TOKENS_FILE]")
+    revoke.add_argument("--session-store", help=_REVOCATION_STORE_HELP)
     return parser
+
+
+_REVOCATION_STORE_HELP = (
+    "also record the old token's digest in this session store: every host using it refuses the token "
+    "within 5 s, whatever its copy of the tokens file says [MCP_AUTH_SESSION_STORE]"
+)
 
 
 def _config_options(parser: argparse.ArgumentParser) -> None:
@@ -340,7 +349,8 @@ def _token_command(args: argparse.Namespace) -> int:
         print(f"Added token '{args.name}' ({scope}) to {path}. It is shown once; store it now:", file=sys.stderr)
         print(token)
     elif args.command == "rotate":
-        token = rotate_token(path, args.name)
+        with _revocation_recorder(args) as record:
+            token = rotate_token(path, args.name, before_write=record)
         if args.print_config:
             print_client_configs(args.url, token, args.print_config, sys.stdout)
         print(
@@ -357,11 +367,19 @@ def _token_command(args: argparse.Namespace) -> int:
             tools = "all tools" if entry["tools"] is None else ", ".join(entry["tools"]) or "no tools"
             print(f"{entry['name']}\t{tools}\t{entry['created'] or ''}")
     elif args.command == "revoke":
-        revoke_token(path, args.name)
+        with _revocation_recorder(args) as record:
+            revoke_token(path, args.name, before_write=record)
         print(
             f"Revoked token '{args.name}' in {path}; running servers refuse it from the next request", file=sys.stderr
         )
     return 0
+
+
+def _revocation_recorder(args: argparse.Namespace) -> Any:
+    """`--session-store` (or MCP_AUTH_SESSION_STORE), opened before the tokens file is touched; None without."""
+    if args.session_store:
+        return revocation_recorder(args.session_store, "--session-store")
+    return revocation_recorder(os.environ.get("MCP_AUTH_SESSION_STORE"), "MCP_AUTH_SESSION_STORE")
 
 
 # --- serve ---------------------------------------------------------------------

@@ -94,7 +94,7 @@ from .app import McpAuthApp
 from .config import DEFAULT_SHUTDOWN_TIMEOUT_SECONDS
 from .errors import ConfigError
 from .guard import Guard
-from .http import BODY_DEADLINE_SECONDS
+from .http import BODY_DEADLINE_SECONDS, MAX_CONTENT_LENGTH_DIGITS
 from .keepalive import KEEPALIVE_SECONDS, MAX_KEEPALIVE_SECONDS, KeepAliveHandler
 from .network import IPAddress, parse_address
 from .refusals import IpNotAllowed, Refusal
@@ -373,8 +373,6 @@ class _RequestHandler(KeepAliveHandler):
             # that EOF, so it is a truncated head that must not reach the app.
             self.close_connection = True
             return False
-        if parsed:
-            return self._framing_is_unambiguous()
         return parsed
 
     def _parse_head(self) -> bool:
@@ -404,6 +402,9 @@ class _RequestHandler(KeepAliveHandler):
             self.close_connection = True
         elif connection == "keep-alive":
             self.close_connection = False
+        # Judged before any "100 Continue", which would invite a body that is then never read.
+        if not self._framing_is_unambiguous():
+            return False
         expect = (self.headers.get("Expect") or "").lower()
         if expect == "100-continue" and self.request_version >= "HTTP/1.1":
             return bool(self.handle_expect_100())
@@ -416,10 +417,27 @@ class _RequestHandler(KeepAliveHandler):
             # RFC 9110 section 8.6: differing Content-Length values are an unrecoverable error.
             self.send_error(HTTPStatus.BAD_REQUEST, "The request has Content-Length headers that differ; send one")
             return False
+        if "" in lengths:
+            # RFC 9112 section 6.3: invalid framing, not "no body" (which would make the body the next request).
+            self.send_error(HTTPStatus.BAD_REQUEST, "Content-Length is empty; send the body's length in bytes")
+            return False
         if lengths and self.headers.get("Transfer-Encoding") is not None:
             # RFC 9112 section 6.1: both at once is an error for a server that does not forward the request.
             self.send_error(
                 HTTPStatus.BAD_REQUEST, "The request has both Transfer-Encoding and Content-Length; send only one"
+            )
+            return False
+        codings = [
+            part.strip(" \t").lower()
+            for value in self.headers.get_all("Transfer-Encoding") or ()
+            for part in value.split(",")
+        ]
+        if codings and codings != ["chunked"]:
+            # RFC 9112 section 6.3: without chunked as its one, final coding a request's body has no
+            # length this server can know; read as "no body", its bytes would be taken for the next request.
+            self.send_error(
+                HTTPStatus.BAD_REQUEST,
+                "Transfer-Encoding must be chunked alone; send the body chunked or with Content-Length",
             )
             return False
         return True
@@ -867,9 +885,12 @@ class _Bounded:
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         connection = environ["werkzeug.socket"]
         raw_length = (environ.get("CONTENT_LENGTH") or "").strip()
-        # ASCII digits only (str.isdigit accepts superscripts that int() refuses); the app judges the rest.
+        # ASCII digits only (str.isdigit accepts superscripts that int() refuses), and few enough for
+        # int() (which refuses more than 4300 digits: a 500 here); the app judges the rest.
         chunked = bool(environ.get("wsgi.input_terminated"))
-        known = raw_length.isascii() and raw_length.isdigit() and not chunked
+        known = (
+            raw_length.isascii() and raw_length.isdigit() and len(raw_length) <= MAX_CONTENT_LENGTH_DIGITS
+        ) and not chunked
         # Neither Content-Length nor chunked: no body (RFC 9112 section 6.3), and the next request follows.
         length = int(raw_length) if known else (0 if not raw_length and not chunked else None)
         environ["wsgi.input"] = _BodyWithin(environ["wsgi.input"], self._watch, connection, self._body_deadline, length)

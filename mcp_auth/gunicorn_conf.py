@@ -12,12 +12,24 @@ prints the summary, once for all workers; the workers' `create_app()` then
 prints nothing. Without this module, `create_app()` prints the summary in each
 worker and finds the bound address from the worker's listening sockets.
 
-SIGTERM (gunicorn's graceful stop): gunicorn stops accepting and gives the
-requests in flight `--graceful-timeout` seconds. It knows nothing of an open
-WebSocket or event stream, which would hold the worker for all of that time;
-`stop_with_the_worker` (installed by `create_app()` in each worker) makes the
-app close WebSockets with 1001 and end its GET streams at once, while requests
-in flight finish.
+SIGTERM (gunicorn's graceful stop): gunicorn's master closes its copy of the
+listening sockets and passes SIGTERM on to the workers; each worker stops
+polling its listeners and gives the requests in flight `--graceful-timeout`
+seconds. It knows nothing of an open WebSocket or event stream, which would
+hold the worker for all of that time; `stop_with_the_worker` (installed by
+`create_app()` in each worker) makes the app close WebSockets with 1001 and
+end its GET streams at once, while requests in flight finish.
+
+A listening socket stays open while any process holds it, and gunicorn's
+gthread worker (27.x) keeps its inherited copies until its drain is over: the
+kernel goes on completing handshakes into the backlog, nobody accepts them,
+and a proxy's request sent there waits until the worker exits, then is reset.
+So `stop_with_the_worker` also makes the worker close its copies as soon as
+it has stopped polling them: once the master and every worker have, the port
+refuses new connections (a proxy moves on to another upstream at once) while
+the requests in flight finish. Closing, not `shutdown()`: a shutdown would end
+the listener for every process sharing it, and a worker gunicorn retires on
+its own (`--max-requests`, fewer workers) must leave its siblings listening.
 
 What it trusts: gunicorn's own objects (the arbiter and its listeners) and the
 operator's environment, as `create_app()` does.
@@ -133,6 +145,39 @@ def stop_with_the_worker(app: Any) -> bool:
 
     signal.signal(signal.SIGTERM, on_sigterm)
     signal.siginterrupt(signal.SIGTERM, False)  # as gunicorn set it: SIGTERM must not break system calls
+    # gunicorn's handler is the worker's bound `handle_exit`: the worker whose listeners to close.
+    close_listeners_when_stopping(getattr(previous, "__self__", None))
+    return True
+
+
+def close_listeners_when_stopping(worker: Any) -> bool:
+    """Make a stopping gthread worker close its listening sockets once it no longer polls them.
+
+    gunicorn's gthread worker calls `set_accept_enabled(False)` on its main
+    thread when it leaves its serving loop (and when it is full); after that,
+    while the worker is no longer alive, nothing of it touches its listeners
+    but their final close, so closing them there is safe: no poller still
+    holds them, no `accept` can run on a closed socket. Wrapped on the
+    instance, on the thread gunicorn runs it on; no signal handler closes
+    anything. False (nothing done) for a worker without that method (another
+    worker class, another gunicorn), which keeps gunicorn's own behaviour.
+    """
+    original = getattr(worker, "set_accept_enabled", None)
+    if not callable(original) or not isinstance(getattr(worker, "sockets", None), list):
+        return False
+
+    def set_accept_enabled(enabled: bool) -> None:
+        original(enabled)
+        if not enabled and not worker.alive:
+            for listener in worker.sockets:
+                inner = getattr(listener, "sock", listener)  # gunicorn's wrapper, or a socket
+                if inner is not None:
+                    try:
+                        inner.close()  # this process's copy; gunicorn's own close later is a no-op
+                    except OSError:
+                        pass
+
+    worker.set_accept_enabled = set_accept_enabled
     return True
 
 

@@ -142,7 +142,8 @@ def parse_request_line(text: str) -> RequestLine:
     if len(words) >= 3:
         version = words[-1]
         numbers = version[5:].split(".") if version.startswith("HTTP/") else []
-        if len(numbers) != 2 or not all(part.isdigit() and len(part) <= 10 for part in numbers):
+        # ASCII digits only: str.isdigit also says yes to the Latin-1 superscripts (b"\xb2"), which int() refuses.
+        if len(numbers) != 2 or not all(part.isascii() and part.isdigit() and len(part) <= 10 for part in numbers):
             raise HeadError(HTTPStatus.BAD_REQUEST, "Bad request version")
         major, minor = int(numbers[0]), int(numbers[1])
         if (major, minor) >= (2, 0):

@@ -27,6 +27,7 @@ message over the size limit closes with 1009.
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 import time
@@ -70,6 +71,9 @@ TOKEN_SUBPROTOCOL_PREFIX = "mcp.auth."
 # (simple-websocket sends it); 4401 is ours (4000-4999 are private): the token was revoked.
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
+# RFC 6455 section 4.1: the client's Sec-WebSocket-Key is a random 16-byte value, base64-encoded (24 characters).
+WEBSOCKET_KEY_BYTES = 16
+WEBSOCKET_KEY_LENGTH = 24
 CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_REVOKED = 4401
 # 1011: the server ended the socket's session (a stdio bridge's child exited or broke).
@@ -113,6 +117,16 @@ def finish_upgraded_request(environ: dict[str, Any]) -> list[bytes]:
     if "werkzeug.socket" in environ:
         raise WebSocketDone("websocket closed")
     return []
+
+
+def _is_websocket_key(key: str) -> bool:
+    """Whether `key` is what RFC 6455 requires of Sec-WebSocket-Key: 16 bytes in canonical base64."""
+    if len(key) != WEBSOCKET_KEY_LENGTH:
+        return False
+    try:
+        return len(base64.b64decode(key, validate=True)) == WEBSOCKET_KEY_BYTES
+    except ValueError:
+        return False
 
 
 class _McpSocketServer(Server):
@@ -192,6 +206,7 @@ class WebSocketTransport:
         self.calls = Capacity("WebSocket requests in flight", max_calls)
         self._open: set[_SocketChannel] = set()
         self._open_lock = threading.Lock()
+        self._going_away = False  # close_all has run: the server is stopping
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any], admission: Admission) -> Any:
         self._check_handshake(environ)
@@ -207,16 +222,22 @@ class WebSocketTransport:
             channel = _SocketChannel(ws)
             with self._open_lock:
                 self._open.add(channel)
+                going_away = self._going_away
             try:
-                self._serve(ws, channel, admission)
+                if going_away:  # stopping began during the handshake: close_all passed this socket by
+                    channel.close(CLOSE_GOING_AWAY, "server shutting down")
+                else:
+                    self._serve(ws, channel, admission)
             finally:
                 with self._open_lock:
                     self._open.discard(channel)
         return finish_upgraded_request(environ)
 
     def close_all(self) -> None:
-        """Server shutdown: close every open socket with 1001."""
+        """Server shutdown: close every open socket with 1001, and from now on each one whose
+        handshake completes (a client that connected just before the stop, say)."""
         with self._open_lock:
+            self._going_away = True
             channels = list(self._open)
         for channel in channels:
             channel.close(CLOSE_GOING_AWAY, "server shutting down")
@@ -227,8 +248,15 @@ class WebSocketTransport:
             raise BadRequest("A WebSocket upgrade needs 'Connection: Upgrade'")
         if (environ.get("HTTP_SEC_WEBSOCKET_VERSION") or "").strip() != "13":
             raise BadRequest("Unsupported WebSocket version; use 13", headers=[("Sec-WebSocket-Version", "13")])
-        if not (environ.get("HTTP_SEC_WEBSOCKET_KEY") or "").strip():
+        if (environ.get("HTTP_UPGRADE") or "").strip().lower() != "websocket":
+            # Two Upgrade lines arrive joined ("websocket, h2c"): the handshake library would fail on them.
+            raise BadRequest("A WebSocket upgrade needs exactly one 'Upgrade: websocket' header")
+        key = (environ.get("HTTP_SEC_WEBSOCKET_KEY") or "").strip()
+        if not key:
             raise BadRequest("The WebSocket upgrade is missing Sec-WebSocket-Key")
+        if not _is_websocket_key(key):
+            # RFC 6455 section 4.1: one header, a random 16-byte value in base64 (two lines arrive joined).
+            raise BadRequest("Sec-WebSocket-Key must be one base64-encoded 16-byte value")
         if SUBPROTOCOL not in requested_subprotocols(environ):
             raise BadRequest(
                 f"Request the WebSocket subprotocol '{SUBPROTOCOL}' (Sec-WebSocket-Protocol: {SUBPROTOCOL})"

@@ -18,13 +18,14 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from support import TOKEN, open_session, request
+from support import TOKEN, live_server, open_session, request
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -169,3 +170,57 @@ def test_the_builtin_server_refuses_new_connections_and_exits_0_at_its_bound(tmp
                 socket.create_connection(("127.0.0.1", server.port), timeout=PATIENCE_SECONDS).close()
         caller.join(PATIENCE_SECONDS)
     assert "requests still in flight were cut off" in "".join(server.lines)
+
+
+def _refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=PATIENCE_SECONDS).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("kind", ["builtin", "gunicorn"])
+def test_sigterm_refuses_new_connections_while_the_call_in_flight_goes_on(tmp_path: Path, kind: str) -> None:
+    """The listening socket closes at SIGTERM, not when the drain is over: a proxy's next connection
+    is refused (and goes to another upstream) instead of waiting in a backlog nobody accepts."""
+    with running(tmp_path, kind, grace=int(PATIENCE_SECONDS)) as server:
+        session_id = open_session(server.port)
+        answers: list[object] = []
+        caller = threading.Thread(target=_call_hold, args=(server.port, session_id, answers))
+        caller.start()
+        server.holds.settimeout(PATIENCE_SECONDS)
+        tool, _ = server.holds.accept()  # the call is in flight
+        with tool:
+            assert tool.recv(16) == b"started"
+            server.process.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + PATIENCE_SECONDS
+            while not _refused(server.port):  # each probe that got in is closed unanswered
+                assert time.monotonic() < deadline, "the listening socket stayed open during the drain"
+                time.sleep(0.02)
+            # Still refusing, still running: the call in flight holds the process, not the port.
+            assert server.process.poll() is None and not answers
+            tool.sendall(b"go")
+        caller.join(PATIENCE_SECONDS)
+        assert server.process.wait(PATIENCE_SECONDS) == 0
+    (answer,) = answers
+    assert not isinstance(answer, BaseException), answer
+    assert answer.status == 200  # type: ignore[attr-defined]
+    log = "".join(server.lines)
+    assert "Traceback" not in log and TOKEN not in log
+
+
+def test_a_websocket_whose_handshake_ends_after_the_stop_began_is_closed_with_1001() -> None:
+    """The race behind a stop: a socket accepted while the app begins shutting down is not yet among
+    the open ones that get 1001; it gets its own 1001 as soon as its handshake completes."""
+    with live_server() as live:
+        live.app.begin_shutdown()
+        with connect(
+            f"ws://127.0.0.1:{live.port}/mcp",
+            subprotocols=["mcp"],  # type: ignore[list-item]
+            additional_headers={"Authorization": f"Bearer {TOKEN}"},
+            open_timeout=PATIENCE_SECONDS,
+        ) as websocket:
+            with pytest.raises(ConnectionClosed) as closed:
+                websocket.recv(timeout=PATIENCE_SECONDS)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -23,7 +24,7 @@ from typing import Any
 
 import pytest
 from mcp.client.client import Client
-from nginx_support import Gunicorn, Nginx, gunicorn_process, nginx_front, require_nginx
+from nginx_support import NGINX_CONF, ROOT, Gunicorn, Nginx, gunicorn_process, nginx_front, require_nginx
 from support import TOKEN, initialize_body, raw_exchange, request
 from test_mcp_client import run_client
 from ws_client import websocket_client
@@ -145,3 +146,21 @@ def test_a_websocket_through_the_front(deployment: Deployment) -> None:
             return await client.call_tool("echo", {"text": "over a websocket"})
 
     assert asyncio.run(main()).content[0].text == "over a websocket"
+
+
+def _statements(text: str) -> set[str]:
+    """nginx directives, comments dropped, whitespace normalised, split at `;`, `{` and `}`."""
+    code = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+    return {" ".join(part.split()) for part in re.split(r"[;{}]", code) if part.strip()}
+
+
+def test_the_readme_nginx_core_is_the_tested_configuration() -> None:
+    """Every directive the README shows is in deploy/nginx.conf, which the tests run as written."""
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```nginx\n(.*?)```", readme, re.DOTALL)
+    assert blocks, "README.md has no nginx block"
+    tested = _statements(NGINX_CONF.read_text())
+    shown = set().union(*(_statements(block) for block in blocks))
+    assert "limit_conn mcp_auth_per_address 16" in shown and "proxy_next_upstream error timeout" in shown
+    missing = sorted(statement for statement in shown if statement not in tested)
+    assert not missing, f"README nginx lines not in deploy/nginx.conf: {missing}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import re
 import shlex
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -92,11 +94,15 @@ def _served_by_both_workers(port: int, session_id: str, token: str, first_id: in
     """Send batches of calls of one session, AT_ONCE at a time, until both workers have served it.
 
     Which worker accepts a connection is the kernel's choice: on a busy machine one may take a
-    whole batch. Every call of every batch must succeed (`_pid` asserts it); more batches run (at
-    most 10) until both workers have answered, so sharing is proven without relying on timing.
+    whole batch, and a worker still loading the app takes none. Every call of every batch must
+    succeed (`_pid` asserts it); more batches run until both workers have answered (or the
+    startup deadline, a generous bound, has passed), so sharing is proven without relying on timing.
     """
     served: set[int] = set()
-    for batch in range(10):
+    deadline = time.monotonic() + STARTUP_DEADLINE_SECONDS
+    for batch in itertools.count():
+        if batch >= 10 and time.monotonic() > deadline:
+            break
         start = first_id + batch * per_batch
         with ThreadPoolExecutor(AT_ONCE) as pool:
             pids = list(pool.map(lambda n: _pid(port, session_id, n, token), range(start, start + per_batch)))

@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -243,11 +243,16 @@ def add_token(path: Path, name: str, tool_patterns: list[str] | None, *, expecte
     return token
 
 
-def rotate_token(path: Path, name: str, *, expected_uid: int | None = None) -> str:
+def rotate_token(
+    path: Path, name: str, *, expected_uid: int | None = None, before_write: Callable[[str], None] | None = None
+) -> str:
     """Replace the named token with a new one of the same scope in one edit; return its plaintext.
 
     The old token stops working at the next request of a running server, as
     after `revoke`; there is no moment when the name is missing from the file.
+    `before_write` gets the old token's hex digest under the edit lock, before
+    the file changes (the session store's revocation list); if it raises, the
+    file is left as it was.
     """
     path = Path(path)
     with _edit_lock(path):
@@ -261,6 +266,8 @@ def rotate_token(path: Path, name: str, *, expected_uid: int | None = None) -> s
         token = generate_token()
         created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         digest = hashlib.sha256(token.encode("ascii")).hexdigest()
+        if before_write is not None:
+            before_write(tokens[index].sha256)
         tokens[index] = _NamedToken(name, digest, tokens[index].tools, created)
         _write_tokens(path, tokens)
     return token
@@ -272,8 +279,14 @@ def list_tokens(path: Path, *, expected_uid: int | None = None) -> list[dict[str
     return [{"name": t.name, "tools": None if t.tools is None else list(t.tools), "created": t.created} for t in tokens]
 
 
-def revoke_token(path: Path, name: str, *, expected_uid: int | None = None) -> None:
-    """Remove the named token; running servers refuse it from their next call."""
+def revoke_token(
+    path: Path, name: str, *, expected_uid: int | None = None, before_write: Callable[[str], None] | None = None
+) -> None:
+    """Remove the named token; running servers refuse it from their next call.
+
+    `before_write` gets the token's hex digest under the edit lock, before the
+    file changes; if it raises, the file is left as it was.
+    """
     path = Path(path)
     with _edit_lock(path):
         tokens = _load_for_edit(path, expected_uid, missing_ok=False)
@@ -283,4 +296,8 @@ def revoke_token(path: Path, name: str, *, expected_uid: int | None = None) -> N
             raise ConfigError(
                 f"tokens file {path}: no token named {shown}; see: python -m mcp_auth token list --tokens-file {path}"
             )
+        if before_write is not None:
+            for entry in tokens:
+                if entry.name == name:
+                    before_write(entry.sha256)
         _write_tokens(path, kept)
