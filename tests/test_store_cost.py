@@ -31,6 +31,8 @@ CALLS = 20
 MAX_COMMANDS_PER_CALL = 12
 # The test's own reads between the counts: CONFIG RESETSTAT and the two INFOs.
 OWN_READS = 3
+# What the test sends at the end of an idle window, to find it in MONITOR's output.
+IDLE_END = "mcp-auth-test-idle-window-end"
 # Written only when a stream's events are kept or announced: never for a plain JSON answer.
 EVENT_WRITES = ("cmdstat_publish", "cmdstat_del", "cmdstat_zremrangebyrank", "cmdstat_smembers")
 
@@ -119,20 +121,31 @@ def test_the_record_is_read_at_every_call_so_a_delete_elsewhere_is_seen_at_once(
     assert refused.status == 404, refused
 
 
-def test_an_idle_process_sends_nothing(served: Live, store: RedisServer) -> None:
-    """No polling: between requests, the bus listener waits on its socket without a command."""
+def test_an_idle_process_sends_nothing_but_its_revocation_poll(served: Live, store: RedisServer) -> None:
+    """No polling by the sessions or their bus: between requests, the bus listener waits on its socket
+    without a command. (The revocation list is polled once a second on purpose: `store.revocations`.)"""
     session_id = open_session(served.port)
     _call(served, session_id, "echo", 0)
     bus = served.app.sessions.bus  # type: ignore[attr-defined]
     assert bus.wait_subscribed(30)
-    with store.client() as client:
-        client.config_resetstat()
-        # Through several of the listener's wake-ups (it checks every POLL_SECONDS whether to stop).
-        # Whatever the machine's speed, a process that sends nothing passes; one that polls fails.
-        time.sleep(3 * POLL_SECONDS)
-        commands, _ = _counts(client)
-    ours = ("cmdstat_info", "cmdstat_config|resetstat")
-    assert {name: stat["calls"] for name, stat in commands.items() if name not in ours} == {}
+    with store.client() as client, store.client() as marker:
+        marker.ping()  # connected before the window: its handshake is not in it
+        with client.monitor() as monitor:
+            # Through several of the listener's wake-ups (it checks every POLL_SECONDS whether to
+            # stop). Whatever the machine's speed, a process that sends nothing passes; one that
+            # polls fails.
+            time.sleep(4 * POLL_SECONDS)
+            marker.echo(IDLE_END)
+            sent = [entry["command"] for entry in _until_marker(monitor)]
+    revocation_poll = ("MULTI", "EXEC")  # its transaction's brackets; its commands name mcp_auth:revoked
+    assert [c for c in sent if "mcp_auth:revoked" not in c and c not in revocation_poll] == []
+
+
+def _until_marker(monitor: Any) -> Iterator[dict[str, Any]]:
+    for entry in monitor.listen():
+        if IDLE_END in entry["command"]:
+            return
+        yield entry
 
 
 def test_a_store_that_lost_its_scripts_still_answers_in_one_trip(served: Live, store: RedisServer) -> None:
