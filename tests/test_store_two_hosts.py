@@ -234,7 +234,7 @@ def test_the_real_client_runs_whole_sessions_through_the_front(two_hosts: TwoHos
         return tools, calls, seen, served
 
     tools, calls, seen, served = run_client(two_hosts.url, two_hosts.tokens["alice"], "legacy", body)
-    assert {tool.name for tool in tools.tools} == {"where", "steps", "held", "ask_user", "bump"}
+    assert {tool.name for tool in tools.tools} == {"where", "steps", "held", "ask_user", "bump", "in_two_parts"}
     assert all(call.content[0].text == "4 steps" for call in calls)
     assert seen == [1, 2, 3, 4] * 4
     assert served
