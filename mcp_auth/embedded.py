@@ -87,7 +87,8 @@ from http import HTTPStatus
 from socketserver import ThreadingMixIn
 from typing import Any
 
-from werkzeug.serving import BaseWSGIServer
+from werkzeug.http import parse_set_header
+from werkzeug.serving import BaseWSGIServer, DechunkedInput
 
 from . import audit
 from .app import McpAuthApp
@@ -160,6 +161,9 @@ MAX_HEAD_BYTES = 64 * 1024
 KEEPALIVE_ROOM_DIVISOR = 2
 # On shutdown, how long requests in flight get to finish before the rest is cut.
 SHUTDOWN_GRACE_SECONDS = DEFAULT_SHUTDOWN_TIMEOUT_SECONDS
+# A target holding one of these is split and decoded by Werkzeug's make_environ: a percent-escape
+# to decode, a fragment to drop, a second leading slash Werkzeug reads as an authority.
+_DECODED_IN_TARGETS = ("%", "#", "//")
 # A message from http.server may quote the request line: bounded so that a
 # refusal never echoes much of what the client sent.
 MAX_ERROR_MESSAGE_LENGTH = 120
@@ -323,7 +327,7 @@ class _RequestHandler(KeepAliveHandler):
     protocol_version = "HTTP/1.1"
 
     def make_environ(self) -> dict[str, Any]:
-        environ = super().make_environ()
+        environ = self._plain_environ() if self._is_plain_target() else super().make_environ()
         # Werkzeug replaces Host with the authority of an absolute-form target
         # (GET http://name/mcp). Step 2 must see the Host the client sent, and
         # judges the target's authority on its own; joined as Werkzeug joins
@@ -333,6 +337,58 @@ class _RequestHandler(KeepAliveHandler):
             environ.pop("HTTP_HOST", None)
         else:
             environ["HTTP_HOST"] = ",".join(value.replace("\r\n", "") for value in hosts)
+        return environ
+
+    def _is_plain_target(self) -> bool:
+        """An origin-form target with nothing to decode (`/mcp`, `/mcp?a=b`) on a plain-HTTP server:
+        what nearly every request is, and what `_plain_environ` builds an environ for by itself."""
+        path = self.path
+        return (
+            self.server.ssl_context is None
+            and path.startswith("/")
+            and path.isascii()
+            and not any(mark in path for mark in _DECODED_IN_TARGETS)
+        )
+
+    def _plain_environ(self) -> dict[str, Any]:
+        """Werkzeug's `make_environ` for a plain target, without the URL splitting and decoding it needs
+        no part of (tests/test_werkzeug_contract.py checks that both build the same environ)."""
+        path_info, _, query = self.path.partition("?")
+        peer = self.client_address
+        environ: dict[str, Any] = {
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http",
+            "wsgi.input": self.rfile,
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": self.server.multithread,
+            "wsgi.multiprocess": self.server.multiprocess,
+            "wsgi.run_once": False,
+            "werkzeug.socket": self.connection,
+            "SERVER_SOFTWARE": self.server_version,
+            "REQUEST_METHOD": self.command,
+            "SCRIPT_NAME": "",
+            "PATH_INFO": path_info,
+            "QUERY_STRING": query,
+            "REQUEST_URI": self.path,
+            "RAW_URI": self.path,
+            "REMOTE_ADDR": peer[0],
+            "REMOTE_PORT": peer[1],
+            "SERVER_NAME": self.server.server_address[0],
+            "SERVER_PORT": str(self.server.server_address[1]),
+            "SERVER_PROTOCOL": self.request_version,
+        }
+        for name, value in self.headers.items():
+            if "_" in name:
+                continue  # as Werkzeug: X_Forwarded_For must not pose as X-Forwarded-For
+            key = name.upper().replace("-", "_")
+            if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                key = "HTTP_" + key
+                if key in environ:
+                    value = f"{environ[key]},{value}"
+            environ[key] = value
+        if "chunked" in parse_set_header(environ.get("HTTP_TRANSFER_ENCODING")):
+            environ["wsgi.input_terminated"] = True
+            environ["wsgi.input"] = DechunkedInput(environ["wsgi.input"])
         return environ
 
     def handle_one_request(self) -> None:

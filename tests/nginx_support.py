@@ -43,6 +43,8 @@ _DOCUMENTED_PID = "pid /run/nginx-mcp-auth.pid;"
 _DOCUMENTED_ERROR_LOG = "error_log /var/log/nginx/mcp-auth.error.log;"
 _DOCUMENTED_ACCESS_LOG = "access_log /var/log/nginx/mcp-auth.access.log;"
 _DOCUMENTED_WORKERS = "worker_processes auto;"
+# Each access log line of a test's nginx: method, status, the upstream that answered, the Last-Event-ID sent.
+UPSTREAM_LOG_FORMAT = "mcp_auth_upstreams '$request_method $status $upstream_addr \"$http_last_event_id\"'"
 
 
 def nginx_binary() -> str | None:
@@ -70,7 +72,13 @@ def render_nginx_conf(prefix: Path, port: int, upstream_ports: Sequence[int]) ->
     )
     text = _replace_once(text, _DOCUMENTED_PID, f"pid {prefix / 'nginx.pid'};")
     text = _replace_once(text, _DOCUMENTED_ERROR_LOG, f"error_log {prefix / 'error.log'} info;")
-    text = _replace_once(text, _DOCUMENTED_ACCESS_LOG, f"access_log {prefix / 'access.log'};")
+    # The test's access log also says which upstream served each request (tests that prove a request
+    # crossed hosts read it); only what is logged differs from the documented file.
+    text = _replace_once(
+        text,
+        _DOCUMENTED_ACCESS_LOG,
+        f"log_format {UPSTREAM_LOG_FORMAT};\n    access_log {prefix / 'access.log'} mcp_auth_upstreams;",
+    )
     # One process that never changes user: no root needed, nothing to reap.
     text = _replace_once(text, _DOCUMENTED_WORKERS, "worker_processes 1;\ndaemon off;\nmaster_process off;")
     temp_paths = "".join(
@@ -87,6 +95,15 @@ class Nginx:
     def error_log(self) -> str:
         path = self.prefix / "error.log"
         return path.read_text() if path.exists() else ""
+
+    def access_log(self) -> list[tuple[str, str, str, str]]:
+        """(method, status, upstream address, Last-Event-ID) of every request logged so far."""
+        path = self.prefix / "access.log"
+        entries = []
+        for line in path.read_text().splitlines() if path.exists() else []:
+            method, status, upstream, last_event_id = line.split(" ", 3)
+            entries.append((method, status, upstream, last_event_id.strip('"')))
+        return entries
 
 
 def _wait_listening(port: int, process: subprocess.Popen[bytes], what: str, log: Callable[[], str]) -> None:

@@ -98,6 +98,14 @@ TOOLS_MODULE = textwrap.dedent(
         return "1"
 
     @server.tool()
+    async def in_two_parts(ctx: Context) -> str:
+        """Reports progress, cuts its own stream (the client resumes with Last-Event-ID), reports again."""
+        await ctx.report_progress(1, 2)
+        await ctx.close_stream()
+        await ctx.report_progress(2, 2)
+        return "both parts"
+
+    @server.tool()
     def held(marker: str) -> str:
         """Says it started (a file), then runs until the test releases it (another file)."""
         Path(marker + ".started").write_text(str(os.getpid()))
@@ -226,10 +234,42 @@ def test_the_real_client_runs_whole_sessions_through_the_front(two_hosts: TwoHos
         return tools, calls, seen, served
 
     tools, calls, seen, served = run_client(two_hosts.url, two_hosts.tokens["alice"], "legacy", body)
-    assert {tool.name for tool in tools.tools} == {"where", "steps", "held", "ask_user", "bump"}
+    assert {tool.name for tool in tools.tools} == {"where", "steps", "held", "ask_user", "bump", "in_two_parts"}
     assert all(call.content[0].text == "4 steps" for call in calls)
     assert seen == [1, 2, 3, 4] * 4
     assert served
+
+
+def test_the_real_client_resumes_a_dropped_stream_through_the_front_on_the_other_host(two_hosts: TwoHosts) -> None:
+    """A call's stream is cut; the mcp client resumes it with Last-Event-ID through nginx, which sends the
+    resumption to whichever host its rotation names; over several calls some land on the other host."""
+
+    async def body(client: Client) -> Any:
+        results = []
+        for _ in range(6):
+            seen: list[float] = []
+
+            async def progress(
+                value: float, total: float | None, message: str | None, into: list[float] = seen
+            ) -> None:
+                into.append(value)
+
+            result = await client.call_tool("in_two_parts", {}, progress_callback=progress)
+            results.append((result.content[0].text, seen))  # type: ignore[union-attr]
+        return results
+
+    results = run_client(two_hosts.url, two_hosts.tokens["alice"], "legacy", body)
+    assert results == [("both parts", [1, 2])] * 6
+    log = two_hosts.front.access_log()
+    resumptions = [upstream for method, _, upstream, last_event_id in log if method == "GET" and last_event_id != "-"]
+    assert len(resumptions) >= 6, log
+    # Which host served the call each resumption continued: the POST logged just before it.
+    crossed = 0
+    for index, (method, _, upstream, last_event_id) in enumerate(log):
+        if method == "GET" and last_event_id != "-":
+            calls = [entry[2] for entry in log[:index] if entry[0] == "POST"]
+            crossed += bool(calls) and calls[-1] != upstream
+    assert crossed, log
 
 
 def _refused_everywhere(two_hosts: TwoHosts, session_id: str, token: str) -> bool:

@@ -31,6 +31,7 @@ import simple_websocket
 from werkzeug import serving
 
 from mcp_auth import embedded
+from mcp_auth.requesthead import RequestHeaders
 from mcp_auth.websocket import WebSocketDone
 
 SETUP_CFG = Path(__file__).resolve().parent.parent / "setup.cfg"
@@ -542,3 +543,61 @@ def test_simple_websocket_takes_the_connection_from_werkzeug_socket() -> None:
     finally:
         left.close()
         right.close()
+
+
+# --- our make_environ for plain targets builds what Werkzeug's builds --------------------------
+
+
+def _handler_for(server: Any, target: str, fields: list[tuple[str, str]]) -> Any:
+    """A request handler in the state parse_request leaves it in, on a real (unstarted) server."""
+    handler = embedded._RequestHandler.__new__(embedded._RequestHandler)
+    left, right = socket.socketpair()
+    handler.server, handler.connection, handler.client_address = server, left, ("127.0.0.1", 50123)
+    handler.rfile, handler.wfile = left.makefile("rb"), left.makefile("wb")
+    handler.command, handler.path, handler.request_version = "POST", target, "HTTP/1.1"
+    handler.headers = RequestHeaders(fields)
+    handler._sockets = (left, right)
+    return handler
+
+
+PLAIN_FIELDS = [
+    ("Host", "127.0.0.1:8765"),
+    ("Content-Type", "application/json"),
+    ("Content-Length", "12"),
+    ("Accept", "application/json, text/event-stream"),
+    ("X-Forwarded-For", "192.0.2.1"),
+    ("x-forwarded-for", "192.0.2.2"),
+    ("X_Forwarded_For", "198.51.100.9"),
+    ("Authorization", "Bearer abc"),
+]
+
+
+@pytest.mark.parametrize(
+    ("target", "fields"),
+    [
+        ("/mcp", PLAIN_FIELDS),
+        ("/mcp?a=b&c=%20d", PLAIN_FIELDS),  # a percent-escape: Werkzeug's own path
+        ("/mcp/?x=1?y=2", PLAIN_FIELDS),
+        ("/m%63p", PLAIN_FIELDS),
+        ("/mcp#fragment", PLAIN_FIELDS),
+        ("/mcp", [*PLAIN_FIELDS, ("Transfer-Encoding", "chunked")]),
+        ("/caf\xe9", PLAIN_FIELDS),
+        ("http://127.0.0.1/mcp", PLAIN_FIELDS),
+        ("/mcp", [("Content-Type", "a/b"), ("content-type", "c/d"), ("Host", "a"), ("host", "b")]),
+    ],
+)
+def test_our_plain_target_environ_is_werkzeugs(target: str, fields: list[tuple[str, str]]) -> None:
+    with embedded.EmbeddedServer(None, "127.0.0.1", 0)._server as server:
+        handler = _handler_for(server, target, fields)
+        try:
+            ours = embedded._RequestHandler.make_environ(handler)
+            handler.environ = None  # Werkzeug's address_string reads a previous request's environ
+            theirs = serving.WSGIRequestHandler.make_environ(handler)
+        finally:
+            for sock in handler._sockets:
+                sock.close()
+    for environ in (ours, theirs):
+        environ["wsgi.input"] = type(environ["wsgi.input"])  # different objects of the same kind
+        environ.pop("HTTP_HOST", None)  # ours keeps the Host the client sent (checked elsewhere)
+    assert ours == theirs
+    assert embedded._RequestHandler._is_plain_target(handler) == (target in ("/mcp", "/mcp/?x=1?y=2"))
