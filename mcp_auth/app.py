@@ -99,8 +99,9 @@ class McpAuthApp:
         self.store = store
         self.sessions = SessionStore(clock=clock) if store is None else SharedSessionStore(store, clock=clock)
         server.attach_sessions(self.sessions)
-        if isinstance(self.sessions, SharedSessionStore):
-            self.sessions.on_notification = server.notify_from_elsewhere
+        self.shared_sessions = self.sessions if isinstance(self.sessions, SharedSessionStore) else None
+        if self.shared_sessions is not None:
+            self.shared_sessions.on_notification = server.notify_from_elsewhere
         self.shutdown_event = threading.Event()
         self.http = HttpTransport(
             server,
@@ -179,8 +180,13 @@ class McpAuthApp:
                             # The carried token was never looked at: the hint says only that the carrier is off.
                             raise Unauthorized(refused.audit_reason, SUBPROTOCOL_CARRIER_OFF_HINT) from None
                     return self.websocket(environ, start_response, admission)
-                admission = self.guard.admit(environ)
-                return self.http(environ, start_response, admission)
+                if self.shared_sessions is None:
+                    admission = self.guard.admit(environ)
+                    return self.http(environ, start_response, admission)
+                # With a store, step 4's round trip also reads the session record (`store.reads`).
+                with self.shared_sessions.reading(environ.get("HTTP_MCP_SESSION_ID")):
+                    admission = self.guard.admit(environ)
+                    return self.http(environ, start_response, admission)
             self.guard.client_address(environ)
             if path == HEALTH_PATH and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
                 return json_response(start_response, "200 OK", {"status": "ok"})

@@ -308,6 +308,7 @@ class HttpTransport:
                 slot.release()
                 session.streams.drop_stream(stream)
                 return self._json_reply(only, start_response, headers)
+            stream.start_log()  # the client learns the stream's id now: resumable on any process
             start_response("200 OK", SSE_HEADERS + headers)
             body = self._event_body(stream, session, call, after=0, prime=True, detachments=0)
         except BaseException:

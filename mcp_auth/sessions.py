@@ -74,7 +74,11 @@ class HttpStreams:
         self._sharing = sharing
         # Monotonic seconds: when a finished answer stream is past its retention.
         self._clock = clock
-        self.standalone = EventStream(STANDALONE_STREAM_ID, MAX_QUEUED_NOTIFICATIONS)
+        # With a shared store, the GET stream's events are in the store too: resumable on any process.
+        if sharing is None:
+            self.standalone = EventStream(STANDALONE_STREAM_ID, MAX_QUEUED_NOTIFICATIONS)
+        else:
+            self.standalone = sharing.standalone(clock)
         self._streams: OrderedDict[str, EventStream] = OrderedDict()
         self._ids = itertools.count(1)
 
@@ -104,8 +108,7 @@ class HttpStreams:
     def drop_stream(self, stream: EventStream) -> None:
         with self._lock:
             self._streams.pop(stream.stream_id, None)
-        if stream.log is not None:
-            stream.log.drop()  # nothing left to resume, here or elsewhere
+        stream.drop_log()  # nothing left to resume, here or elsewhere
 
     def find_stream(self, stream_id: str) -> EventStream | None:
         """The stream a Last-Event-ID names: an answer stream still kept, or the standalone one;

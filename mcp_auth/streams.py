@@ -13,8 +13,11 @@ id and empty data) that tells the client the stream is resumable.
 
 With a shared session store, a stream also writes its events to a `StreamLog`
 (`store.events`), so a client resuming on another process gets them there: that
-process reads them into a stream of its own (`replay`). Without one, nothing is
-written anywhere else.
+process reads them into a stream of its own (`replay`). It starts writing only
+when a client is about to learn the stream's id (`start_log`: the answer goes
+out as SSE, or a GET opens the stream): an answer sent as plain JSON names no
+stream, so nothing of it is written. Without a store, nothing is written
+anywhere else.
 """
 
 from __future__ import annotations
@@ -82,7 +85,8 @@ class EventStream:
         log: StreamLog | None = None,
     ) -> None:
         self.stream_id = stream_id
-        self.log = log  # written in order, under the lock, as events are appended
+        self.log = log  # written in order, under the lock, as events are appended (after start_log)
+        self._logging = False
         self._clock = clock  # monotonic seconds, for finished_at (the session's retention)
         self._events: collections.deque[tuple[int, dict[str, Any]]] = collections.deque(maxlen=max_events)
         self._next_sequence = 1
@@ -119,8 +123,26 @@ class EventStream:
         sequence = self._next_sequence
         self._events.append((sequence, message))
         self._next_sequence += 1
-        if self.log is not None:
+        if self._logging and self.log is not None:
             self.log.append(sequence, message, final)
+
+    def start_log(self) -> None:
+        """A client is about to learn this stream's id: write its events to the log from now on,
+        those kept so far first (in order, under the lock the writers take)."""
+        with self._condition:
+            if self._logging or self.log is None:
+                return
+            self._logging = True
+            last = self._next_sequence - 1
+            for sequence, message in self._events:
+                self.log.append(sequence, message, self.finished and self.refusal is None and sequence == last)
+
+    def drop_log(self) -> None:
+        """Nothing is left to resume, here or elsewhere: the log goes (if anything was written)."""
+        with self._condition:
+            logged, self._logging = self._logging, False
+        if logged and self.log is not None:
+            self.log.drop()
 
     def replay(self, events: list[tuple[int, dict[str, Any], bool]]) -> None:
         """Events another process wrote to this stream (read from its log), in order; those
@@ -224,7 +246,10 @@ class EventStream:
                 # Counted only once the yield returned, i.e. the event was written.
                 position = sequence
                 with self._condition:
-                    self.delivered = max(self.delivered, sequence)
+                    self._note_delivered(sequence)
+
+    def _note_delivered(self, sequence: int) -> None:
+        self.delivered = max(self.delivered, sequence)
 
 
 class StreamSharing(Protocol):
@@ -236,4 +261,8 @@ class StreamSharing(Protocol):
 
     def find(self, stream_id: str) -> EventStream | None:
         """A stream of this session that another process writes, read from its log; None when there is none."""
+        ...
+
+    def standalone(self, clock: Callable[[], float]) -> EventStream:
+        """The session's GET stream, whose events every process can read (and resume)."""
         ...

@@ -47,6 +47,10 @@ class RedisServer:
     def client(self) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port, db=0, socket_timeout=10)
 
+    def stop(self) -> None:
+        """Stop it now (an outage); `redis_server(workdir, port=...)` starts one on the same port again."""
+        _stop(self.process)
+
     def log(self) -> str:
         path = self.workdir / "redis.log"
         return path.read_text(errors="replace") if path.exists() else ""
@@ -61,12 +65,14 @@ def _answers(port: int) -> bool:
 
 
 @contextmanager
-def redis_server(workdir: Path) -> Iterator[RedisServer]:
-    """A real redis-server on 127.0.0.1, no persistence, files under `workdir`; always stopped."""
+def redis_server(workdir: Path, port: int | None = None) -> Iterator[RedisServer]:
+    """A real redis-server on 127.0.0.1 (on `port`, else a free one), no persistence, files under
+    `workdir`; always stopped."""
     binary = require_redis()
     workdir.mkdir(parents=True, exist_ok=True)
+    chosen = port
     for attempt in range(START_ATTEMPTS):
-        port = free_port()
+        port = chosen or free_port()
         options = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         files = ["--dir", str(workdir), "--logfile", str(workdir / "redis.log"), "--daemonize", "no"]
         process = subprocess.Popen(
@@ -81,7 +87,7 @@ def redis_server(workdir: Path) -> Iterator[RedisServer]:
             time.sleep(0.05)
         if process.poll() is not None or not _answers(port):
             _stop(process)
-            if attempt + 1 < START_ATTEMPTS and "Address already in use" in server.log():
+            if chosen is None and attempt + 1 < START_ATTEMPTS and "Address already in use" in server.log():
                 continue
             raise RuntimeError(f"redis-server did not start on port {port}:\n{server.log()}")
         try:

@@ -15,8 +15,12 @@ to a client. A message names its session by the digest of its id (never the
 id) and carries only what the client sent or what is sent to the client.
 
 The listener is a daemon thread, started at the first use in each process
-(after gunicorn forks its workers, never before), that reconnects after a
-store failure.
+(after gunicorn forks its workers, never before). It sends nothing while it
+waits (it wakes every `POLL_SECONDS` only to see whether it should stop). A
+store failure while it runs is logged once, and it reconnects (with backoff)
+until the store answers again, which is logged too. `close` stops it and
+waits for it, so a process that stops (or a test whose store stops after its
+app) ends it quietly.
 """
 
 from __future__ import annotations
@@ -37,8 +41,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger("mcp_auth.store")
 
 CHANNEL = "mcp_auth:bus"
-# How long the listener waits for a message before it checks whether it should stop.
-POLL_SECONDS = 1.0
+# How long the listener waits for a message before it checks whether it should stop: a wait
+# on its socket, no command, so short is cheap; it bounds how long `close` waits.
+POLL_SECONDS = 0.25
+# How long `close` waits for the listener beyond one poll (a reconnect in progress during an
+# outage may take longer: the thread then ends on its own, silently, when that attempt ends).
+CLOSE_WAIT_SECONDS = 2.0
 # After a store failure the listener reconnects after this, doubling up to the maximum.
 RECONNECT_SECONDS = 0.5
 MAX_RECONNECT_SECONDS = 10.0
@@ -57,6 +65,7 @@ class MessageBus:
         self._started_in: int | None = None  # the pid whose listener runs
         self._stop = threading.Event()
         self._subscribed = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def publish(self, kind: str, **fields: Any) -> None:
         payload = json.dumps({"kind": kind, "from": self.process_id, **fields}, separators=(",", ":"))
@@ -70,23 +79,33 @@ class MessageBus:
             self._started_in = os.getpid()
             self.process_id = secrets.token_hex(8)  # a forked child is another process
             self._subscribed.clear()
-        threading.Thread(target=self._listen, name="mcp-auth-bus", daemon=True).start()
+            self._thread = threading.Thread(target=self._listen, name="mcp-auth-bus", daemon=True)
+            self._thread.start()
 
     def wait_subscribed(self, timeout: float) -> bool:
         """Whether the listener is subscribed (tests wait on it before they publish)."""
         return self._subscribed.wait(timeout)
 
     def close(self) -> None:
+        """Stop listening, and wait (within a bound) until the listener has ended."""
         self._stop.set()
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(POLL_SECONDS + CLOSE_WAIT_SECONDS)
 
     def _listen(self) -> None:
         delay = RECONNECT_SECONDS
+        failing = False  # within an outage: logged when it began, and when it ends
         while not self._stop.is_set():
             try:
                 pubsub = self._client.pubsub(ignore_subscribe_messages=True)
                 try:
                     pubsub.subscribe(CHANNEL)
                     self._subscribed.set()
+                    if failing:
+                        logger.warning("the session store's message channel is back")
+                        failing = False
                     delay = RECONNECT_SECONDS
                     while not self._stop.is_set():
                         message = pubsub.get_message(timeout=POLL_SECONDS)
@@ -97,8 +116,10 @@ class MessageBus:
             except Exception as exc:  # the store went away: reconnect, never end the thread
                 self._subscribed.clear()
                 if self._stop.is_set():
-                    return  # closed while it waited: the client is gone on purpose
-                logger.warning("the session store's message channel failed (%s); reconnecting", type(exc).__name__)
+                    return  # closed meanwhile: the client or its store is gone on purpose
+                if not failing:
+                    logger.warning("the session store's message channel failed (%s); reconnecting", type(exc).__name__)
+                    failing = True
                 self._stop.wait(delay)
                 delay = min(delay * 2, MAX_RECONNECT_SECONDS)
 

@@ -106,8 +106,16 @@ class RedisStreamLog:
 class FollowedStream(EventStream):
     """Another process's answer stream, read from its log, followed while a client reads it here."""
 
-    def __init__(self, stream_id: str, clock: Callable[[], float], log: RedisStreamLog, logs: StreamLogs) -> None:
-        super().__init__(stream_id, clock=clock, log=log)
+    def __init__(
+        self,
+        stream_id: str,
+        clock: Callable[[], float],
+        log: RedisStreamLog,
+        logs: StreamLogs,
+        max_events: int = MAX_EVENTS_PER_STREAM,
+    ) -> None:
+        super().__init__(stream_id, max_events, clock=clock, log=log)
+        self.start_log()  # the log exists (its writer started it), so delivering the answer here drops it
         self.shared_log = log
         self._logs = logs
 
@@ -185,9 +193,6 @@ class StreamLogs:
         self._lock = threading.Lock()
         self._followed: dict[str, weakref.WeakSet[FollowedStream]] = {}
 
-    def for_session(self, session_digest: str) -> SessionStreams:
-        return SessionStreams(self, session_digest)
-
     def log(self, session_digest: str, stream_id: str) -> RedisStreamLog:
         material = f"{session_digest}\x00{stream_id}".encode("utf-8", "surrogatepass")
         return RedisStreamLog(self, EVENTS_PREFIX + hashlib.sha256(material).hexdigest())
@@ -204,6 +209,13 @@ class StreamLogs:
                 followers.discard(stream)
                 if not followers:
                     del self._followed[key]
+
+    def detach(self, key: Any) -> None:
+        """A "reader" message: a client opened this stream on another process, so readers here end."""
+        with self._lock:
+            followers = list(self._followed.get(str(key), ()))
+        for stream in followers:
+            stream.detach()
 
     def wake(self, key: Any) -> None:
         """An "events" message from another process: the streams following that log read it again."""

@@ -16,6 +16,8 @@ nothing about a token. Entries expire on their own (`ENTRY_TTL_FACTOR`
 windows after their last use), so the store holds no more than the addresses
 active in the last windows; a right credential stays known until then, so a
 client that keeps using it costs one round trip per request (the check), not two.
+That round trip also reads the session record the request names
+(`store.reads`), so a call in a session costs one round trip in all.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import hashlib
 import math
 import secrets
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..network import IPAddress
 from ..ratelimit import (
@@ -34,6 +36,7 @@ from ..ratelimit import (
     ROUNDING_SLACK,
     address_key,
 )
+from . import reads
 from .connection import store_call
 
 if TYPE_CHECKING:
@@ -108,6 +111,7 @@ class SharedFailureRateLimiter:
         self.capacity = float(capacity)
         self.refill_per_second = capacity / window_seconds
         self._ttl_ms = max(1000, math.ceil(window_seconds * ENTRY_TTL_FACTOR * 1000))
+        self._client = client
         self._digest_key = deployment_digest_key(client)
         self._check = client.register_script(_CHECK_AND_RECORD)
         self._accepted = client.register_script(_ACCEPTED)
@@ -134,9 +138,28 @@ class SharedFailureRateLimiter:
             repr(ROUNDING_SLACK),
         ]
         keys = self._keys(address)
-        wait = int(store_call(lambda: self._check(keys=keys, args=args)))
+        read = reads.pending()
+        if read is None:
+            wait = int(store_call(lambda: self._check(keys=keys, args=args)))
+        else:
+            wait = int(store_call(lambda: self._check_reading(keys, args, read)))
         self._last_spent.on = (address, credential) if wait < 0 else None
         return max(wait, 0)
+
+    def _check_reading(self, keys: list[str], args: list[str | int], read: reads.PendingRead) -> Any:
+        """The check, and the request's session record read after it, in one round trip."""
+        import redis
+
+        pipe = self._client.pipeline(transaction=False)
+        pipe.evalsha(self._check.sha, len(keys), *keys, *args)
+        pipe.hgetall(read.key)
+        try:
+            wait, fields = pipe.execute()
+        except redis.exceptions.NoScriptError:  # the store restarted (scripts are not kept): load it again
+            wait = self._check(keys=keys, args=args)
+            fields = self._client.hgetall(read.key)
+        read.fields = fields
+        return wait
 
     def accepted(self, address: IPAddress, credential: bytes) -> None:
         """The credential was right: give its guess back (and forget an address left with nothing spent)."""

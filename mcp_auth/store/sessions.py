@@ -1,17 +1,14 @@
 """Handshake-era sessions shared by every worker and host through Redis.
 
-A session's record lives in the store: who owns it, and its protocol state
-(negotiated revision, client info and capabilities, phase, log level,
-subscriptions). Every process that serves one of its requests loads the
-record first (one round trip: the record, its subscriptions, and a TTL
-refresh, pipelined), so a session made on one worker is valid on every
-other, bound to the same principal, and sees the log level set elsewhere.
-Changes are written through as they happen (`ProtocolState.observe`), one
-field at a time. Expiry is Redis's: the record's TTL is the idle time, renewed
-by each request and, at most once per `TOUCH_INTERVAL_SECONDS`, by a stream
-that is sending. DELETE (and revocation, which ends a session through the
-same `delete`) removes the record, so every process answers 404 from then on;
-a GET stream on another process notices within `LIVENESS_CHECK_SECONDS`.
+A session's record lives in the store (`store.records`): who owns it and its
+protocol state. Every process that serves one of its requests reads the
+record first, so a session made on one worker is valid on every other, bound
+to the same principal, and sees the log level set elsewhere; changes are
+written through as they happen (`ProtocolState.observe`). DELETE (and
+revocation, which ends a session through the same `delete`) removes the
+record, so every process answers 404 from then on; a GET stream on another
+process notices within `LIVENESS_CHECK_SECONDS`, or at once through the
+"ended" message.
 
 Each process also keeps a local copy of the sessions it serves (the in-memory
 `SessionStore` it extends): what cannot be written to a store lives there (the
@@ -19,25 +16,14 @@ calls running here, the event streams this process writes (whose events are
 also in the store, `store.events`, for a resumption elsewhere), the replies its
 handlers await). A local copy is dropped when its record is gone, or when it
 sits idle; the record stays for the other processes.
-
-What it trusts and keeps: nothing a client sent is a key. Records are keyed by
-the SHA-256 of the session id, so a reader of the store cannot take over a
-session, and the owner is a digest of the principal's name and credential id
-(itself a hash), compared in constant time.
-
-Works with a standalone Redis (or a primary with replicas), not Redis Cluster:
-the scripts touch keys they derive.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from ..auth.tokens import Principal
@@ -51,194 +37,22 @@ from ..sessions import (
     SessionStore,
     same_principal,
 )
+from . import reads
 from .bus import MessageBus
-from .connection import store_call
 from .events import StreamLogs
+from .records import SessionRecords, record_digest, record_key
+from .standalone import SharedSessionStreams, drop_standalone
 
 if TYPE_CHECKING:
     import redis
 
 logger = logging.getLogger("mcp_auth.store")
 
-KEY_PREFIX = "mcp_auth:session:"
-OWNER_PREFIX = "mcp_auth:owner:"
-# A stream that keeps sending renews its session's TTL at most this often: the
-# TTL is an hour by default, so once a minute is plenty and costs nothing.
-TOUCH_INTERVAL_SECONDS = 60.0
 # A GET stream on one process learns that another ended its session (DELETE,
 # revocation) within this; each check is one EXISTS.
 LIVENESS_CHECK_SECONDS = 2.0
 # What a client is told to wait when this process has no room for one more local copy.
 LOCAL_FULL_RETRY_AFTER_SECONDS = 60
-
-# KEYS: record, owner index. ARGV: owner digest, TTL ms, most sessions per owner, record digest, key prefix.
-# The owner index (creation time, microseconds, from the store's clock) bounds one principal's sessions
-# across every process: past the bound its oldest go.
-_CREATE = """
-redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'phase', 'new')
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-local t = redis.call('TIME')
-redis.call('ZADD', KEYS[2], tonumber(t[1]) * 1000000 + tonumber(t[2]), ARGV[4])
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-local excess = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[3])
-if excess > 0 then
-  local old = redis.call('ZPOPMIN', KEYS[2], excess)
-  for i = 1, #old, 2 do
-    redis.call('DEL', ARGV[5] .. old[i], ARGV[5] .. old[i] .. ':subs')
-  end
-end
-return 1
-"""
-# KEYS: record, subscriptions, owner index. ARGV: owner digest, record digest.
-_DELETE = """
-if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('ZREM', KEYS[3], ARGV[2])
-return 1
-"""
-# KEYS: record. ARGV: field, value, field, value...: only while the record exists, so a late
-# write after a DELETE elsewhere never leaves an ownerless record without a TTL behind.
-_SET_IF_LIVE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV))
-return 1
-"""
-# KEYS: record, subscriptions. ARGV: 'add' or 'remove', URI.
-_SUBSCRIBE_IF_LIVE = """
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl <= 0 then return 0 end
-if ARGV[1] == 'add' then
-  redis.call('SADD', KEYS[2], ARGV[2])
-  redis.call('PEXPIRE', KEYS[2], ttl)
-else
-  redis.call('SREM', KEYS[2], ARGV[2])
-end
-return 1
-"""
-
-
-def record_digest(session_id: str) -> str:
-    return hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def owner_digest(principal: Principal) -> str:
-    material = f"mcp_auth session owner\x00{principal.name}\x00{principal.credential_id}"
-    return hashlib.sha256(material.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class SessionRecord:
-    owner: str
-    state: dict[str, Any]
-
-    def owned_by(self, principal: Principal) -> bool:
-        return hmac.compare_digest(self.owner.encode(), owner_digest(principal).encode())
-
-
-def _text(value: bytes | None) -> str | None:
-    return None if value is None else value.decode()
-
-
-def _json(value: bytes | None) -> Any:
-    return None if value is None else json.loads(value)
-
-
-class SessionRecords:
-    """The session records in Redis: create, load (renewing the TTL), change, delete."""
-
-    def __init__(self, client: redis.Redis, idle_seconds: float, max_per_principal: int) -> None:
-        self._client = client
-        self.idle_ms = max(1, int(idle_seconds * 1000))
-        self.max_per_principal = max_per_principal
-        self._create = client.register_script(_CREATE)
-        self._delete = client.register_script(_DELETE)
-        self._set_if_live = client.register_script(_SET_IF_LIVE)
-        self._subscribe_if_live = client.register_script(_SUBSCRIBE_IF_LIVE)
-
-    @staticmethod
-    def _keys(session_id: str) -> tuple[str, str, str]:
-        digest = record_digest(session_id)
-        return digest, KEY_PREFIX + digest, KEY_PREFIX + digest + ":subs"
-
-    def create(self, session_id: str, principal: Principal) -> None:
-        digest, key, _ = self._keys(session_id)
-        owner = owner_digest(principal)
-        keys = [key, OWNER_PREFIX + owner]
-        args: list[str | int] = [owner, self.idle_ms, self.max_per_principal, digest, KEY_PREFIX]
-        store_call(lambda: self._create(keys=keys, args=args))
-
-    def load(self, session_id: str) -> SessionRecord | None:
-        """The record, its TTL renewed; None when there is none (never made, expired, deleted)."""
-        _, key, subs = self._keys(session_id)
-
-        def load() -> list[Any]:
-            pipe = self._client.pipeline(transaction=False)
-            pipe.hgetall(key)
-            pipe.smembers(subs)
-            pipe.pexpire(key, self.idle_ms)
-            pipe.pexpire(subs, self.idle_ms)
-            return pipe.execute()
-
-        fields, subscriptions, _, _ = store_call(load)
-        owner = fields.get(b"owner")
-        if owner is None:
-            return None
-        state = {
-            "phase": _text(fields.get(b"phase")) or "new",
-            "protocol_version": _text(fields.get(b"protocol_version")),
-            "client_info": _json(fields.get(b"client_info")) or {},
-            "client_capabilities": _json(fields.get(b"client_capabilities")) or {},
-            "log_level": _text(fields.get(b"log_level")),
-            "subscriptions": sorted(item.decode() for item in subscriptions),
-        }
-        return SessionRecord(owner.decode(), state)
-
-    def exists(self, session_id: str) -> bool:
-        _, key, _ = self._keys(session_id)
-        return bool(store_call(lambda: self._client.exists(key)))
-
-    def renew(self, session_id: str) -> None:
-        _, key, subs = self._keys(session_id)
-
-        def renew() -> None:
-            pipe = self._client.pipeline(transaction=False)
-            pipe.pexpire(key, self.idle_ms)
-            pipe.pexpire(subs, self.idle_ms)
-            pipe.execute()
-
-        store_call(renew)
-
-    def delete(self, session_id: str, principal: Principal) -> bool:
-        digest, key, subs = self._keys(session_id)
-        owner = owner_digest(principal)
-        keys = [key, subs, OWNER_PREFIX + owner]
-        return bool(store_call(lambda: self._delete(keys=keys, args=[owner, digest])))
-
-    def write(self, session_id: str, change: str, value: Any) -> None:
-        """One change of a session's ProtocolState (see `ProtocolState.observe`)."""
-        _, key, subs = self._keys(session_id)
-        if change in ("subscribe", "unsubscribe"):
-            action = "add" if change == "subscribe" else "remove"
-            store_call(lambda: self._subscribe_if_live(keys=[key, subs], args=[action, value]))
-            return
-        if change == "negotiated":
-            fields = [
-                "phase",
-                value["phase"],
-                "protocol_version",
-                value["protocol_version"] or "",
-                "client_info",
-                json.dumps(value["client_info"]),
-                "client_capabilities",
-                json.dumps(value["client_capabilities"]),
-            ]
-        elif change == "initialized":
-            fields = ["phase", "initialized"]
-        elif change == "log_level":
-            fields = ["log_level", value]
-        else:
-            raise ValueError(f"unknown change {change!r}")
-        store_call(lambda: self._set_if_live(keys=[key], args=fields))
 
 
 class SharedHttpSession(HttpSession):
@@ -255,7 +69,7 @@ class SharedHttpSession(HttpSession):
         logs: StreamLogs,
     ) -> None:
         self.digest = record_digest(session_id)
-        super().__init__(principal, session_id, clock, logs.for_session(self.digest))
+        super().__init__(principal, session_id, clock, SharedSessionStreams(logs, self.digest))
         self._records = records
         self._renewed = self.checked_live = clock()
 
@@ -265,12 +79,18 @@ class SharedHttpSession(HttpSession):
 
         self.state.observe(write_through)
 
+    def renew_due(self) -> bool:
+        """Whether this process should renew the record's TTL at its next use of it."""
+        return self.clock() - self._renewed >= self._records.renew_interval
+
+    def renewed(self) -> None:
+        self._renewed = self.clock()
+
     def touch(self) -> None:
         super().touch()
-        now = self.clock()
-        if now - self._renewed < TOUCH_INTERVAL_SECONDS:
+        if not self.renew_due():
             return
-        self._renewed = now
+        self.renewed()
         assert self.session_id is not None
         try:
             self._records.renew(self.session_id)
@@ -346,6 +166,9 @@ class SharedSessionStore(SessionStore):
         if kind == "events":
             self.stream_logs.wake(message.get("stream"))
             return
+        if kind == "reader":
+            self.stream_logs.detach(message.get("stream"))
+            return
         with self._lock:
             session = self._by_digest.get(str(message.get("session")))
         if session is None or session.closed.is_set():
@@ -363,7 +186,7 @@ class SharedSessionStore(SessionStore):
         elif kind == "cancel":
             session.in_flight.cancel(message.get("request_id"))
         elif kind == "state" and session.session_id is not None:
-            record = self.records.load(session.session_id)
+            record = self.records.load(session.session_id, renew=False)  # a message is no use of it
             if record is None:
                 self._forget_local(session.session_id)
             else:
@@ -372,6 +195,13 @@ class SharedSessionStore(SessionStore):
             self._forget_local(session.session_id)
 
     # --- the registry ----------------------------------------------------------------------
+
+    def reading(self, session_id: str | None) -> AbstractContextManager[None]:
+        """Around one request's admission and handling: the record `session_id` names is read
+        in the round trip of its step 4, and `get` uses that read (`store.reads`)."""
+        if not session_id:
+            return nullcontext()
+        return reads.reading_record(record_key(session_id.strip()))
 
     def create(self, principal: Principal) -> HttpSession | None:
         self.bus.start()
@@ -388,7 +218,11 @@ class SharedSessionStore(SessionStore):
 
     def get(self, session_id: str, principal: Principal) -> HttpSession | None:
         self.bus.start()
-        record = self.records.load(session_id)
+        with self._lock:
+            local = self._sessions.get(session_id)
+        # Read at every request (validity is never cached); the TTL renewed with it when due.
+        renew = not isinstance(local, SharedHttpSession) or local.renew_due()
+        record = self.records.load(session_id, renew)
         if record is None:
             self._forget_local(session_id)  # ended elsewhere, or expired
             return None
@@ -403,6 +237,8 @@ class SharedSessionStore(SessionStore):
                     "This server process has too many open sessions; try again later",
                     headers=[("Retry-After", str(LOCAL_FULL_RETRY_AFTER_SECONDS))],
                 )
+        if renew and isinstance(session, SharedHttpSession):
+            session.renewed()
         session.state.restore(record.state)
         session.touch()
         return session
@@ -411,10 +247,12 @@ class SharedSessionStore(SessionStore):
         deleted = self.records.delete(session_id, principal)
         if deleted:
             self._forget_local(session_id)
+            digest = record_digest(session_id)
             try:
-                self.bus.publish("ended", session=record_digest(session_id))  # their streams end now
+                self.bus.publish("ended", session=digest)  # their streams end now
+                drop_standalone(self.stream_logs, digest)  # nothing of its GET stream stays behind
             except ServiceUnavailable:
-                pass  # logged; their streams end at their next liveness check
+                pass  # logged; their streams end at their next liveness check, the GET log with its TTL
         else:
             super().delete(session_id, principal)  # a local copy whose record is already gone
         return deleted
