@@ -164,16 +164,26 @@ class KeepAliveHandler(WSGIRequestHandler):
                 status_sent, headers = started
                 code_text, _, reason = status_sent.partition(" ")
                 code = int(code_text)
-                self.send_response(code, reason)
+                # The head is built here in one piece (http.server's send_response and send_header,
+                # a call and an encode per line, cost more than the rest of the writing): the status
+                # line, Server and Date as they write them, then the app's headers.
+                lines = [
+                    f"{self.protocol_version} {code} {reason}",
+                    f"Server: {self.version_string()}",
+                    f"Date: {self.date_time_string()}",
+                ]
                 names = set()
                 for name, value in headers:
-                    self.send_header(name, value)  # a "Connection: close" from the app sets close_connection
-                    names.add(name.lower())
+                    lines.append(f"{name}: {value}")
+                    lowered = name.lower()
+                    names.add(lowered)
+                    if lowered == "connection" and value.lower() == "close":
+                        self.close_connection = True  # as send_header: the app's close is kept
                 bodiless = environ["REQUEST_METHOD"] == "HEAD" or code < 200 or code in _NO_BODY_STATUSES
                 # Chunked only for HTTP/1.1 clients: an HTTP/1.0 one reads to the close.
                 chunked = not bodiless and "content-length" not in names and self.request_version == "HTTP/1.1"
                 if chunked:
-                    self.send_header("Transfer-Encoding", "chunked")
+                    lines.append("Transfer-Encoding: chunked")
                 keep_alive = may_keep_alive(
                     request_version=self.request_version,
                     client_closes=client_closes,
@@ -184,13 +194,14 @@ class KeepAliveHandler(WSGIRequestHandler):
                     served=self.requests_served,
                 )
                 if keep_alive:
-                    self.send_header("Keep-Alive", f"timeout={max(1, int(self.server.keepalive_seconds))}")
+                    lines.append(f"Keep-Alive: timeout={max(1, int(self.server.keepalive_seconds))}")
                 else:
-                    self.send_header("Connection", "close")
+                    lines.append("Connection: close")
+                    self.close_connection = True
                 # The head goes out with the first piece of the body, in one write.
-                # (HTTP/0.9 has no head at all: http.server buffers nothing for it.)
-                head = b"" if self.request_version == "HTTP/0.9" else b"".join(self._headers_buffer) + b"\r\n"
-                self._headers_buffer: list[bytes] = []
+                # (HTTP/0.9 has no head at all.)
+                lines.append("\r\n")
+                head = b"" if self.request_version == "HTTP/0.9" else "\r\n".join(lines).encode("latin-1")
             else:
                 head = b""
             if data and chunked:

@@ -41,6 +41,10 @@ _FIELD_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):(.*?)\r?\n?", re.DOTA
 # A CR that does not end the line.
 _FORBIDDEN_IN_VALUE = re.compile(rb"\r")
 _LINE_ENDS = (b"\r\n", b"\n", b"")
+# The lines of a header block, each with its line end, as readline would return them one by one.
+_LINES = re.compile(rb"[^\n]*\n")
+# The end of a line followed by an empty line: where a header block ends.
+_BLOCK_END = re.compile(rb"\n\r?\n")
 
 
 class HeadError(Exception):
@@ -98,24 +102,46 @@ def read_fields(readline: Callable[[int], bytes]) -> RequestHeaders:
             raise HeadError(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "A header line is too long")
         if line in _LINE_ENDS:
             return RequestHeaders(fields)
-        if len(fields) >= MAX_FIELD_LINES:
-            raise HeadError(
-                HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, f"Too many headers; send at most {MAX_FIELD_LINES}"
-            )
-        if line[:1] in (b" ", b"\t"):
-            raise HeadError(
-                HTTPStatus.BAD_REQUEST, "A header line is folded over two lines; send each header on one line"
-            )
-        match = _FIELD_LINE.fullmatch(line)
-        if match is None:
-            raise HeadError(
-                HTTPStatus.BAD_REQUEST, "A header line is malformed; send name: value, with no space before the colon"
-            )
-        raw_name, raw_value = match.groups()
-        raw_value = raw_value.strip(b" \t")
-        if _FORBIDDEN_IN_VALUE.search(raw_value):
-            raise HeadError(HTTPStatus.BAD_REQUEST, "A header value contains a bare CR; remove it")
-        fields.append((raw_name.decode("ascii"), raw_value.decode("iso-8859-1")))
+        _add_field(fields, line)
+
+
+def block_length(data: bytes) -> int | None:
+    """How many bytes of `data` (the bytes after the request line) make the header block, through the
+    first empty line (CRLF or a bare LF, as `read_fields` ends); None when that line is not in `data`."""
+    if data.startswith(b"\r\n"):
+        return 2
+    if data.startswith(b"\n"):
+        return 1
+    end = _BLOCK_END.search(data)
+    return None if end is None else end.end()
+
+
+def fields_of_block(block: bytes) -> RequestHeaders:
+    """The fields of a whole header block (`block_length` bytes), read exactly as `read_fields` reads them."""
+    fields: list[tuple[str, str]] = []
+    for line in _LINES.findall(block)[:-1]:  # the last line is the empty one
+        if len(line) > MAX_LINE_BYTES:
+            raise HeadError(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "A header line is too long")
+        _add_field(fields, line)
+    return RequestHeaders(fields)
+
+
+def _add_field(fields: list[tuple[str, str]], line: bytes) -> None:
+    """Judge one field line (with its line end) and add its name and value to `fields`; HeadError if refused."""
+    if len(fields) >= MAX_FIELD_LINES:
+        raise HeadError(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, f"Too many headers; send at most {MAX_FIELD_LINES}")
+    if line[:1] in (b" ", b"\t"):
+        raise HeadError(HTTPStatus.BAD_REQUEST, "A header line is folded over two lines; send each header on one line")
+    match = _FIELD_LINE.fullmatch(line)
+    if match is None:
+        raise HeadError(
+            HTTPStatus.BAD_REQUEST, "A header line is malformed; send name: value, with no space before the colon"
+        )
+    raw_name, raw_value = match.groups()
+    raw_value = raw_value.strip(b" \t")
+    if _FORBIDDEN_IN_VALUE.search(raw_value):
+        raise HeadError(HTTPStatus.BAD_REQUEST, "A header value contains a bare CR; remove it")
+    fields.append((raw_name.decode("ascii"), raw_value.decode("iso-8859-1")))
 
 
 class RequestLine:

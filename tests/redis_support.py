@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import pytest
 import redis
 from binaries import find_binary, free_port, require_binary
 
@@ -105,3 +107,24 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def module_redis(name: str) -> Any:
+    """A module-scoped fixture called `name`: one real redis-server for the test module, always stopped."""
+
+    def fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+        with redis_server(tmp_path_factory.mktemp("redis")) as server:
+            yield server
+
+    return pytest.fixture(scope="module", name=name)(fixture)
+
+
+def emptied_redis(name: str) -> Any:
+    """A fixture called `name`: the module's `redis_instance` (see `module_redis`), emptied for this test."""
+
+    def fixture(redis_instance: RedisServer) -> Iterator[RedisServer]:
+        with redis_instance.client() as client:
+            client.flushdb()
+        yield redis_instance
+
+    return pytest.fixture(name=name)(fixture)

@@ -12,14 +12,19 @@ import io
 import json
 from collections.abc import Iterator
 from http import HTTPStatus
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from support import TOKEN, initialize_body, live_server, raw_exchange
 
 from mcp_auth.requesthead import (
     MAX_FIELD_LINES,
     HeadError,
     RequestHeaders,
+    block_length,
+    fields_of_block,
     parse_request_line,
     read_fields,
 )
@@ -145,3 +150,37 @@ def test_malformed_heads_are_refused_over_the_wire_with_a_message(
     document = json.loads(response.body)
     assert words in document["error"]["message"]
     assert response.header("Mcp-Session-Id") is None  # the app never saw it
+
+
+# --- the whole-block reading gives what line-by-line reading gives ---------------------------------
+
+_pieces = st.sampled_from(
+    [b"Host: a", b"X-A: 1", b"x-a:2", b"Bad Line", b" folded", b"\tfolded", b"N : v", b"V: a\rb", b"E:", b"X: \xe9\x00"]
+)
+_ends = st.sampled_from([b"\r\n", b"\n"])
+
+
+def _outcome(read: Any) -> Any:
+    try:
+        return ("fields", read().items())
+    except HeadError as refused:
+        return ("refused", refused.status, refused.message)
+
+
+@given(st.lists(st.tuples(_pieces, _ends), max_size=8), _ends, st.binary(max_size=20))
+def test_a_buffered_block_reads_as_line_by_line(lines: list[tuple[bytes, bytes]], last: bytes, after: bytes) -> None:
+    data = b"".join(piece + end for piece, end in lines) + last + after
+    stream = io.BytesIO(data)
+    by_lines = _outcome(lambda: read_fields(stream.readline))
+    length = block_length(data)
+    assert length is not None  # the block's empty line is in the data
+    by_block = _outcome(lambda: fields_of_block(data[:length]))
+    assert by_block == by_lines
+    if by_lines[0] == "fields":
+        assert stream.tell() == length  # the body starts where both say the head ended
+
+
+def test_a_block_whose_empty_line_has_not_arrived_is_read_line_by_line() -> None:
+    assert block_length(b"Host: a\r\nX: 1\r\n") is None
+    assert block_length(b"Host: a\r\nX: 1\r\n\r\nbody") == len(b"Host: a\r\nX: 1\r\n\r\n")
+    assert block_length(b"\r\nbody") == 2 and block_length(b"\nbody") == 1

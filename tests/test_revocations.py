@@ -20,11 +20,10 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from redis_support import RedisServer, free_port, redis_server
+from redis_support import RedisServer, emptied_redis, free_port, module_redis, redis_server
 from support import initialize_body, live_server, request
 
 from mcp_auth.auth.tokens import TokensFile, add_token
@@ -46,17 +45,10 @@ class ManualClock:
         return self.now
 
 
-@pytest.fixture(scope="module")
-def redis_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with redis_server(tmp_path_factory.mktemp("redis")) as server:
-        yield server
+redis_instance = module_redis("redis_instance")
 
 
-@pytest.fixture
-def store(redis_instance: RedisServer) -> Iterator[RedisServer]:
-    with redis_instance.client() as client:
-        client.flushdb()
-    yield redis_instance
+store = emptied_redis("store")
 
 
 def _digest(token: str) -> str:

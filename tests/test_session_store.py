@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import redis
-from redis_support import RedisServer, free_port, redis_server
+from redis_support import RedisServer, emptied_redis, free_port, module_redis, redis_server
 from support import TOKEN, Live, live_server, open_session, request, rpc
 
 from mcp_auth import Context, McpServer
@@ -37,18 +37,10 @@ ROOT = Path(__file__).resolve().parent.parent
 EXPIRY_DEADLINE_SECONDS = 20.0
 
 
-@pytest.fixture(scope="module")
-def redis_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with redis_server(tmp_path_factory.mktemp("redis")) as server:
-        yield server
+redis_instance = module_redis("redis_instance")
 
 
-@pytest.fixture
-def store(redis_instance: RedisServer) -> Iterator[RedisServer]:
-    """The module's redis-server, emptied for this test."""
-    with redis_instance.client() as client:
-        client.flushdb()
-    yield redis_instance
+store = emptied_redis("store")
 
 
 # --- the setting -----------------------------------------------------------------------

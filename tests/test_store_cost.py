@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import redis
-from redis_support import RedisServer, redis_server
+from redis_support import RedisServer, module_redis
 from support import Live, live_server, open_session, request, rpc
 
 from mcp_auth import Context, McpServer
@@ -61,10 +61,7 @@ def _server() -> McpServer:
     return server
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with redis_server(tmp_path_factory.mktemp("redis")) as server:
-        yield server
+store = module_redis("store")
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ the session is not found (404), as for any request.
 
 from __future__ import annotations
 
-import itertools
 import json
 import socket
 import textwrap
@@ -22,7 +21,7 @@ from typing import Any
 
 import pytest
 from nginx_support import gunicorn_process
-from redis_support import RedisServer, redis_server
+from redis_support import RedisServer, module_redis
 from support import Live, live_server, open_session, request, rpc
 
 from mcp_auth import McpServer
@@ -34,16 +33,22 @@ PATIENCE_SECONDS = 30.0
 URI = "counter://value"
 
 
-def _server() -> McpServer:
-    server = McpServer("get-resume")
+TOOLS_MODULE = textwrap.dedent(
+    '''
+    import itertools
+
+    from mcp_auth import McpServer
+
+    server = McpServer("get-resume-hosts")
+    added = itertools.count(1)
+
 
     @server.tool()
     def bump() -> str:
         """Changes the counter resource and says so to subscribers."""
-        server.notify_resource_updated(URI)
+        server.notify_resource_updated("counter://value")
         return "bumped"
 
-    added = itertools.count(1)
 
     @server.tool()
     def add_tool() -> str:
@@ -57,17 +62,23 @@ def _server() -> McpServer:
 
         return name
 
-    @server.resource(URI)
+
+    @server.resource("counter://value")
     def counter() -> str:
         return "1"
+    '''
+)
 
+
+def _server() -> McpServer:
+    """The tools gunicorn serves from TOOLS_MODULE, for the in-process servers."""
+    namespace: dict[str, Any] = {}
+    exec(compile(TOOLS_MODULE, "get_resume_tools.py", "exec"), namespace)
+    server: McpServer = namespace["server"]
     return server
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with redis_server(tmp_path_factory.mktemp("redis")) as server:
-        yield server
+store = module_redis("store")
 
 
 @pytest.fixture
@@ -216,43 +227,6 @@ def test_only_the_sessions_principal_can_resume_its_get_stream(
         assert [message["method"] for _, message in his.events()] == ["notifications/tools/list_changed"]
 
 
-GUNICORN_TOOLS = textwrap.dedent(
-    '''
-    import itertools
-
-    from mcp_auth import McpServer
-
-    server = McpServer("get-resume-hosts")
-    added = itertools.count(1)
-
-
-    @server.tool()
-    def bump() -> str:
-        """Changes the counter resource and says so to subscribers."""
-        server.notify_resource_updated("counter://value")
-        return "bumped"
-
-
-    @server.tool()
-    def add_tool() -> str:
-        """Registers one more tool: every session hears that the list changed."""
-        name = f"added_{next(added)}"
-
-        @server.tool(name=name)
-        def one_more() -> str:
-            """Added at run time."""
-            return name
-
-        return name
-
-
-    @server.resource("counter://value")
-    def counter() -> str:
-        return "1"
-    '''
-)
-
-
 def test_two_gunicorn_hosts_resume_each_others_get_streams(
     store: RedisServer, tokens: tuple[Path, str, str], tmp_path: Path
 ) -> None:
@@ -260,7 +234,7 @@ def test_two_gunicorn_hosts_resume_each_others_get_streams(
     path, alice, _ = tokens
     workdir = tmp_path / "app"
     workdir.mkdir()
-    (workdir / "get_resume_tools.py").write_text(GUNICORN_TOOLS)
+    (workdir / "get_resume_tools.py").write_text(TOOLS_MODULE)
     env = {
         "MCP_AUTH_TOKENS_FILE": str(path),
         "MCP_AUTH_SESSION_STORE": store.url,

@@ -13,15 +13,13 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import pytest
 from mcp.client.client import Client
 from nginx_support import Gunicorn, gunicorn_process
-from redis_support import RedisServer, free_port, redis_server
+from redis_support import RedisServer, free_port, module_redis
 from support import TOKEN, open_session, rpc
 from test_mcp_client import run_client
 from test_store_resume import post_until, resume
@@ -68,10 +66,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STARTUP_DEADLINE_SECONDS = 60.0
 
 
-@pytest.fixture(scope="module")
-def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with redis_server(tmp_path_factory.mktemp("redis")) as server:
-        yield server
+shared_redis = module_redis("shared_redis")
 
 
 def _workers(tmp_path: Path, store: str | None, workers: int = 2) -> Any:

@@ -22,7 +22,7 @@ import mcp_types as types
 import pytest
 from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
-from redis_support import RedisServer, redis_server
+from redis_support import RedisServer, module_redis
 from support import TOKEN, Live, live_server, open_session, request, rpc
 from test_listen import open_listen, tag
 
@@ -80,10 +80,7 @@ def _server(waits: Waits) -> McpServer:
     return server
 
 
-@pytest.fixture(scope="module")
-def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with redis_server(tmp_path_factory.mktemp("redis")) as server:
-        yield server
+shared_redis = module_redis("shared_redis")
 
 
 @pytest.fixture
