@@ -206,9 +206,8 @@ def test_the_mcp_client_resumes_on_the_other_process(two: tuple[Live, Live, Step
 def test_a_wake_up_while_the_reader_writes_is_not_lost(shared_redis: RedisServer) -> None:
     """The log grows while the reader here is busy writing an event (not waiting): the "events"
     message's wake-up must still make it read the log again, not wait for the next keepalive."""
-    logs = StreamLogs(
-        shared_redis.client(), MessageBus(shared_redis.client(), lambda message: None), 3600, time.monotonic
-    )
+    client = shared_redis.client()
+    logs = StreamLogs(client, MessageBus(client, lambda message: None), 3600, time.monotonic)
     writer = SessionStreams(logs, "a-session").new_stream(time.monotonic)  # the other process's stream
     writer.start_log()
     writer.send({"n": 1})
