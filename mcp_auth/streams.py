@@ -102,6 +102,8 @@ class EventStream:
         self.delivered = 0
         # Connections reading now (the standalone stream keeps it at one).
         self.readers = 0
+        # Set by `wake` until a reader has looked again: a wake-up is never lost.
+        self._woken = False
 
     # --- writing ----------------------------------------------------------------
 
@@ -182,6 +184,14 @@ class EventStream:
                 self._detach_base += 1
             self._condition.notify_all()
 
+    def wake(self) -> None:
+        """Something outside this stream changed (another process's log grew): its reader yields
+        None at once, so it can look again. Kept until it does: a reader that is writing an
+        event when this comes, not waiting, must not wait for the next keepalive instead."""
+        with self._condition:
+            self._woken = True
+            self._condition.notify_all()
+
     # --- reading ----------------------------------------------------------------
 
     def wait_started(self) -> None:
@@ -224,16 +234,19 @@ class EventStream:
         self, after: int, keepalive_seconds: float, stop: Callable[[], bool], detachments: int = 0
     ) -> Iterator[tuple[int, dict[str, Any]] | None]:
         """Events with a sequence above `after`, as they come; None when `keepalive_seconds`
-        pass without one. Ends when the stream is finished and drained, when it is detached
-        (more than `detachments` times: the stream's first reader passes 0, a later one
-        `attach()`), or when `stop()` says so (checked at every event and keepalive)."""
+        pass without one, and after a `wake`. Ends when the stream is finished and drained,
+        when it is detached (more than `detachments` times: the stream's first reader passes
+        0, a later one `attach()`), or when `stop()` says so (checked at every event and keepalive)."""
         position = after
         while True:
             with self._condition:
                 batch, ended = self._pending(position, detachments)
                 if not batch and not ended:
-                    self._condition.wait(keepalive_seconds)
+                    if not self._woken:
+                        self._condition.wait(keepalive_seconds)
                     batch, ended = self._pending(position, detachments)
+                    if not batch and not ended:
+                        self._woken = False  # the None yielded below is the reader's look again
                 if not batch and ended:
                     return
             if stop():

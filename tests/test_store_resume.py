@@ -27,7 +27,7 @@ from test_store_messages import _routed
 
 from mcp_auth import Context, McpServer
 from mcp_auth.store.bus import MessageBus
-from mcp_auth.store.events import StreamLogs
+from mcp_auth.store.events import SessionStreams, StreamLogs
 
 # Generous: how long a test waits for something that must happen (never a pass/fail timing).
 PATIENCE_SECONDS = 30.0
@@ -118,7 +118,8 @@ def test_a_stream_cut_on_one_process_is_resumed_on_the_other(two: tuple[Live, Li
         sock.sendall(
             (
                 f"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
-                f"Accept: text/event-stream\r\nMcp-Session-Id: {session_id}\r\nLast-Event-ID: {last_id}\r\n\r\n"
+                f"Accept: text/event-stream\r\nMcp-Session-Id: {session_id}\r\nLast-Event-ID: {last_id}\r\n"
+                "Connection: close\r\n\r\n"
             ).encode()
         )
         received = b""
@@ -131,6 +132,11 @@ def test_a_stream_cut_on_one_process_is_resumed_on_the_other(two: tuple[Live, Li
         while b'"result"' not in received:
             chunk = sock.recv(4096)
             assert chunk, received
+            received += chunk
+        # Read on to the server's close: the server learns that the answer was delivered only
+        # once its write returned, which may be after the client has read it; the stream is
+        # dropped then, before the response ends (a client resuming in between still gets it).
+        while chunk := sock.recv(4096):
             received += chunk
     messages = _data_lines(received)
     assert [m.get("params", {}).get("data") for m in messages[:-1]] == ["two", "three"]
@@ -195,6 +201,29 @@ def test_the_mcp_client_resumes_on_the_other_process(two: tuple[Live, Live, Step
     result = asyncio.run(main())
     assert result.content[0].text == "done"
     assert (second.port, "GET") in seen  # the resumption went to the other process
+
+
+def test_a_wake_up_while_the_reader_writes_is_not_lost(shared_redis: RedisServer) -> None:
+    """The log grows while the reader here is busy writing an event (not waiting): the "events"
+    message's wake-up must still make it read the log again, not wait for the next keepalive."""
+    client = shared_redis.client()
+    logs = StreamLogs(client, MessageBus(client, lambda message: None), 3600, time.monotonic)
+    writer = SessionStreams(logs, "a-session").new_stream(time.monotonic)  # the other process's stream
+    writer.start_log()
+    writer.send({"n": 1})
+    followed = SessionStreams(logs, "a-session").find(writer.stream_id)
+    assert followed is not None
+    reader = followed.read(0, keepalive_seconds=3600, stop=lambda: False)
+    assert next(reader) == (1, {"n": 1})  # the reader now writes this event to its client
+    writer.finish({"n": 2})
+    logs.wake(followed.shared_log.key)  # the "events" message arrives meanwhile
+    items: list[Any] = []
+    thread = threading.Thread(target=lambda: items.extend(reader), daemon=True)
+    thread.start()
+    thread.join(PATIENCE_SECONDS)
+    if thread.is_alive():
+        followed.detach()  # ends the reader, the test has failed
+    assert [item for item in items if item is not None] == [(2, {"n": 2})]
 
 
 def test_a_log_is_bounded_and_expires(shared_redis: RedisServer) -> None:

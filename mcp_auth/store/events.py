@@ -126,17 +126,14 @@ class FollowedStream(EventStream):
             return  # logged; tried again at the next wake-up or keepalive
         self.replay(events)
 
-    def wake(self) -> None:
-        """The log grew: the reader reads it again (on its own thread, not the bus listener's)."""
-        with self._condition:
-            self._condition.notify_all()
-
     def read(
         self, after: int, keepalive_seconds: float, stop: Callable[[], bool], detachments: int = 0
     ) -> Iterator[tuple[int, dict[str, Any]] | None]:
         try:
             for item in super().read(after, keepalive_seconds, stop, detachments):
-                if item is None:  # woken, or a keepalive: the log may have grown meanwhile
+                # Woken (`wake`: the log grew, read here on the reader's thread, not the bus
+                # listener's), or a keepalive: the log may have grown meanwhile.
+                if item is None:
                     self.refresh()
                 yield item
         finally:
