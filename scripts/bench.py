@@ -8,7 +8,7 @@ What is measured. Eleven servers, ten of them serving one `echo(text: str) -> st
                      Its defaults stay on, including one audit log line per tools/call.
   mcp_auth_gunicorn  `gunicorn -k gthread --threads 8 'mcp_auth:create_app()'`, MCP_AUTH_TARGET
                      naming the same module, the same token: one worker process, 8 threads.
-                     create_app() configures no logging, so the INFO audit events go nowhere here.
+                     create_app() sends the audit lines to stderr (this server's log file), as serve does.
   mcp_auth_gunicorn_2w  the same with `-w 2`: two worker processes. Handshake sessions live in the
                      worker that created them; the client's one connection per session keeps a
                      session on its worker (gunicorn --keep-alive 30 for every gunicorn here).
@@ -1058,7 +1058,7 @@ def print_report(results: dict[str, dict[str, Any]], ratio_table: dict[str, dict
         if "server_cpu_per_call" in entry:
             parts.append(f"{entry['server_cpu_per_call']['mcp_auth_over_sdk']:.2f}x the SDK's server CPU per call")
         print(f"{LABELS[key]} vs SDK: " + ", ".join(parts) if parts else f"{LABELS[key]}: no ratios (failures)")
-    print("(the SDK runs without auth or access log; mcp_auth checks its token, and under serve audits each call)")
+    print("(the SDK runs without auth or access log; mcp_auth checks its token and writes an audit line per call)")
     print()
     for cost in store_cost(results):
         added = [
